@@ -1,0 +1,166 @@
+"""Configuration records: the environment (EnvConfig) and what Redis stores
+(ListenerSettings, Node), with their validation and their Redis encoding."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .aetitle import check_ae_title, check_host, check_port
+from .dicom import DEFAULT_STORAGE_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
+from .errors import ValidationError
+
+SERVICES = ("C-ECHO", "C-STORE")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The environment of one service (DESIGN.md, "Configuration")."""
+
+    redis_url: str | None
+    pacs_ae_title: str = "PACS"
+    pacs_port: int = 11112
+    pacs_host: str = "127.0.0.1"  # where the simulator and the API find the PACS
+    storage_dir: str = "./data/storage"
+    sim_ae_title: str = "CT01"
+    sim_port: int = 11113
+    admin_token: str | None = None
+    admin_port: int = 8080
+
+    @classmethod
+    def from_env(cls, env: "os._Environ[str] | dict[str, str] | None" = None) -> "EnvConfig":
+        e = os.environ if env is None else env
+
+        def num(name: str, default: int) -> int:
+            raw = e.get(name)
+            if raw in (None, ""):
+                return default
+            try:
+                return check_port(int(raw), name)
+            except ValueError as exc:
+                raise ValidationError(f"{name}={raw!r}: {exc}", name) from None
+
+        return cls(
+            redis_url=e.get("REDIS_URL") or None,
+            pacs_ae_title=check_ae_title(e.get("PACS_AE_TITLE") or "PACS", "PACS_AE_TITLE"),
+            pacs_port=num("PACS_PORT", 11112),
+            pacs_host=e.get("PACS_HOST") or "127.0.0.1",
+            storage_dir=e.get("PACS_STORAGE_DIR") or "./data/storage",
+            sim_ae_title=check_ae_title(e.get("SIM_AE_TITLE") or "CT01", "SIM_AE_TITLE"),
+            sim_port=num("SIM_PORT", 11113),
+            admin_token=e.get("ADMIN_TOKEN") or None,
+            admin_port=num("ADMIN_PORT", 8080),
+        )
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _check_uid_list(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError(f"{name} is a list of UIDs.", name)
+    for uid in value:
+        parts = uid.split(".")
+        if not uid or len(uid) > 64 or not all(p.isdigit() and (p == "0" or p[0] != "0") for p in parts):
+            raise ValidationError(f"{uid!r} is not a valid DICOM UID.", name)
+    return list(dict.fromkeys(value))
+
+
+@dataclass
+class ListenerSettings:
+    """The PACS listener, stored in the ``dicomlab:scp`` hash."""
+
+    ae_title: str = "PACS"
+    port: int = 11112
+    verbose: bool = False
+    max_associations: int = 10
+    sop_classes: list[str] = field(default_factory=lambda: list(DEFAULT_STORAGE_SOP_CLASSES))
+    transfer_syntaxes: list[str] = field(default_factory=lambda: list(DEFAULT_TRANSFER_SYNTAXES))
+
+    def validate(self) -> "ListenerSettings":
+        self.ae_title = check_ae_title(self.ae_title, "ae_title")
+        self.port = check_port(self.port, "port")
+        if not isinstance(self.verbose, bool):
+            raise ValidationError("verbose is true or false.", "verbose")
+        if isinstance(self.max_associations, bool) or not isinstance(self.max_associations, int) or not 1 <= self.max_associations <= 1000:
+            raise ValidationError("max_associations is a whole number from 1 to 1000.", "max_associations")
+        self.sop_classes = _check_uid_list(self.sop_classes, "sop_classes")
+        self.transfer_syntaxes = _check_uid_list(self.transfer_syntaxes, "transfer_syntaxes")
+        if not self.transfer_syntaxes:
+            raise ValidationError("Accept at least one transfer syntax.", "transfer_syntaxes")
+        return self
+
+    def to_redis(self) -> dict[str, str]:
+        return {k: _encode(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> "ListenerSettings":
+        out = cls()
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            v = raw[f.name]
+            if f.name in ("port", "max_associations"):
+                setattr(out, f.name, int(v))
+            elif f.name == "verbose":
+                setattr(out, f.name, v == "1")
+            elif f.name in ("sop_classes", "transfer_syntaxes"):
+                setattr(out, f.name, json.loads(v))
+            else:
+                setattr(out, f.name, v)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Node:
+    """An authorized modality (SCU), stored in ``dicomlab:node:<AE>``."""
+
+    ae_title: str
+    host: str
+    port: int = 104
+    description: str = ""
+    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    enabled: bool = True
+
+    def validate(self) -> "Node":
+        self.ae_title = check_ae_title(self.ae_title, "ae_title")
+        self.host = check_host(self.host, "host")
+        self.port = check_port(self.port, "port")
+        if not isinstance(self.description, str) or len(self.description) > 256:
+            raise ValidationError("A description is text of at most 256 characters.", "description")
+        if not isinstance(self.services, list) or not all(s in SERVICES for s in self.services):
+            raise ValidationError('services is a list drawn from "C-ECHO" and "C-STORE".', "services")
+        self.services = [s for s in SERVICES if s in self.services]
+        if not isinstance(self.enabled, bool):
+            raise ValidationError("enabled is true or false.", "enabled")
+        return self
+
+    def allows(self, service: str) -> bool:
+        return service in self.services
+
+    def to_redis(self) -> dict[str, str]:
+        return {k: _encode(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> "Node":
+        return cls(
+            ae_title=raw["ae_title"],
+            host=raw["host"],
+            port=int(raw.get("port", "104")),
+            description=raw.get("description", ""),
+            services=json.loads(raw.get("services", "[]")),
+            enabled=raw.get("enabled", "1") == "1",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

