@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 
@@ -99,6 +100,9 @@ class Registry:
             pipe.hgetall(keys.SCP)
             pipe.hgetall(keys.node(title))
             scp_raw, node_raw = pipe.execute()
+        if not scp_raw:
+            # Redis answered but lost its state (restarted empty): nothing can be checked.
+            raise RegistryUnavailable("the registry has no listener settings (was Redis restarted empty?)")
         node = Node.from_redis(node_raw) if node_raw else None
         return ListenerSettings.from_redis(scp_raw), node
 

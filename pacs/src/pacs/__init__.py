@@ -1,0 +1,12 @@
+"""DICOM Lab PACS receiver: a Storage and Verification SCP that decides every
+association from the registry (Redis) and stores instances durably.
+
+- ``policy``    the association decision, in the order of DESIGN.md's table
+- ``contexts``  presentation contexts a node may have (per services, cached)
+- ``storage``   durable C-STORE: temporary file, fsync, rename, then Success
+- ``server``    the listener: pynetdicom server, live settings, handlers, shutdown
+- ``cli``       the command line (``dicomlab-pacs``, ``python -m pacs``)
+- ``healthcheck`` a C-ECHO to the listener that counts a rejection as alive
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,98 @@
+"""``dicomlab-pacs`` / ``python -m pacs``: run the PACS receiver, or rebuild the study index."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from dicomlab.errors import LabError, RegistryUnavailable
+from dicomlab.events import EventLog
+from dicomlab.registry import Registry, connect
+from dicomlab.settings import EnvConfig, ListenerSettings
+
+from .server import Pacs
+from .storage import Storage
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dicomlab-pacs",
+        description="DICOM Lab PACS receiver (Storage + Verification SCP). Authorized nodes and listener "
+        "settings are read from Redis on every association; the environment only seeds them.",
+    )
+    p.add_argument("command", nargs="?", default="serve", choices=["serve", "reindex"],
+                   help="serve (default): run the listener; reindex: rebuild the study index from storage")
+    p.add_argument("--bind", default=os.environ.get("PACS_BIND", "0.0.0.0"), help="address to listen on")
+    p.add_argument("--redis-url", default=None, help="registry URL (default: $REDIS_URL)")
+    p.add_argument("--storage", default=None, help="storage folder (default: $PACS_STORAGE_DIR)")
+    p.add_argument("--shutdown-grace", type=float, default=float(os.environ.get("PACS_SHUTDOWN_GRACE", "30")),
+                   help="seconds open associations may take to finish after SIGTERM (default 30)")
+    return p
+
+
+def main(args: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(args)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s pacs %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # our events say it, once, in plain words
+    try:
+        env = EnvConfig.from_env()
+    except LabError as exc:
+        print(f"pacs: configuration error: {exc}", file=sys.stderr)
+        return 2
+    url = ns.redis_url or env.redis_url
+    if not url:
+        print("pacs: REDIS_URL is not set: the PACS needs the registry to authorize nodes "
+              "(`make up` starts one for you).", file=sys.stderr)
+        return 2
+    client = connect(url)
+    registry = Registry(client)
+    events = EventLog(client, source="pacs")
+    storage = Storage(ns.storage or env.storage_dir)
+    if ns.command == "reindex":
+        return reindex(registry, storage)
+
+    seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
+    pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        pacs.start()
+    except OSError as exc:
+        print(f"pacs: cannot listen on {ns.bind}:{pacs.seed.port}: {exc.strerror or exc}. "
+              "Fix: free the port or choose another (PACS_PORT, or the listener settings).", file=sys.stderr)
+        return 1
+    stop.wait()
+    pacs.shutdown()
+    return 0
+
+
+def reindex(registry: Registry, storage: Storage) -> int:
+    """Rebuild the study index from the files in storage."""
+    from pydicom import dcmread
+
+    count = 0
+    try:
+        for path in sorted(Path(storage.root).glob("*/*/*.dcm")):
+            ds = dcmread(path, stop_before_pixels=True)
+            registry.record_instance({
+                "study_uid": str(ds.StudyInstanceUID), "series_uid": str(ds.SeriesInstanceUID),
+                "sop_instance_uid": str(ds.SOPInstanceUID), "patient_name": str(ds.get("PatientName", "")),
+                "patient_id": str(ds.get("PatientID", "")), "study_date": str(ds.get("StudyDate", "")),
+                "study_description": str(ds.get("StudyDescription", "")),
+                "accession_number": str(ds.get("AccessionNumber", "")), "modality": str(ds.get("Modality", "")),
+                "series_description": str(ds.get("SeriesDescription", "")),
+                "series_number": str(ds.get("SeriesNumber", "")),
+                "calling_aet": str(ds.file_meta.get("SourceApplicationEntityTitle", "")), "path": str(path),
+            })
+            count += 1
+    except RegistryUnavailable as exc:
+        print(f"pacs reindex: {exc}", file=sys.stderr)
+        return 1
+    print(f"pacs reindex: {count} instance(s) indexed from {storage.root}")
+    return 0

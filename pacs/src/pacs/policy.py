@@ -1,0 +1,157 @@
+"""The association decision: DESIGN.md's policy table, in its order.
+
+``decide`` never raises: any error while deciding is a rejection (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from dicomlab.aetitle import near_miss, resolve_host, same_address
+from dicomlab.dicom import (
+    RJ_CALLED_AET,
+    RJ_CALLING_AET,
+    RJ_REGISTRY_UNAVAILABLE,
+    RJ_TOO_MANY,
+    Rejection,
+)
+from dicomlab.errors import RegistryUnavailable
+from dicomlab.registry import Registry
+from dicomlab.settings import ListenerSettings, Node
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Decision:
+    accepted: bool
+    reason: str  # the event reason: accepted | registry-unavailable | called-aet-mismatch | ...
+    message: str  # one sentence for a PACS administrator: what happened and what to do
+    rejection: Rejection | None = None
+    settings: ListenerSettings | None = None
+    node: Node | None = None
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class AssociationSlots:
+    """Counts accepted associations that are still open, for row 5 of the table."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    def try_take(self, maximum: int) -> bool:
+        with self._lock:
+            if self.active >= maximum:
+                return False
+            self.active += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+
+def _reject(rj: Rejection, reason: str, message: str, **kw: object) -> Decision:
+    return Decision(False, reason, message, rejection=rj, **kw)  # type: ignore[arg-type]
+
+
+def decide(
+    registry: Registry, calling_aet: str, called_aet: str, peer_ip: str, slots: AssociationSlots
+) -> Decision:
+    """Decide one A-ASSOCIATE-RQ from what Redis says now. Never raises."""
+    try:
+        return _decide(registry, calling_aet.strip(" "), called_aet.strip(" "), peer_ip, slots)
+    except Exception as exc:  # fail closed: whatever went wrong, nobody gets in
+        LOG.exception("association decision failed")
+        return _reject(
+            RJ_REGISTRY_UNAVAILABLE,
+            "registry-unavailable",
+            f"Could not check the association ({type(exc).__name__}: {exc}); refused as a "
+            "transient failure. The modality may retry; check the PACS and Redis logs.",
+        )
+
+
+def _decide(registry: Registry, calling: str, called: str, peer: str, slots: AssociationSlots) -> Decision:
+    # 1. registry reachable?
+    try:
+        settings, node = registry.authorization_snapshot(calling)
+    except RegistryUnavailable as exc:
+        return _reject(
+            RJ_REGISTRY_UNAVAILABLE,
+            "registry-unavailable",
+            f"The registry (Redis) is unreachable, so no node can be checked; refused as a transient "
+            f"failure (the modality should retry). Fix: bring Redis back; the PACS recovers by itself. ({exc})",
+        )
+    # 2. called AE title
+    if called != settings.ae_title:
+        hint = (
+            " (differs only by case: AE titles are case-sensitive)"
+            if called.casefold() == settings.ae_title.casefold()
+            else ""
+        )
+        return _reject(
+            RJ_CALLED_AET,
+            "called-aet-mismatch",
+            f"The modality called AE title {called!r} but this PACS is {settings.ae_title!r}{hint}. "
+            f"Fix: set the PACS AE title on the modality to {settings.ae_title!r}.",
+            settings=settings,
+            detail={"expected": settings.ae_title, "actual": called},
+        )
+    # 3. calling AE title: an enabled authorized node
+    if node is None:
+        miss = near_miss(calling, registry.node_titles())
+        if miss:
+            msg = (
+                f"Calling AE title {calling!r} is not an authorized node, but {miss!r} is: AE titles are "
+                f"case-sensitive. Fix: make the modality send {miss!r}, or register {calling!r}."
+            )
+        else:
+            msg = (
+                f"Calling AE title {calling!r} is not an authorized node. Fix: add {calling!r} "
+                f"(with its IP address and port) to the authorized nodes, or correct the modality's AE title."
+            )
+        return _reject(RJ_CALLING_AET, "unknown-calling-aet", msg, settings=settings,
+                       detail={"near_miss": miss} if miss else {})
+    if not node.enabled:
+        return _reject(
+            RJ_CALLING_AET,
+            "unknown-calling-aet",
+            f"Node {calling!r} is registered but disabled. Fix: enable it in the authorized nodes.",
+            settings=settings, node=node, detail={"disabled": True},
+        )
+    # 4. peer address is the node's host (resolved now)
+    try:
+        addresses = resolve_host(node.host)
+    except OSError as exc:
+        return _reject(
+            RJ_CALLING_AET,
+            "host-mismatch",
+            f"Node {calling!r} is registered with host {node.host!r}, which does not resolve ({exc}); "
+            f"the association came from {peer}. Fix: correct the node's host.",
+            settings=settings, node=node, detail={"expected": node.host, "actual": peer},
+        )
+    if not same_address(peer, addresses):
+        expected = ", ".join(sorted(addresses))
+        via = f" ({node.host} resolves to {expected})" if expected != node.host else ""
+        return _reject(
+            RJ_CALLING_AET,
+            "host-mismatch",
+            f"AE title {calling!r} is authorized from {node.host}{via} but the association came from "
+            f"{peer}. Fix: correct the node's IP/host on the PACS, or send from the registered machine.",
+            settings=settings, node=node, detail={"expected": sorted(addresses), "actual": peer},
+        )
+    # 5. simultaneous associations
+    if not slots.try_take(settings.max_associations):
+        return _reject(
+            RJ_TOO_MANY,
+            "too-many-associations",
+            f"Already {settings.max_associations} associations open (the configured maximum); refused "
+            f"as transient (local limit exceeded). Fix: retry later, send fewer associations in parallel, "
+            f"or raise max_associations.",
+            settings=settings, node=node, detail={"max_associations": settings.max_associations},
+        )
+    return Decision(True, "accepted", f"Association accepted for {calling!r} from {peer}.",
+                    settings=settings, node=node)

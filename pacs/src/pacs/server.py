@@ -1,0 +1,473 @@
+"""The PACS listener: a pynetdicom Storage + Verification SCP whose every
+association is decided from the registry, with live settings and a clean stop.
+
+How the decision reaches the peer intact: pynetdicom's acceptor thread fires
+EVT_REQUESTED after reading the A-ASSOCIATE-RQ. Our handler decides; on a
+rejection it queues the A-ASSOCIATE-RJ with ``acse.send_reject`` and then calls
+``assoc.kill()``, which returns only when the DUL state machine is back in
+Sta1 -- that is, after the RJ PDU went out and the peer closed (or the ARTIM
+timer expired). Returning from the handler straight away would let pynetdicom
+shut the socket down while the RJ is still queued, and the peer would see only
+"Peer aborted Association".
+
+Fail closed, twice over: every exception in the decision is a rejection
+(``policy.decide`` never raises, and the handler catches the rest), and every
+association starts with an acceptor AE title that is a per-process random
+string, so if the handler ever failed before accepting, pynetdicom's own
+check (``require_called_aet``) rejects the association.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from dicomlab import events as E
+from dicomlab.dicom import RJ_REGISTRY_UNAVAILABLE, STATUS_PROCESSING_FAILURE, STATUS_SUCCESS, uid_name
+from dicomlab.errors import RegistryUnavailable
+from dicomlab.events import EventLog
+from dicomlab.registry import Registry
+from dicomlab.settings import ListenerSettings
+
+from .contexts import contexts_for, why_refused
+from .policy import AssociationSlots, Decision, decide
+from .storage import Storage
+
+LOG = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+
+@dataclass
+class Session:
+    """What the PACS knows about one association (kept on the pynetdicom thread)."""
+
+    id: str
+    calling: str = ""
+    called: str = ""
+    peer: str = ""
+    started: float = field(default_factory=time.monotonic)
+    decision: Decision | None = None
+    counted: bool = False
+    stored: int = 0
+    failed: int = 0
+
+    def who(self) -> dict[str, str]:
+        return {"assoc_id": self.id, "calling_aet": self.calling, "called_aet": self.called, "peer": self.peer}
+
+
+def _session(assoc: Any) -> Session:
+    s = getattr(assoc, "lab_session", None)
+    if s is None:
+        s = Session(id=f"a{next(_ids):05d}", peer=str(assoc.requestor.address))
+        assoc.lab_session = s
+    return s
+
+
+class LabRequestHandler(RequestHandler):
+    """pynetdicom's request handler (a public extension point of start_server),
+    plus TCP_NODELAY, the fail-closed acceptor title, and tracking of the
+    association until it ends (for the slot count and a clean shutdown)."""
+
+    def handle(self) -> None:
+        pacs: Pacs = self.server.lab_pacs  # type: ignore[attr-defined]
+        try:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        assoc = self._create_association()
+        assoc.acceptor.ae_title = pacs.sentinel_title
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        pacs.track(assoc)
+        try:
+            assoc.start()
+            assoc.join()
+        finally:
+            pacs.untrack(assoc)
+
+
+class LabServer(ThreadedAssociationServer):
+    """The association server, made with ``AE.make_server(server_class=...)``.
+
+    Open associations are tracked by ``Pacs`` (not joined by socketserver), so
+    closing the server closes the port at once even while associations run.
+    """
+
+    block_on_close = False
+    daemon_threads = True
+
+    def shutdown(self) -> None:
+        socketserver.BaseServer.shutdown(self)  # stop serve_forever
+        self.server_close()  # close the listening socket
+
+
+class Pacs:
+    def __init__(
+        self,
+        registry: Registry,
+        events: EventLog,
+        storage: Storage,
+        seed: ListenerSettings,
+        bind: str = "0.0.0.0",
+        shutdown_grace: float = 30.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.registry = registry
+        self.events = events
+        self.storage = storage
+        self.seed = seed.validate()
+        self.bind = bind
+        self.shutdown_grace = shutdown_grace
+        self.poll_interval = poll_interval
+        self.slots = AssociationSlots()
+        self.sentinel_title = secrets.token_hex(8)  # 16 characters no peer can guess
+        self.server: ThreadedAssociationServer | None = None
+        self.port: int | None = None
+        self.ae_title = seed.ae_title
+        self.verbose = seed.verbose
+        self._active: set[Any] = set()
+        self._active_cv = threading.Condition()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._registry_ok: bool | None = None
+
+        ae = AE(ae_title=seed.ae_title)
+        ae.require_called_aet = True  # with the sentinel title: the fail-closed backstop
+        ae.require_calling_aet = []
+        ae.maximum_associations = 100_000  # the policy counts (row 5), not pynetdicom
+        ae.maximum_pdu_size = 131_072
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        ae.network_timeout = 120
+        ae.add_supported_context(Verification)  # replaced per association by contexts_for()
+        self.ae = ae
+        self.handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+
+    # -- life cycle -------------------------------------------------------------
+    def start(self) -> None:
+        settings = self._current_settings(seed_if_missing=True)
+        self._listen(settings.port)
+        self.ae_title = settings.ae_title
+        self.verbose = settings.verbose
+        self.events.emit(
+            E.LISTENER_STARTED,
+            f"PACS {settings.ae_title!r} listening on {self.bind}:{self.port} "
+            f"(max {settings.max_associations} associations, verbose {'on' if settings.verbose else 'off'}).",
+            detail={"ae_title": settings.ae_title, "port": self.port, "pid": os.getpid()},
+        )
+        self._heartbeat()
+        self._watcher = threading.Thread(target=self._watch_settings, name="settings-watcher", daemon=True)
+        self._watcher.start()
+
+    def _current_settings(self, seed_if_missing: bool = False) -> ListenerSettings:
+        """Settings from Redis (seeded from the environment where absent), or the
+        seeds when Redis is down -- only to know which port to open: every
+        association is still refused until Redis answers."""
+        try:
+            settings = self.registry.seed_listener(ListenerSettings(**self.seed.to_dict()))
+            if self._registry_ok is False:
+                self.events.emit(E.SETTINGS_CHANGED, "The registry (Redis) answers again; associations are "
+                                 "checked normally.", level="info", reason="registry-back")
+            self._registry_ok = True
+            return settings
+        except RegistryUnavailable as exc:
+            if self._registry_ok is not False:
+                self.events.emit(
+                    E.SETTINGS_CHANGED,
+                    f"The registry (Redis) is unreachable: every association is refused as transient "
+                    f"(2/3/1) until it answers. Fix: start Redis / check REDIS_URL. ({exc})",
+                    level="error", reason="registry-unavailable",
+                )
+            self._registry_ok = False
+            return ListenerSettings(**{**self.seed.to_dict(), "port": self.port or self.seed.port})
+
+    def _listen(self, port: int) -> None:
+        server = self.ae.make_server(
+            (self.bind, port), evt_handlers=self.handlers, server_class=LabServer,
+            request_handler=LabRequestHandler,
+        )
+        server.lab_pacs = self  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name=f"listener:{port}", daemon=True).start()
+        old, self.server, self.port = self.server, server, server.server_address[1]
+        if old is not None:
+            old.shutdown()  # closes the old port; its open associations run to their end
+
+    def _watch_settings(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self._apply_settings()
+                self._heartbeat()
+            except Exception:  # the watcher must survive anything
+                LOG.exception("settings watcher")
+
+    def _apply_settings(self) -> None:
+        if self._registry_ok is False and not self.registry.ping():
+            return
+        settings = self._current_settings(seed_if_missing=True)
+        if self._registry_ok is False:
+            return
+        if settings.port != self.port:
+            old = self.port
+            try:
+                self._listen(settings.port)
+            except OSError as exc:
+                self.events.emit(
+                    E.SETTINGS_CHANGED,
+                    f"Could not move the listener from port {old} to {settings.port} ({exc.strerror or exc}); "
+                    f"still listening on {old}. Fix: choose a free port.",
+                    level="error", reason="rebind-failed", detail={"port": settings.port},
+                )
+                return
+            self.events.emit(E.SETTINGS_CHANGED, f"Listener moved from port {old} to {self.port}; port {old} "
+                             "is closed. Modalities must now send to the new port.",
+                             detail={"port": self.port, "old_port": old})
+        if settings.ae_title != self.ae_title:
+            self.events.emit(E.SETTINGS_CHANGED, f"Listener AE title changed from {self.ae_title!r} to "
+                             f"{settings.ae_title!r}; modalities must call {settings.ae_title!r} from now on.",
+                             detail={"ae_title": settings.ae_title})
+            self.ae_title = settings.ae_title
+        if settings.verbose != self.verbose:
+            self.verbose = settings.verbose
+            self.events.emit(E.SETTINGS_CHANGED, f"Verbose logging {'on' if self.verbose else 'off'} "
+                             "(applies from the next association).", detail={"verbose": self.verbose})
+
+    def _heartbeat(self) -> None:
+        try:
+            self.registry.heartbeat({"ae_title": self.ae_title, "port": self.port, "pid": os.getpid(),
+                                     "active_associations": self.slots.active, "time": time.time()})
+        except RegistryUnavailable:
+            pass
+
+    def track(self, assoc: Any) -> None:
+        with self._active_cv:
+            self._active.add(assoc)
+
+    def untrack(self, assoc: Any) -> None:
+        s = getattr(assoc, "lab_session", None)
+        if s is not None and s.counted:
+            s.counted = False
+            self.slots.give_back()
+        with self._active_cv:
+            self._active.discard(assoc)
+            self._active_cv.notify_all()
+
+    def shutdown(self) -> None:
+        """Stop accepting, let open associations finish (up to the grace), exit."""
+        self._stop.set()
+        if self.server is not None:
+            self.server.shutdown()
+        deadline = time.monotonic() + self.shutdown_grace
+        with self._active_cv:
+            while self._active and time.monotonic() < deadline:
+                self._active_cv.wait(timeout=deadline - time.monotonic())
+            left = list(self._active)
+        for assoc in left:
+            s = _session(assoc)
+            self.events.emit(E.ASSOCIATION_ABORTED, f"Shutting down: aborted after {self.shutdown_grace:.0f} s "
+                             f"grace ({s.stored} instances stored and acknowledged; anything unacknowledged "
+                             "must be resent).", level="warning", **s.who())
+            try:
+                assoc.abort()
+            except Exception:
+                LOG.exception("abort at shutdown")
+        self.events.emit(E.LISTENER_STOPPED, f"PACS stopped; port {self.port} closed.",
+                         detail={"port": self.port})
+
+    # -- association handlers ----------------------------------------------------
+    def _on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        s = _session(assoc)
+        try:
+            rq = assoc.requestor.primitive
+            if not isinstance(rq, A_ASSOCIATE):
+                assoc.is_aborted = True  # pynetdicom must not negotiate on what is not an A-ASSOCIATE-RQ
+                self.events.emit(E.ASSOCIATION_ABORTED, "Connection closed: the peer did not send a valid "
+                                 f"A-ASSOCIATE-RQ ({type(rq).__name__}); is it speaking DICOM?",
+                                 level="warning", reason="malformed-request", **s.who())
+                return
+            s.calling, s.called = str(rq.calling_ae_title).strip(" "), str(rq.called_ae_title).strip(" ")
+            d = decide(self.registry, s.calling, s.called, s.peer, self.slots)
+            s.decision = d
+            if d.accepted:
+                s.counted = True
+                assert d.settings is not None and d.node is not None
+                assoc.acceptor.ae_title = d.settings.ae_title
+                assoc.acceptor.supported_contexts = contexts_for(d.settings, d.node)
+                if d.settings.verbose:
+                    self._verbose_requested(assoc, rq, s)
+                return
+            self._reject(assoc, s, d)
+        except Exception as exc:  # fail closed
+            LOG.exception("EVT_REQUESTED")
+            d = Decision(False, "registry-unavailable", f"Internal error while checking the association "
+                         f"({type(exc).__name__}: {exc}); refused as transient.", rejection=RJ_REGISTRY_UNAVAILABLE)
+            s.decision = d
+            if not assoc.is_rejected:
+                self._reject(assoc, s, d)
+
+    def _reject(self, assoc: Any, s: Session, d: Decision) -> None:
+        assert d.rejection is not None
+        rj = d.rejection
+        self.events.emit(
+            E.ASSOCIATION_REJECTED,
+            f"Association rejected ({rj.codes} {rj.words}): {d.message}",
+            level="warning", outcome="rejected", reason=d.reason,
+            detail={"result": rj.result, "source": rj.source, "reason": rj.reason, **d.detail}, **s.who(),
+        )
+        if d.node is not None or d.reason == "unknown-calling-aet":
+            try:
+                self.registry.set_node_status(s.calling, last_association="rejected",
+                                              last_association_time=time.time(), last_rejected_reason=d.message)
+            except RegistryUnavailable:
+                pass
+        assoc.acse.send_reject(rj.result, rj.source, rj.reason)
+        assoc.kill()  # returns once the RJ is sent and the DUL is idle: the peer gets it intact
+
+    def _verbose_requested(self, assoc: Any, rq: A_ASSOCIATE, s: Session) -> None:
+        proposed = [
+            f"[{cx.context_id}] {uid_name(str(cx.abstract_syntax))}: "
+            + ", ".join(uid_name(str(t)) for t in cx.transfer_syntax)
+            for cx in rq.presentation_context_definition_list
+        ]
+        self.events.emit(
+            E.ASSOCIATION_REQUESTED,
+            f"A-ASSOCIATE-RQ from {s.calling!r} at {s.peer} calling {s.called!r}: max PDU "
+            f"{rq.maximum_length_received}, implementation {rq.implementation_class_uid} "
+            f"{rq.implementation_version_name or ''}, {len(proposed)} presentation context(s): "
+            + "; ".join(proposed),
+            level="debug", detail={"proposed": proposed}, **s.who(),
+        )
+        for event_type in (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT):
+            assoc.bind(event_type, self._verbose_message)
+
+    def _verbose_message(self, event: evt.Event) -> None:
+        s = _session(event.assoc)
+        direction = "received" if event.event.name.endswith("RECV") else "sent"
+        if event.event.name.startswith("EVT_PDU"):
+            pdu = event.pdu
+            text = f"PDU {direction}: {type(pdu).__name__} ({len(pdu)} bytes)"
+        else:
+            msg = event.message
+            parts = [f"DIMSE {direction}: {type(msg).__name__.replace('_', '-')}"]
+            for kw in ("MessageID", "MessageIDBeingRespondedTo", "AffectedSOPInstanceUID", "Status"):
+                v = getattr(msg, kw, None)
+                if v not in (None, ""):
+                    parts.append(f"{kw}={f'0x{v:04X}' if kw == 'Status' else v}")
+            text = " ".join(parts)
+        self.events.emit(E.PDU, text, level="debug", **s.who())
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        s = _session(assoc)
+        d = s.decision
+        if d is None or not d.accepted:  # cannot happen while the backstop holds; say so loudly if it does
+            self.events.emit(E.ASSOCIATION_ABORTED, "Accepted without a decision: aborting (fail closed).",
+                             level="error", **s.who())
+            assoc.abort()
+            return
+        assert d.settings is not None and d.node is not None
+        proposed = {cx.context_id: cx for cx in assoc.requestor.primitive.presentation_context_definition_list}
+        for cx in assoc.rejected_contexts:
+            asked = proposed.get(cx.context_id)
+            abstract = str(asked.abstract_syntax if asked else cx.abstract_syntax)
+            tss = [str(t) for t in (asked.transfer_syntax if asked else cx.transfer_syntax)]
+            reason, sentence = why_refused(abstract, tss, d.settings, d.node)
+            self.events.emit(E.CONTEXT_REJECTED, sentence, level="warning", outcome="rejected", reason=reason,
+                             detail={"abstract_syntax": abstract, "transfer_syntaxes": tss,
+                                     "context_id": cx.context_id}, **s.who())
+        accepted = [f"{uid_name(str(cx.abstract_syntax))} / {uid_name(str(cx.transfer_syntax[0]))}"
+                    for cx in assoc.accepted_contexts]
+        services = ", ".join(d.node.services) or "none"
+        self.events.emit(
+            E.ASSOCIATION_ACCEPTED,
+            f"Association accepted: {s.calling!r} at {s.peer} (services {services}); "
+            f"{len(accepted)} of {len(proposed)} presentation context(s) accepted"
+            + ("" if accepted else " -- none, so the modality cannot send anything: see the context events"),
+            outcome="accepted", reason="accepted", detail={"accepted": accepted}, **s.who(),
+        )
+        try:
+            self.registry.set_node_status(s.calling, last_association="accepted", last_association_time=time.time())
+        except RegistryUnavailable:
+            pass
+
+    def _on_released(self, event: evt.Event) -> None:
+        s = _session(event.assoc)
+        self.events.emit(E.ASSOCIATION_RELEASED, f"Association released by {s.calling!r} after "
+                         f"{time.monotonic() - s.started:.1f} s: {s.stored} instance(s) stored"
+                         + (f", {s.failed} failed" if s.failed else "") + ".",
+                         outcome="released", detail={"stored": s.stored, "failed": s.failed}, **s.who())
+
+    def _on_aborted(self, event: evt.Event) -> None:
+        s = _session(event.assoc)
+        if s.decision is None or not s.decision.accepted:
+            return
+        self.events.emit(E.ASSOCIATION_ABORTED, f"Association aborted after {s.stored} stored instance(s): "
+                         "every acknowledged instance is on disk; the modality must resend the rest.",
+                         level="warning", outcome="aborted", detail={"stored": s.stored}, **s.who())
+
+    def _on_echo(self, event: evt.Event) -> int:
+        s = _session(event.assoc)
+        self.events.emit(E.ECHO_RECEIVED, f"C-ECHO from {s.calling!r} at {s.peer}: answered Success.",
+                         outcome="success", **s.who())
+        return STATUS_SUCCESS
+
+    def _on_store(self, event: evt.Event) -> int:
+        s = _session(event.assoc)
+        rq = event.request
+        try:
+            raw = rq.DataSet.getvalue()
+            result = self.storage.store(raw, str(event.context.transfer_syntax), str(event.context.abstract_syntax),
+                                        str(rq.AffectedSOPInstanceUID), s.calling)
+        except Exception as exc:  # never Success for what is not stored
+            LOG.exception("C-STORE")
+            s.failed += 1
+            self.events.emit(E.STORE_FAILED, f"C-STORE of {rq.AffectedSOPInstanceUID} failed: internal error "
+                             f"({type(exc).__name__}: {exc}); answered 0x0110 Processing failure.",
+                             level="error", outcome="failed", detail={"status": STATUS_PROCESSING_FAILURE}, **s.who())
+            return STATUS_PROCESSING_FAILURE  # Processing failure
+        if not result.ok:
+            s.failed += 1
+            self.events.emit(E.STORE_FAILED, f"C-STORE of {rq.AffectedSOPInstanceUID} answered "
+                             f"0x{result.status:04X}: {result.message}", level="error", outcome="failed",
+                             detail={"status": result.status, "sop_instance_uid": str(rq.AffectedSOPInstanceUID)},
+                             **s.who())
+            return result.status
+        s.stored += 1
+        m = result.meta
+        try:
+            self.registry.record_instance(m)
+        except RegistryUnavailable as exc:
+            self.events.emit(E.STORE_FAILED, f"Instance {m['sop_instance_uid']} is stored on disk but the study "
+                             f"index could not be updated ({exc}); run `dicomlab-pacs reindex` once Redis is back.",
+                             level="warning", outcome="stored-unindexed", **s.who())
+        self.events.emit(
+            E.STORE_REPLACED if result.replaced else E.STORE_RECEIVED,
+            (f"Replaced instance {m['sop_instance_uid']} (same SOP Instance UID received again)"
+             if result.replaced else f"Stored instance {m['sop_instance_uid']}")
+            + f" of study {m['study_uid']} (patient {m['patient_name'] or '?'}, series {m['series_number'] or '?'}).",
+            outcome="stored",
+            detail={"sop_instance_uid": m["sop_instance_uid"], "study_uid": m["study_uid"],
+                    "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"]},
+            **s.who(),
+        )
+        return STATUS_SUCCESS

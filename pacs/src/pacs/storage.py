@@ -1,0 +1,223 @@
+"""Durable C-STORE: the received dataset bytes, unchanged, behind a Part 10
+preamble and file meta, written to a temporary file in the target folder,
+fsync'd, renamed into place (and the folder fsync'd) -- only then Success.
+
+Layout: ``<root>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+UIDs are checked before they become path parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+
+from dicomlab.dicom import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    IMPLICIT_VR_LE,
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATASET_MISMATCH,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_SUCCESS,
+)
+
+LOG = logging.getLogger(__name__)
+
+# A UID as a path part: digits and dots only, at most 64 characters (PS3.5 §9.1).
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1482.1")  # DICOM Lab
+IMPLEMENTATION_VERSION = "DICOMLAB_010"
+
+
+def valid_uid(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.match(value))
+
+
+@dataclass
+class StoreResult:
+    status: int
+    message: str
+    path: Path | None = None
+    replaced: bool = False
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_SUCCESS
+
+
+def _text(ds: object, keyword: str) -> str:
+    value = getattr(ds, keyword, "")
+    return "" if value is None else str(value)
+
+
+def _write_all(fd: int, header: bytes, raw: bytes) -> None:
+    """One writev for header + dataset, finishing any short write (a full disk raises)."""
+    done = os.writev(fd, [header, raw])
+    data = memoryview(header + raw) if done < len(header) else memoryview(raw)[done - len(header):]
+    if done < len(header):
+        data = data[done:]
+    while data:
+        n = os.write(fd, data)
+        if n <= 0:
+            raise OSError(28, "No space left on device")
+        data = data[n:]
+
+
+class Storage:
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self.fsync = fsync
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def store(
+        self,
+        raw: bytes,
+        transfer_syntax: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        calling_aet: str = "",
+    ) -> StoreResult:
+        """Store one received dataset (``raw``: its bytes as received)."""
+        # -- understand it: only the header, never the pixel data ------------
+        try:
+            parse_bytes = zlib.decompress(raw, -zlib.MAX_WBITS) if transfer_syntax == DEFLATED_EXPLICIT_VR_LE else raw
+            ds = read_dataset(
+                BytesIO(parse_bytes),
+                is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
+                is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
+                stop_when=lambda tag, vr, length: tag > 0x0020FFFF,
+            )
+            meta = {
+                "sop_class_uid": _text(ds, "SOPClassUID"),
+                "sop_instance_uid": _text(ds, "SOPInstanceUID"),
+                "study_uid": _text(ds, "StudyInstanceUID"),
+                "series_uid": _text(ds, "SeriesInstanceUID"),
+                "patient_name": _text(ds, "PatientName"),
+                "patient_id": _text(ds, "PatientID"),
+                "study_date": _text(ds, "StudyDate"),
+                "study_description": _text(ds, "StudyDescription"),
+                "accession_number": _text(ds, "AccessionNumber"),
+                "modality": _text(ds, "Modality"),
+                "series_description": _text(ds, "SeriesDescription"),
+                "series_number": _text(ds, "SeriesNumber"),
+                "calling_aet": calling_aet,
+            }
+        except Exception as exc:
+            return StoreResult(
+                STATUS_CANNOT_UNDERSTAND,
+                f"The dataset could not be parsed ({type(exc).__name__}: {exc}); not stored.",
+            )
+        for key, label in (("study_uid", "Study Instance UID"), ("series_uid", "Series Instance UID"),
+                           ("sop_instance_uid", "SOP Instance UID")):
+            if not valid_uid(meta[key]):
+                return StoreResult(
+                    STATUS_CANNOT_UNDERSTAND,
+                    f"{label} {meta[key]!r} is missing or not a valid UID (digits and dots, at most 64); "
+                    "not stored.",
+                    meta=meta,
+                )
+        if meta["sop_instance_uid"] != sop_instance_uid.strip("\0 "):
+            return StoreResult(
+                STATUS_CANNOT_UNDERSTAND,
+                f"The dataset's SOP Instance UID {meta['sop_instance_uid']} differs from the C-STORE "
+                f"request's {sop_instance_uid}; not stored.",
+                meta=meta,
+            )
+        if meta["sop_class_uid"] and meta["sop_class_uid"] != sop_class_uid.strip("\0 "):
+            return StoreResult(
+                STATUS_DATASET_MISMATCH,
+                f"The dataset's SOP Class UID {meta['sop_class_uid']} differs from the presentation "
+                f"context's {sop_class_uid}; not stored.",
+                meta=meta,
+            )
+
+        # -- write it durably ---------------------------------------------------
+        folder = self.root / meta["study_uid"] / meta["series_uid"]
+        final = folder / f"{meta['sop_instance_uid']}.dcm"
+        if final.parent.parent.parent != self.root:  # belt and braces after the UID check
+            return StoreResult(STATUS_CANNOT_UNDERSTAND, "Refused a path outside the storage root.", meta=meta)
+        tmp = folder / f".{meta['sop_instance_uid']}.{secrets.token_hex(4)}.tmp"
+        try:
+            self._make_dirs(folder)
+            header = self._header(meta["sop_class_uid"] or sop_class_uid, meta["sop_instance_uid"],
+                                  transfer_syntax, calling_aet)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                _write_all(fd, header, raw)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            replaced = final.exists()
+            os.replace(tmp, final)
+            if self.fsync:
+                self._fsync_dir(folder)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            return StoreResult(
+                STATUS_OUT_OF_RESOURCES,
+                f"Could not write {meta['sop_instance_uid']} to {folder} ({exc.strerror or exc}); "
+                "answered Out of Resources and kept nothing. Fix: free disk space or check the storage "
+                "volume; the modality can resend.",
+                meta=meta,
+            )
+        meta["path"] = str(final)
+        return StoreResult(STATUS_SUCCESS, "stored", path=final, replaced=replaced, meta=meta)
+
+    def _make_dirs(self, folder: Path) -> None:
+        if folder.is_dir():
+            return
+        created = []
+        p = folder
+        while not p.exists():
+            created.append(p)
+            p = p.parent
+        for d in reversed(created):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue
+            if self.fsync:
+                self._fsync_dir(d.parent)
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_aet: str) -> bytes:
+        meta = FileMetaDataset()
+        meta.FileMetaInformationVersion = b"\x00\x01"
+        meta.MediaStorageSOPClassUID = UID(sop_class)
+        meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+        meta.TransferSyntaxUID = UID(transfer_syntax)
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        if calling_aet:
+            meta.SourceApplicationEntityTitle = calling_aet
+        buf = DicomBytesIO()
+        buf.is_little_endian = True
+        buf.is_implicit_VR = False
+        buf.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        return buf.getvalue()
