@@ -27,3 +27,36 @@ system-deps: ## Install the Debian packages the tests use (when root and missing
 .PHONY: test
 test: system-deps venv ## Install what the tests need, then run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# -- running the lab: scripts/lab.py does the work, in either runtime ------------------------------
+# LAB_RUNTIME=docker|local chooses; unset, Docker where an engine answers, local processes otherwise.
+LAB_PY = $(if $(wildcard $(PY)),$(PY),python3)
+SLICES ?= 16
+
+.PHONY: up
+up: venv ## Start the lab; returns when every service is healthy, prints the web URL and token
+	@$(PY) scripts/lab.py up
+
+.PHONY: down
+down: ## Stop what `make up` started (either runtime)
+	@$(LAB_PY) scripts/lab.py down
+
+.PHONY: logs
+logs: ## Follow the aggregated logs of every service
+	@$(LAB_PY) scripts/lab.py logs
+
+.PHONY: ps
+ps: ## The lab's services and their health
+	@$(LAB_PY) scripts/lab.py ps
+
+.PHONY: send
+send: ## The CT simulator sends one study (SLICES=16) to the PACS
+	@$(LAB_PY) scripts/lab.py send --slices $(SLICES)
+
+.PHONY: base-images
+base-images: ## Build stand-in base images from Debian packages (for networks without an image registry)
+	@bash scripts/base-images.sh --print-env
+
+.PHONY: docker-engine
+docker-engine: ## Install Docker from Debian and start dockerd (root), for the Compose runtime
+	@bash scripts/docker-engine.sh
