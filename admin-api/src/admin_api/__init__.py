@@ -1,0 +1,42 @@
+"""DICOM Lab admin API: the application factory.
+
+``create_app`` reads defaults, then the environment, then test overrides;
+attaches the shared registry and event log to ``app.extensions``; registers
+the JSON API blueprint (``api``) and the web page blueprint (``web``).
+
+Served by gunicorn: ``gunicorn -c admin-api/gunicorn.conf.py 'admin_api:create_app()'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIFlask
+
+from . import config
+from .errors import init_errors
+from .resources import Resources
+
+__all__ = ["create_app"]
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
+    app = APIFlask(
+        __name__,
+        title="DICOM Lab admin API",
+        version="0.1.0",
+        spec_path="/api/openapi.json",
+        docs_path="/api/docs",
+        docs_oauth2_redirect_path=None,
+    )
+    config.load(app, test_config)
+
+    init_errors(app)
+    Resources.init_app(app)
+
+    from .api import bp as api_bp
+    from .web import bp as web_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
+    return app

@@ -1,0 +1,269 @@
+"""Request and response schemas, declared once: they validate, serialize and
+write the OpenAPI document. The only hand-written rules are the shared
+AE-title / host / port rules of ``dicomlab.aetitle``, plugged in as validators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from apiflask import Schema, fields, validators
+from marshmallow import RAISE
+from marshmallow import ValidationError as MaValidationError
+
+from dicomlab.aetitle import AE_MAX_LENGTH, check_ae_title, check_host, check_port
+from dicomlab.errors import ValidationError as LabValidationError
+from dicomlab.settings import SERVICES
+
+# One printable non-space character somewhere, no backslash, no control characters
+# (documentation for clients and test generators; the shared rule decides).
+AE_PATTERN = r"^ *[!-\[\]-~][ -\[\]-~]*$"
+UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+STREAM_ID_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
+
+
+def _shared(check: Callable[[Any], Any]) -> Callable[[Any], None]:
+    def validate(value: Any) -> None:
+        try:
+            check(value)
+        except LabValidationError as exc:
+            raise MaValidationError(exc.message) from None
+
+    return validate
+
+
+def ae_title_field(required: bool = False, description: str = "AE title", **kw: Any) -> fields.String:
+    return fields.String(
+        required=required,
+        validate=_shared(check_ae_title),
+        error_messages={"required": "Give an AE title.", "invalid": "An AE title must be text."},
+        metadata={"description": description, "minLength": 1, "maxLength": AE_MAX_LENGTH, "pattern": AE_PATTERN,
+                  "example": "CT01"},
+        **kw,
+    )
+
+
+def host_field(required: bool = False, **kw: Any) -> fields.String:
+    return fields.String(
+        required=required,
+        validate=_shared(check_host),
+        error_messages={"required": "Give an IP address or a host name.", "invalid": "Give an IP address or a host name."},
+        metadata={"description": "IPv4/IPv6 address or RFC 1123 host name", "minLength": 1, "maxLength": 253,
+                  "example": "192.168.1.10"},
+        **kw,
+    )
+
+
+def port_field(required: bool = False, **kw: Any) -> fields.Integer:
+    return fields.Integer(
+        required=required,
+        strict=True,
+        validate=_shared(check_port),
+        error_messages={"required": "Give a port.", "invalid": "A port is a whole number from 1 to 65535."},
+        metadata={"minimum": 1, "maximum": 65535, "example": 104},
+        **kw,
+    )
+
+
+class Strict(Schema):
+    """Unknown fields are refused, with a sentence that says so."""
+
+    class Meta:
+        unknown = RAISE
+
+    error_messages = {
+        "unknown": "This field is not accepted here.",
+        "type": "Send a JSON object.",
+    }
+
+
+# -- listener settings ---------------------------------------------------------
+def _uid_list(description: str) -> fields.List:
+    return fields.List(
+        fields.String(validate=validators.Regexp(UID_PATTERN, error="Not a valid DICOM UID."), metadata={"maxLength": 64, "pattern": UID_PATTERN}),
+        metadata={"description": description},
+    )
+
+
+class ScpPatch(Strict):
+    ae_title = ae_title_field(description="the PACS's AE title (called AE title)")
+    port = port_field()
+    verbose = fields.Boolean(metadata={"description": "PDU-level detail in the events"})
+    max_associations = fields.Integer(strict=True, validate=validators.Range(1, 1000, error="max_associations is a whole number from 1 to 1000."))
+    sop_classes = _uid_list("accepted storage SOP classes")
+    transfer_syntaxes = _uid_list("accepted transfer syntaxes")
+
+
+class ListenerInfo(Schema):
+    host = fields.String(metadata={"description": "where the PACS runs (PACS_HOST)"})
+    running = fields.Boolean(metadata={"description": "the PACS reported itself listening in the last seconds"})
+    heartbeat = fields.Dict(allow_none=True)
+
+
+class ScpOut(Schema):
+    ae_title = fields.String()
+    port = fields.Integer()
+    verbose = fields.Boolean()
+    max_associations = fields.Integer()
+    sop_classes = fields.List(fields.String())
+    transfer_syntaxes = fields.List(fields.String())
+    listener = fields.Nested(ListenerInfo)
+
+
+# -- nodes ------------------------------------------------------------------------
+class NodeIn(Strict):
+    ae_title = ae_title_field(required=True, description="the modality's AE title (calling AE title); case matters")
+    host = host_field(required=True)
+    port = port_field(load_default=104)
+    description = fields.String(
+        load_default="", validate=validators.Length(max=256, error="A description is text of at most 256 characters."),
+        metadata={"maxLength": 256})
+    services = fields.List(
+        fields.String(validate=validators.OneOf(SERVICES, error='Services are "C-ECHO" and "C-STORE".')),
+        load_default=lambda: list(SERVICES),
+        metadata={"description": "what the node may do"},
+    )
+    enabled = fields.Boolean(load_default=True)
+
+
+class NodePatch(Strict):
+    ae_title = ae_title_field(description="a new AE title renames the node")
+    host = host_field()
+    port = port_field()
+    description = fields.String(validate=validators.Length(max=256, error="A description is text of at most 256 characters."),
+                                metadata={"maxLength": 256})
+    services = fields.List(fields.String(validate=validators.OneOf(SERVICES, error='Services are "C-ECHO" and "C-STORE".')))
+    enabled = fields.Boolean()
+
+
+class NodeStatus(Schema):
+    state = fields.String(metadata={"description": "CONNECTED, REJECTED, UNREACHABLE or NEVER SEEN"})
+    why = fields.String()
+    summary = fields.String(metadata={"example": "USPROD (192.168.1.10 : 104) CONNECTED"})
+    last_association = fields.String(allow_none=True)
+    last_association_time = fields.Float(allow_none=True)
+    last_rejected_reason = fields.String(allow_none=True)
+    last_echo_ok = fields.Boolean(allow_none=True)
+    last_echo_time = fields.Float(allow_none=True)
+    last_echo_error = fields.String(allow_none=True)
+    last_echo_ms = fields.Float(allow_none=True)
+
+
+class NodeOut(Schema):
+    ae_title = fields.String()
+    host = fields.String()
+    port = fields.Integer()
+    description = fields.String()
+    services = fields.List(fields.String())
+    enabled = fields.Boolean()
+    status = fields.Nested(NodeStatus)
+
+
+class EchoOut(Schema):
+    ok = fields.Boolean()
+    status = fields.Integer(allow_none=True, metadata={"description": "DIMSE status of the C-ECHO response (0 = Success)"})
+    error = fields.String(allow_none=True, metadata={"description": "why it failed, in plain words"})
+    elapsed_ms = fields.Float()
+    calling_aet = fields.String()
+    called_aet = fields.String()
+    address = fields.String()
+
+
+# -- events -------------------------------------------------------------------------
+class EventsQuery(Strict):
+    since = fields.String(
+        validate=validators.Regexp(STREAM_ID_PATTERN, error="since is an event id such as 1712345678901-0."),
+        metadata={"description": "only events after this id (oldest first)", "pattern": STREAM_ID_PATTERN})
+    limit = fields.Integer(load_default=100, validate=validators.Range(1, 1000, error="limit is a whole number from 1 to 1000."))
+    type = fields.String(metadata={"description": "event type(s), comma-separated, e.g. association-rejected,echo-sent"})
+
+
+class StreamQuery(Strict):
+    backlog = fields.Integer(load_default=0, validate=validators.Range(0, 1000, error="backlog is a whole number from 0 to 1000."),
+                             metadata={"description": "send this many recent events first (ignored when resuming)"})
+    type = fields.String(metadata={"description": "event type(s), comma-separated"})
+
+
+class EventOut(Schema):
+    id = fields.String(metadata={"description": "stream id; send it back as Last-Event-ID or since"})
+    time = fields.String()
+    type = fields.String()
+    message = fields.String()
+    source = fields.String()
+    level = fields.String()
+    assoc_id = fields.String()
+    calling_aet = fields.String()
+    called_aet = fields.String()
+    peer = fields.String()
+    outcome = fields.String()
+    reason = fields.String()
+    detail = fields.Dict()
+
+
+# -- studies --------------------------------------------------------------------------
+class StudiesQuery(Strict):
+    limit = fields.Integer(load_default=100, validate=validators.Range(1, 1000, error="limit is a whole number from 1 to 1000."))
+
+
+class SeriesOut(Schema):
+    series_uid = fields.String()
+    modality = fields.String()
+    series_description = fields.String()
+    series_number = fields.String()
+    instance_count = fields.Integer()
+
+
+class StudyOut(Schema):
+    study_uid = fields.String()
+    patient_name = fields.String()
+    patient_id = fields.String()
+    study_date = fields.String()
+    study_description = fields.String()
+    accession_number = fields.String()
+    calling_aet = fields.String()
+    last_received = fields.Float()
+    instances = fields.Integer()
+    series = fields.Integer()
+
+
+class StudyDetailOut(StudyOut):
+    series_list = fields.List(fields.Nested(SeriesOut))
+
+
+# -- simulator ----------------------------------------------------------------------------
+def _count(maximum: int, description: str) -> fields.Integer:
+    return fields.Integer(
+        strict=True,
+        validate=validators.Range(1, maximum, error=f"A whole number from 1 to {maximum}."),
+        metadata={"description": description},
+    )
+
+
+class SendIn(Strict):
+    studies = _count(20, "how many studies")
+    series = _count(10, "series per study")
+    slices = _count(1000, "images per series")
+    rows = fields.Integer(strict=True, validate=validators.Range(16, 1024, error="A whole number from 16 to 1024."))
+    cols = fields.Integer(strict=True, validate=validators.Range(16, 1024, error="A whole number from 16 to 1024."))
+    calling_aet = ae_title_field(description="the simulator's AE title (default: its SIM_AE_TITLE)")
+    called_aet = ae_title_field(description="default: the listener's AE title")
+    host = host_field()  # default: PACS_HOST
+    port = port_field()
+    transfer_syntax = fields.String(validate=validators.Length(1, 64, error="A transfer syntax name or UID of at most 64 characters."),
+                                    metadata={"minLength": 1, "maxLength": 64})
+    seed = fields.Integer(strict=True, validate=validators.Range(0, 2**31 - 1, error="A whole number from 0 to 2147483647."))
+    patient_name = fields.String(validate=validators.Length(max=64, error="At most 64 characters."), metadata={"maxLength": 64})
+    patient_id = fields.String(validate=validators.Length(max=64, error="At most 64 characters."), metadata={"maxLength": 64})
+
+
+class JobOut(Schema):
+    job_id = fields.String()
+    state = fields.String()
+    request = fields.Dict()
+    result = fields.Raw(allow_none=True)
+
+
+class HealthOut(Schema):
+    ok = fields.Boolean()
+    redis = fields.String()

@@ -1,0 +1,419 @@
+// DICOM Lab web page: talks to the JSON API with the admin token of this tab.
+//
+// Live events: EventSource cannot send an Authorization header, so the page
+// reads /api/events/stream with fetch() and parses the Server-Sent Events
+// itself. The token stays in a header (never in a URL, where it would land in
+// access logs and browser history), and resuming sends Last-Event-ID like
+// EventSource would.
+"use strict";
+
+const TOKEN_KEY = "dicomlab.token";
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+
+// ---------------------------------------------------------------- token + API
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+function askToken(message) {
+  $("#token-error").textContent = message || "";
+  $("#token-overlay").hidden = false;
+  $("#token-input").focus();
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${token() || ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    return { ok: false, status: 0, data: { error: "The admin API does not answer (is the lab running?)." } };
+  }
+  let data = null;
+  const text = await resp.text();
+  if (text) { try { data = JSON.parse(text); } catch (e) { data = { error: text }; } }
+  if (resp.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    stopStream();
+    askToken("That token is not right: give the ADMIN_TOKEN of this lab.");
+  }
+  return { ok: resp.ok, status: resp.status, data };
+}
+
+// --------------------------------------------------------- inline field errors
+function clearErrors(form) {
+  document.querySelectorAll(`[data-err^="${form}."]`).forEach((p) => { p.textContent = ""; });
+  document.querySelectorAll(`#${form}-form [aria-invalid]`).forEach((i) => i.removeAttribute("aria-invalid"));
+}
+
+function showErrors(form, result) {
+  const fields = (result.data && result.data.detail && result.data.detail.fields) || null;
+  let shown = false;
+  if (fields && result.status === 422) {
+    for (const [name, msgs] of Object.entries(fields)) {
+      const base = name.split(".")[0];
+      const slot = document.querySelector(`[data-err="${form}.${base}"]`);
+      if (slot) {
+        slot.textContent = msgs.join(" ");
+        const input = document.getElementById(`${form}-${base}`);
+        if (input) input.setAttribute("aria-invalid", "true");
+        shown = true;
+      }
+    }
+  }
+  if (!shown) {
+    const slot = document.querySelector(`[data-err="${form}._form"]`);
+    if (slot) slot.textContent = (result.data && result.data.error) || `The request failed (HTTP ${result.status}).`;
+  }
+}
+
+// A number when the text is one; otherwise the text itself, so the server
+// answers in plain words ("A port is a whole number from 1 to 65535.").
+function numberOrText(v) {
+  const t = v.trim();
+  return /^\d+$/.test(t) ? Number(t) : t;
+}
+
+// ------------------------------------------------------------------ listener
+async function loadScp() {
+  const r = await api("GET", "/api/scp");
+  if (!r.ok) return;
+  const s = r.data;
+  $("#scp-ae_title").value = s.ae_title;
+  $("#scp-port").value = s.port;
+  $("#scp-verbose").checked = !!s.verbose;
+  const l = s.listener || {};
+  $("#scp-info").textContent = `PACS at ${l.host || "?"} : ${s.port} — ${l.running ? "listening" : "not reporting"}`;
+  const h = $("#health");
+  h.textContent = l.running ? `PACS ${s.ae_title} listening` : "PACS not reporting";
+  h.className = `pill ${l.running ? "ok" : "bad"}`;
+}
+
+async function saveScp(ev) {
+  ev.preventDefault();
+  clearErrors("scp");
+  const body = {
+    ae_title: $("#scp-ae_title").value,
+    port: numberOrText($("#scp-port").value),
+    verbose: $("#scp-verbose").checked,
+  };
+  const r = await api("PATCH", "/api/scp", body);
+  if (!r.ok) { showErrors("scp", r); return; }
+  await loadScp();
+}
+
+// --------------------------------------------------------------------- nodes
+let editing = null; // AE title of the node in the form, or null when adding
+
+function nodeFormBody() {
+  const body = {
+    ae_title: $("#node-ae_title").value,
+    host: $("#node-host").value,
+    description: $("#node-description").value,
+    services: [...document.querySelectorAll('#node-form input[name=services]:checked')].map((i) => i.value),
+    enabled: $("#node-enabled").checked,
+  };
+  const port = $("#node-port").value;
+  if (port.trim() !== "") body.port = numberOrText(port);
+  return body;
+}
+
+function resetNodeForm() {
+  editing = null;
+  $("#node-form").reset();
+  clearErrors("node");
+  $("#node-form-title").textContent = "Authorized SCU Node";
+  $("#node-submit").textContent = "Add node";
+  $("#node-cancel").hidden = true;
+}
+
+function editNode(node) {
+  resetNodeForm();
+  editing = node.ae_title;
+  $("#node-ae_title").value = node.ae_title;
+  $("#node-host").value = node.host;
+  $("#node-port").value = node.port;
+  $("#node-description").value = node.description || "";
+  $("#node-echo").checked = node.services.includes("C-ECHO");
+  $("#node-store").checked = node.services.includes("C-STORE");
+  $("#node-enabled").checked = node.enabled;
+  $("#node-form-title").textContent = `Edit node ${node.ae_title}`;
+  $("#node-submit").textContent = "Save changes";
+  $("#node-cancel").hidden = false;
+  $("#node-ae_title").focus();
+}
+
+async function submitNode(ev) {
+  ev.preventDefault();
+  clearErrors("node");
+  const body = nodeFormBody();
+  const r = editing === null
+    ? await api("POST", "/api/nodes", body)
+    : await api("PUT", `/api/nodes/${encodeURIComponent(editing)}`, body);
+  if (!r.ok) {
+    if (r.status === 409) {
+      $('[data-err="node.ae_title"]').textContent = r.data.error;
+      $("#node-ae_title").setAttribute("aria-invalid", "true");
+    } else {
+      showErrors("node", r);
+    }
+    return;
+  }
+  resetNodeForm();
+  await loadNodes();
+}
+
+const echoResults = new Map(); // AE title -> {ok, text}
+
+function renderNode(node) {
+  const li = el("li");
+  li.dataset.ae = node.ae_title;
+  const st = node.status || { state: "NEVER SEEN", why: "" };
+  const summary = el("div", "node-summary");
+  summary.append(`${node.ae_title} (${node.host} : ${node.port}) `);
+  summary.append(el("span", `state ${st.state.replace(" ", "-")}`, st.state));
+  const meta = el("div", "node-meta",
+    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, st.why]
+      .filter(Boolean).join(" · "));
+  const actions = el("div", "node-actions");
+  const echo = el("button", "secondary small", "Echo");
+  echo.addEventListener("click", () => echoNode(node.ae_title, echo));
+  const edit = el("button", "secondary small", "Edit");
+  edit.addEventListener("click", () => editNode(node));
+  const remove = el("button", "danger small", "Remove");
+  remove.addEventListener("click", () => removeNode(node.ae_title));
+  actions.append(echo, edit, remove);
+  li.append(summary, actions, meta);
+  const er = echoResults.get(node.ae_title);
+  if (er) li.append(el("div", `echo-result ${er.ok ? "ok" : "bad"}`, er.text));
+  return li;
+}
+
+async function loadNodes() {
+  const r = await api("GET", "/api/nodes");
+  if (!r.ok) return;
+  const list = $("#node-list");
+  list.replaceChildren(...r.data.map(renderNode));
+  $("#nodes-empty").hidden = r.data.length > 0;
+}
+
+async function echoNode(ae, button) {
+  button.disabled = true;
+  button.textContent = "Echoing…";
+  const r = await api("POST", `/api/nodes/${encodeURIComponent(ae)}/echo`);
+  button.disabled = false;
+  button.textContent = "Echo";
+  if (r.ok) {
+    echoResults.set(ae, r.data.ok
+      ? { ok: true, text: `Echo answered: Success in ${Math.round(r.data.elapsed_ms)} ms` }
+      : { ok: false, text: `Echo failed: ${r.data.error}` });
+  } else {
+    echoResults.set(ae, { ok: false, text: (r.data && r.data.error) || `Echo failed (HTTP ${r.status})` });
+  }
+  await loadNodes();
+}
+
+async function removeNode(ae) {
+  if (!window.confirm(`Remove ${ae}? The PACS will refuse its associations from now on.`)) return;
+  const r = await api("DELETE", `/api/nodes/${encodeURIComponent(ae)}`);
+  if (r.ok || r.status === 404) {
+    echoResults.delete(ae);
+    if (editing === ae) resetNodeForm();
+  }
+  await loadNodes();
+}
+
+// ------------------------------------------------------------------- studies
+async function loadStudies() {
+  const r = await api("GET", "/api/studies?limit=50");
+  if (!r.ok) return;
+  const rows = r.data.map((s) => {
+    const tr = el("tr");
+    const when = s.last_received ? new Date(s.last_received * 1000).toLocaleString() : "";
+    for (const v of [s.patient_name, s.patient_id, s.study_date, s.study_description, s.calling_aet, s.series, s.instances, when]) {
+      tr.append(el("td", null, v === undefined || v === null ? "" : String(v)));
+    }
+    tr.title = s.study_uid;
+    return tr;
+  });
+  $("#study-rows").replaceChildren(...rows);
+  $("#studies-empty").hidden = r.data.length > 0;
+}
+
+// ----------------------------------------------------------------- simulator
+async function sendStudy(ev) {
+  ev.preventDefault();
+  clearErrors("sim");
+  const body = {};
+  const aet = $("#sim-calling_aet").value;
+  if (aet.trim()) body.calling_aet = aet;
+  const slices = $("#sim-slices").value;
+  if (slices.trim()) body.slices = numberOrText(slices);
+  const button = $("#sim-send");
+  button.disabled = true;
+  const r = await api("POST", "/api/simulator/send", body);
+  button.disabled = false;
+  if (!r.ok) {
+    const fields = (r.data && r.data.detail && r.data.detail.fields) || {};
+    const msgs = Object.entries(fields).map(([k, v]) => `${k}: ${v.join(" ")}`);
+    $('[data-err="sim._form"]').textContent = msgs.join(" ") || (r.data && r.data.error) || `HTTP ${r.status}`;
+    return;
+  }
+  const req = r.data.request;
+  $("#sim-result").textContent =
+    `Job ${r.data.job_id} queued: ${req.calling_aet || "CT"} → ${req.called_aet} at ${req.host} : ${req.port}. Follow it in the log.`;
+}
+
+// ------------------------------------------------------------------ live log
+const MAX_LINES = 500;
+let lastEventId = null;
+let streamAbort = null;
+let refreshTimer = null;
+
+function fmtTime(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+function addLogLine(e) {
+  const list = $("#log-lines");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 30;
+  const li = el("li", `${e.level || "info"}${e.type === "pdu" ? " pdu" : ""}`);
+  li.dataset.type = e.type;
+  li.hidden = e.type === "pdu" && !$("#log-pdu").checked;
+  li.append(el("span", "t", fmtTime(e.time)), " ", el("span", "src", e.source), " ",
+    el("span", "type", e.type), " ", el("span", "msg", e.message));
+  list.append(li);
+  while (list.children.length > MAX_LINES) list.firstElementChild.remove();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function onEvent(e) {
+  addLogLine(e);
+  const t = e.type || "";
+  const nodes = t.startsWith("node-") || t.startsWith("association-") || t === "echo-sent";
+  const studies = t.startsWith("store-");
+  const scp = t === "settings-changed" || t.startsWith("listener-");
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => {
+    if (nodes) loadNodes();
+    if (studies) loadStudies();
+    if (scp) loadScp();
+  }, 250);
+}
+
+function setStreamState(text, ok) {
+  const s = $("#stream-state");
+  s.textContent = text;
+  s.className = `pill ${ok ? "ok" : "bad"}`;
+}
+
+function stopStream() {
+  if (streamAbort) streamAbort.abort();
+  streamAbort = null;
+}
+
+async function loadRecentEvents() {
+  const r = await api("GET", "/api/events?limit=200");
+  if (!r.ok) return;
+  $("#log-lines").replaceChildren();
+  r.data.forEach(addLogLine);
+  if (r.data.length) lastEventId = r.data[r.data.length - 1].id;
+}
+
+// Parse "id: / event: / data:" blocks separated by a blank line (the SSE format).
+function parseBlock(block) {
+  let id = null, data = "";
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    const i = line.indexOf(":");
+    const field = i < 0 ? line : line.slice(0, i);
+    const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+    if (field === "id") id = value;
+    else if (field === "data") data += (data ? "\n" : "") + value;
+  }
+  return { id, data };
+}
+
+async function runStream() {
+  let delay = 1000;
+  while (token()) {
+    const ctrl = new AbortController();
+    streamAbort = ctrl;
+    const headers = { Authorization: `Bearer ${token()}`, Accept: "text/event-stream" };
+    if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+    try {
+      const resp = await fetch("/api/events/stream", { headers, signal: ctrl.signal, cache: "no-store" });
+      if (resp.status === 401) { api("GET", "/api/scp"); return; }
+      if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
+      setStreamState("live", true);
+      delay = 1000;
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value.replace(/\r\n?/g, "\n");
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const { id, data } = parseBlock(buf.slice(0, cut));
+          buf = buf.slice(cut + 2);
+          if (!data) continue;
+          if (id) lastEventId = id;
+          try { onEvent(JSON.parse(data)); } catch (e) { /* not an event record */ }
+        }
+      }
+    } catch (e) {
+      if (ctrl.signal.aborted) return;
+    }
+    setStreamState("reconnecting…", false);
+    await new Promise((res) => setTimeout(res, delay));
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+
+// ------------------------------------------------------------------- startup
+async function health() {
+  try {
+    const r = await fetch("/api/health");
+    if (!r.ok) { $("#health").textContent = "registry down"; $("#health").className = "pill bad"; }
+  } catch (e) { $("#health").textContent = "admin API down"; $("#health").className = "pill bad"; }
+}
+
+async function start() {
+  $("#token-overlay").hidden = true;
+  const r = await api("GET", "/api/scp");
+  if (!r.ok) {
+    if (r.status !== 401) { health(); }
+    return;
+  }
+  await Promise.all([loadScp(), loadNodes(), loadStudies(), loadRecentEvents()]);
+  stopStream();
+  runStream();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = $("#token-input").value.trim();
+    if (!t) { $("#token-error").textContent = "Give the token."; return; }
+    sessionStorage.setItem(TOKEN_KEY, t);
+    $("#token-input").value = "";
+    start();
+  });
+  $("#logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); stopStream(); askToken(); });
+  $("#scp-form").addEventListener("submit", saveScp);
+  $("#node-form").addEventListener("submit", submitNode);
+  $("#node-cancel").addEventListener("click", resetNodeForm);
+  $("#sim-form").addEventListener("submit", sendStudy);
+  $("#log-clear").addEventListener("click", () => $("#log-lines").replaceChildren());
+  $("#log-pdu").addEventListener("change", (ev) => {
+    document.querySelectorAll('#log-lines li[data-type="pdu"]').forEach((li) => { li.hidden = !ev.target.checked; });
+  });
+  if (token()) start(); else askToken();
+});
