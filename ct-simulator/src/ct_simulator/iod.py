@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicomlab.dicom import CT_IMAGE_STORAGE, EXPLICIT_VR_LE
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from dicomlab.dicom import CT_IMAGE_STORAGE, EXPLICIT_VR_LE
 
 from . import __version__
 from .phantom import STORED_OFFSET, Phantom

@@ -8,6 +8,9 @@ exercised for real, and sending says that the simulator cannot encode it.
 
 from __future__ import annotations
 
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
 from dicomlab.dicom import (
     DEFLATED_EXPLICIT_VR_LE,
     EXPLICIT_VR_BE,
@@ -19,8 +22,6 @@ from dicomlab.dicom import (
     RLE_LOSSLESS,
     uid_name,
 )
-from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 ALIASES = {
     "explicit": EXPLICIT_VR_LE,

@@ -1,0 +1,211 @@
+"""The SCU side of pynetdicom: opening an association and saying why it failed.
+
+Three things live here:
+
+- **TCP_NODELAY** on every association socket, set by an ``EVT_CONN_OPEN``
+  handler (Nagle's algorithm with delayed ACKs costs ~40 ms per exchange).
+- **AE titles sent as given, even when invalid.** pynetdicom validates every
+  AE title through its documented hook ``pynetdicom._config.VALIDATORS["AE"]``.
+  We install a validator that lets through exactly the titles the simulator
+  was told to send on purpose (``permit_ae_title``) and applies pynetdicom's
+  own rules to every other title. The A-ASSOCIATE-RQ has a fixed 16-byte
+  field, so a longer title goes on the wire cut to 16 characters, as DCMTK's
+  storescu does; the cut is reported. Only an empty title and non-ASCII
+  characters cannot be sent at all.
+- **Diagnosis.** pynetdicom reports a failed association only as flags; we
+  watch the connection (``EVT_CONN_OPEN``), the primitives received
+  (``EVT_ACSE_RECV``) and pynetdicom's transport error message to name the
+  failure as DESIGN.md does: rejected, connection refused, timed out,
+  unreachable, aborted.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+from pynetdicom._validators import validate_ae
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
+from pynetdicom.presentation import PresentationContext
+
+from dicomlab.dicom import Rejection
+
+from . import outcome
+from .outcome import Problem
+
+LOG = logging.getLogger(__name__)
+AE_FIELD = 16  # bytes of the AE title fields in A-ASSOCIATE-RQ/AC (PS3.8 9.3.2)
+
+_permitted: set[str] = set()
+_lock = threading.Lock()
+
+
+def _lab_ae_validator(value: Any) -> tuple[bool, str]:
+    if isinstance(value, str) and value in _permitted:
+        return True, ""
+    return validate_ae(value)
+
+
+def permit_ae_title(title: str) -> tuple[str, list[str]]:
+    """The title as it will go on the wire, and notes on what was bent.
+
+    Raises ValueError for what cannot be encoded at all (empty, non-ASCII).
+    """
+    notes: list[str] = []
+    if not title.strip(" "):
+        raise ValueError("an AE title cannot be empty or only spaces: the A-ASSOCIATE-RQ field would be blank")
+    if not title.isascii():
+        raise ValueError(f"AE title {title!r} has non-ASCII characters, which the 16-byte field cannot carry")
+    wire = title
+    if len(title) > AE_FIELD:
+        wire = title[:AE_FIELD]
+        notes.append(f"AE title {title!r} is {len(title)} characters; the A-ASSOCIATE-RQ field holds 16, "
+                     f"so it goes on the wire as {wire!r} (cut, as DCMTK's storescu does).")
+    ok, why = validate_ae(wire)
+    if not ok:
+        notes.append(f"AE title {wire!r} is not valid DICOM ({why}); sent as given, on purpose.")
+        with _lock:
+            _permitted.add(wire)
+            if _config.VALIDATORS["AE"] is not _lab_ae_validator:
+                _config.VALIDATORS["AE"] = _lab_ae_validator
+    return wire, notes
+
+
+# -- connection errors: pynetdicom only logs them, from the DUL thread ---------
+_connect_errors: "weakref.WeakKeyDictionary[Association, str]" = weakref.WeakKeyDictionary()
+
+
+class _ConnectErrorCapture(logging.Handler):
+    """Keeps pynetdicom's 'TCP Initialisation Error: ...' per association."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if not msg.startswith("TCP Initialisation Error:"):
+            return
+        assoc = getattr(threading.current_thread(), "assoc", None)
+        if assoc is not None:
+            _connect_errors[assoc] = msg.split(":", 1)[1].strip()
+
+
+_capture = _ConnectErrorCapture(level=logging.ERROR)
+_transport_log = logging.getLogger("pynetdicom.transport")
+if _capture not in _transport_log.handlers:
+    _transport_log.addHandler(_capture)
+    if _transport_log.getEffectiveLevel() > logging.ERROR:
+        _transport_log.setLevel(logging.ERROR)
+
+
+def quiet_pynetdicom(debug: bool = False) -> None:
+    """pynetdicom's own log lines off the console unless debugging; ours say it better."""
+    lg = logging.getLogger("pynetdicom")
+    lg.propagate = debug
+    lg.setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def set_nodelay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN: disable Nagle on the association socket (both roles)."""
+    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # a socket closed under us: nothing to tune
+            pass
+
+
+@dataclass
+class Link:
+    """Where to send and as whom; titles are sent as given (see module doc)."""
+
+    host: str
+    port: int
+    calling_aet: str = "CT01"
+    called_aet: str = "PACS"
+    connect_timeout: float = 10.0
+    acse_timeout: float = 10.0
+    dimse_timeout: float = 60.0
+    max_pdu: int = 0  # 0: no limit on what we receive
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peer(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class _Watch:
+    connected: bool = False
+    received: list[str] = field(default_factory=list)
+
+
+def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Association | None, Problem | None]:
+    """An established association, or None and the named reason it failed."""
+    try:
+        calling, notes = permit_ae_title(link.calling_aet)
+        called, notes2 = permit_ae_title(link.called_aet)
+    except ValueError as exc:
+        return None, Problem("error", f"cannot send: {exc}.")
+    link.notes = notes + notes2
+    ae = AE(ae_title=calling)
+    ae.connection_timeout = link.connect_timeout
+    ae.acse_timeout = link.acse_timeout
+    ae.dimse_timeout = link.dimse_timeout
+    ae.network_timeout = max(link.dimse_timeout, 60.0)
+    ae.maximum_pdu_size = link.max_pdu
+    ae.requested_contexts = contexts
+    watch = _Watch()
+
+    def on_open(event: evt.Event) -> None:
+        watch.connected = True
+        set_nodelay(event)
+
+    def on_acse(event: evt.Event) -> None:
+        watch.received.append(type(event.primitive).__name__)
+
+    handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse)]
+    started = time.monotonic()
+    try:
+        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers)
+    except (OSError, ValueError) as exc:
+        return None, outcome.unreachable(link.peer, str(exc))
+    if assoc.is_established:
+        return assoc, None
+    elapsed = time.monotonic() - started
+    if assoc.is_rejected:
+        rsp = assoc.acceptor.primitive
+        rj = Rejection(int(rsp.result or 0), int(rsp.result_source or 0), int(rsp.diagnostic or 0))
+        return None, outcome.rejection(rj, calling, called, link.peer)
+    rsp = assoc.acceptor.primitive
+    if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
+        proposed = {cx.context_id: cx for cx in contexts}
+        rejected = []
+        for cx in assoc.rejected_contexts:
+            asked = proposed.get(cx.context_id, cx)
+            rejected.append((str(asked.abstract_syntax), [str(t) for t in asked.transfer_syntax], int(cx.result or 0)))
+        return None, outcome.no_context(link.peer, rejected)
+    if not watch.connected:
+        error = _connect_errors.get(assoc, "")
+        low = error.lower()
+        if "refused" in low:
+            return None, outcome.refused(link.peer)
+        if "timed out" in low or (not error and elapsed >= link.connect_timeout * 0.9):
+            return None, outcome.connect_timed_out(link.peer, link.connect_timeout)
+        return None, outcome.unreachable(link.peer, error or "the connection failed")
+    if any(name in (A_ABORT.__name__, A_P_ABORT.__name__) for name in watch.received):
+        return None, outcome.aborted(link.peer, "the peer", "during the association request")
+    if not watch.received and elapsed >= link.acse_timeout * 0.9:
+        return None, outcome.answer_timed_out(link.peer, link.acse_timeout)
+    return None, Problem("aborted", f"the association with {link.peer} failed without an answer.",
+                         "Read the PACS's log for this association.")
+
+
+def release(assoc: Association) -> None:
+    if assoc.is_established:
+        assoc.release()

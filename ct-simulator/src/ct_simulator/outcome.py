@@ -1,0 +1,172 @@
+"""What happened to an echo or a send, in the words of DESIGN.md, with the fix.
+
+    Problem                       one failure class (``kind``), its exit code,
+    │                             a sentence for a PACS administrator and a hint
+    ├── rejected                  A-ASSOCIATE-RJ with result / source / reason
+    ├── connection-refused        nothing listens on host:port
+    ├── timed-out                 TCP connect or the association answer never came
+    ├── unreachable               no route, unknown host name
+    ├── aborted                   the peer (or the simulator, on purpose) aborted
+    ├── no-context                no presentation context accepted
+    ├── instance-failed           a C-STORE answered with a failure status
+    └── cannot-encode             a transfer syntax the simulator cannot write
+
+Exit codes are stable so that scripts and the scenario runner can use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, VERIFICATION_SERVICE_CLASS_STATUS
+
+from dicomlab.dicom import RJ_REASON, RJ_RESULT, RJ_SOURCE, Rejection
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad input or an unexpected error
+EXIT_USAGE = 2  # argparse
+EXIT_REJECTED = 3
+EXIT_REFUSED = 4
+EXIT_TIMED_OUT = 5
+EXIT_NO_CONTEXT = 6
+EXIT_INSTANCE_FAILED = 7
+EXIT_ABORTED = 8
+EXIT_UNREACHABLE = 9
+EXIT_REGISTRY = 10
+
+KIND_EXIT = {
+    "rejected": EXIT_REJECTED,
+    "connection-refused": EXIT_REFUSED,
+    "timed-out": EXIT_TIMED_OUT,
+    "no-context": EXIT_NO_CONTEXT,
+    "instance-failed": EXIT_INSTANCE_FAILED,
+    "aborted": EXIT_ABORTED,
+    "unreachable": EXIT_UNREACHABLE,
+    "cannot-encode": EXIT_ERROR,
+    "error": EXIT_ERROR,
+}
+
+EXIT_CODES_HELP = """exit codes:
+  0  everything sent (or echoed)      6  no presentation context accepted
+  1  bad input or unexpected error    7  some instances failed (C-STORE status)
+  2  usage error                      8  association aborted
+  3  association rejected             9  host unreachable / unknown
+  4  connection refused              10  registry (Redis) unavailable
+  5  timed out"""
+
+
+@dataclass
+class Problem:
+    """One failure: its class, a sentence, the fix, and the raw facts."""
+
+    kind: str
+    message: str
+    hint: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return KIND_EXIT.get(self.kind, EXIT_ERROR)
+
+    def text(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+
+def rejection(rj: Rejection, calling: str, called: str, peer: str) -> Problem:
+    """The A-ASSOCIATE-RJ in words, with what to check for each reason."""
+    result = RJ_RESULT.get(rj.result, f"result {rj.result}")
+    source = RJ_SOURCE.get(rj.source, f"source {rj.source}")
+    reason = RJ_REASON.get((rj.source, rj.reason), f"reason {rj.reason}")
+    hints = {
+        (1, 3): f"Is {calling} registered (and enabled) on the PACS, with this host's address? "
+                "AE titles are case-sensitive.",
+        (1, 7): f"The PACS does not answer to the called AE title {called!r}: use the PACS's AE title "
+                "(its listener settings). AE titles are case-sensitive.",
+        (1, 1): "The PACS gave no reason: read its log for this association.",
+        (3, 1): "The PACS is temporarily unable to decide (its registry may be down): try again later.",
+        (3, 2): "The PACS has too many associations open: try again later, or raise its maximum.",
+        (2, 2): "The PACS does not speak this protocol version.",
+        (2, 1): "The PACS gave no reason: read its log for this association.",
+        (1, 2): "The PACS does not support the DICOM application context.",
+    }
+    return Problem(
+        "rejected",
+        f"association rejected by {called}@{peer}: {result} / {source} / {reason} ({rj.codes}).",
+        hints.get((rj.source, rj.reason), ""),
+        {"result": rj.result, "source": rj.source, "reason": rj.reason,
+         "result_text": result, "source_text": source, "reason_text": reason},
+    )
+
+
+def refused(peer: str) -> Problem:
+    return Problem("connection-refused", f"connection refused by {peer}: nothing listens on that port.",
+                   "Check the PACS's host and port (is the PACS running, did its port change?).", {"peer": peer})
+
+
+def connect_timed_out(peer: str, seconds: float) -> Problem:
+    return Problem("timed-out", f"timed out after {seconds:g} s connecting to {peer}.",
+                   "A firewall dropping packets, or a host that is down or unreachable: check the address "
+                   "and the network path.", {"peer": peer, "seconds": seconds, "phase": "connect"})
+
+
+def answer_timed_out(peer: str, seconds: float) -> Problem:
+    return Problem("timed-out",
+                   f"timed out after {seconds:g} s waiting for {peer} to answer the association request "
+                   "(the TCP connection was accepted).",
+                   "Is a DICOM service listening there, and is it overloaded?",
+                   {"peer": peer, "seconds": seconds, "phase": "association"})
+
+
+def unreachable(peer: str, error: str) -> Problem:
+    return Problem("unreachable", f"cannot reach {peer}: {error}.",
+                   "Check the host name or address and the route to it.", {"peer": peer, "error": error})
+
+
+def aborted(peer: str, by: str, when: str) -> Problem:
+    return Problem("aborted", f"the association with {peer} was aborted by {by} {when}.",
+                   "Read the PACS's log for this association." if by != "the simulator" else "",
+                   {"peer": peer, "by": by})
+
+
+def status_words(status: int, service: str = "store") -> str:
+    """'0xA700 Refused: Out of Resources' (failure category and meaning)."""
+    table = STORAGE_SERVICE_CLASS_STATUS if service == "store" else VERIFICATION_SERVICE_CLASS_STATUS
+    category, meaning = table.get(status, ("Failure", "unknown status"))
+    if meaning.lower().startswith(category.lower()):
+        return f"0x{status:04X} {meaning}"
+    return f"0x{status:04X} {category}: {meaning}"
+
+
+def instance_failed(count: int, total: int, first: str) -> Problem:
+    return Problem("instance-failed", f"{count} of {total} instances failed; first failure: {first}.",
+                   "The association was accepted: the PACS refused these objects; read its log.",
+                   {"failed": count, "total": total})
+
+
+CONTEXT_RESULTS = {
+    1: "user-rejection",
+    2: "no-reason (provider-rejection)",
+    3: "abstract-syntax-not-supported",
+    4: "transfer-syntaxes-not-supported",
+}
+
+
+def no_context(peer: str, rejected: list[tuple[str, list[str], int]]) -> Problem:
+    """``rejected``: (abstract syntax, proposed transfer syntaxes, result) per context."""
+    from dicomlab.dicom import uid_name
+
+    parts = []
+    hints = []
+    for abstract, syntaxes, result in rejected:
+        why = CONTEXT_RESULTS.get(result, f"result {result}")
+        parts.append(f"{uid_name(abstract)} with {', '.join(uid_name(s) for s in syntaxes)}: {why}")
+        if result == 3:
+            hints.append(f"the PACS does not accept the SOP class {uid_name(abstract)} (from this node)")
+        elif result == 4:
+            hints.append("the PACS accepts none of the proposed transfer syntaxes: propose another one "
+                         "(--transfer-syntax) or have the PACS accept it")
+    hint = "; ".join(dict.fromkeys(hints)) or "ask the PACS administrator what this node may send"
+    return Problem("no-context", f"no presentation context accepted by {peer}: " + "; ".join(parts) + ".",
+                   hint[0].upper() + hint[1:] + ".",
+                   {"rejected": [{"abstract_syntax": a, "transfer_syntaxes": s, "result": r} for a, s, r in rejected]})
