@@ -3,13 +3,13 @@ registry does the work, ``schemas`` validates, ``errors`` shapes failures."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from apiflask import APIBlueprint
 from flask import current_app, url_for
-from pydicom.uid import UID
 
 from dicomlab.aetitle import check_ae_title
 from dicomlab.errors import NotFound, RegistryUnavailable, ValidationError
@@ -313,7 +313,7 @@ def list_studies(query: dict[str, Any]):
 @bp.output(s.StudyDetailOut)
 @bp.doc(summary="One received study with its series")
 def get_study(uid: str):
-    if not UID(uid).is_valid:
+    if len(uid) > 64 or not re.fullmatch(s.UID_PATTERN, uid):
         raise NotFound(f"No study with the Study Instance UID {uid!r} was received.")
     return resources().registry.get_study(uid)
 
