@@ -31,6 +31,12 @@ test: system-deps venv ## Install what the tests need, then run the whole test s
 # -- running the lab: scripts/lab.py does the work, in either runtime ------------------------------
 # LAB_RUNTIME=docker|local chooses; unset, Docker where an engine answers, local processes otherwise.
 LAB_PY = $(if $(wildcard $(PY)),$(PY),python3)
+
+# The local runtime's own requirements, added to the venv.
+venv: $(VENV)/.lab-runtime
+$(VENV)/.lab-runtime: requirements-lab.txt $(VENV)/.installed
+	$(PIP) install -q -r requirements-lab.txt
+	touch $@
 SLICES ?= 16
 
 .PHONY: up
