@@ -267,7 +267,8 @@ def iter_instances(plan: StudyPlan) -> Iterator[Instance]:
             for number in range(1, plan.slices + 1):
                 level = (number - 1) * spacing
                 pixels = phantom.stored(level, number - 1)
-                ds = template.copy()
+                ds = Dataset()
+                ds.update(template)  # the series elements are shared; per-slice ones are new
                 ds.SOPInstanceUID = first_uid if plan.duplicate_uids else f"{series_uid}.{number}"
                 ds.InstanceNumber = str(number)
                 z = round(z0 - level, 3)
