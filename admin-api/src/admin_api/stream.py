@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 from apiflask import abort
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, current_app, request
 
 from dicomlab.errors import RegistryUnavailable, ValidationError
 from dicomlab.events import Event
@@ -77,7 +77,9 @@ def event_stream(backlog: int, types: set[str] | None):
                 yield ": keepalive\n\n"  # also finds out that a client went away
                 written = time.monotonic()
 
-    resp = Response(stream_with_context(generate(last_id)), mimetype="text/event-stream")
+    # The generator needs no request context (it closes over what it uses), so
+    # many streams can interleave in one thread, as in tests.
+    resp = Response(generate(last_id), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must not buffer the stream
     resp.call_on_close(res.streams.release)
