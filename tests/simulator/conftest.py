@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lab import free_port, need_tool, wait_port
 from pynetdicom import AE, evt
 
 from ct_simulator.network import quiet_pynetdicom
+from lab import free_port, need_tool, wait_port
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 

@@ -8,11 +8,11 @@ import tracemalloc
 import numpy as np
 import pydicom
 import pytest
-from lab import need_tool
 
 from ct_simulator.cli import main
 from ct_simulator.iod import StudyPlan, iter_instances
 from ct_simulator.phantom import Phantom
+from lab import need_tool
 
 
 def dciodvfy_errors(path) -> list[str]:

@@ -184,10 +184,10 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
         return None, outcome.rejection(rj, calling, called, link.peer)
     rsp = assoc.acceptor.primitive
     if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
-        proposed = {cx.context_id: cx for cx in contexts}
+        proposed = {str(cx.abstract_syntax): cx for cx in contexts}
         rejected = []
         for cx in assoc.rejected_contexts:
-            asked = proposed.get(cx.context_id, cx)
+            asked = proposed.get(str(cx.abstract_syntax), cx)
             rejected.append((str(asked.abstract_syntax), [str(t) for t in asked.transfer_syntax], int(cx.result or 0)))
         return None, outcome.no_context(link.peer, rejected)
     if not watch.connected:

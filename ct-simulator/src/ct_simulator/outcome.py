@@ -133,7 +133,7 @@ def status_words(status: int, service: str = "store") -> str:
     """'0xA700 Refused: Out of Resources' (failure category and meaning)."""
     table = STORAGE_SERVICE_CLASS_STATUS if service == "store" else VERIFICATION_SERVICE_CLASS_STATUS
     category, meaning = table.get(status, ("Failure", "unknown status"))
-    if meaning.lower().startswith(category.lower()):
+    if ":" in meaning or meaning.lower().startswith(category.lower()):
         return f"0x{status:04X} {meaning}"
     return f"0x{status:04X} {category}: {meaning}"
 
