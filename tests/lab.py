@@ -128,8 +128,19 @@ class PacsProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "pacs", "--bind", "127.0.0.1"],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
-            wait_port("127.0.0.1", self.port, timeout=20)
+            self.wait_log("listener-started", timeout=30)
         return self
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until the PACS printed ``text`` (its stdout is the event log)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the PACS exited ({self.proc.returncode}):\n{log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the PACS did not print {text!r} in {timeout}s:\n{log}")
+            time.sleep(0.02)
+        return log
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -148,3 +159,62 @@ class PacsProcess:
         if getattr(self, "_log", None):
             self._log.close()
         return rc
+
+
+# -- DCMTK peers ------------------------------------------------------------------
+def dcmtk_env() -> dict[str, str]:
+    """DCMTK with TCP_NODELAY (Debian's default is Nagle: ~30x slower on loopback)."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def echoscu(port: int, calling: str, called: str, host: str = "127.0.0.1",
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    exe = need_tool("echoscu", "dcmtk")
+    return subprocess.run([exe, "-aet", calling, "-aec", called, "-to", "10", "-ta", "10", host, str(port)],
+                          capture_output=True, text=True, timeout=timeout, env=dcmtk_env())
+
+
+def rejection_of(out: str) -> tuple[str, str, str] | None:
+    """(result, source, reason) as DCMTK printed them, or None if not a clean rejection."""
+    if "Association Rejected" not in out:
+        return None
+    result = source = reason = ""
+    for line in out.splitlines():
+        line = line.split(":", 1)[1].strip() if line[:2] in ("F:", "E:", "W:", "I:") else line.strip()
+        if line.startswith("Result:"):
+            first, _, second = line.partition(", Source:")
+            result, source = first.removeprefix("Result:").strip(), second.strip()
+        elif line.startswith("Reason:"):
+            reason = line.removeprefix("Reason:").strip()
+    return result, source, reason
+
+
+def add_node(registry, ae_title: str = "CT01", host: str = "127.0.0.1", services=("C-ECHO", "C-STORE"),
+             enabled: bool = True, port: int = 104):
+    from dicomlab.settings import Node
+
+    return registry.add_node(Node(ae_title=ae_title, host=host, port=port, services=list(services),
+                                  enabled=enabled))
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (no bare sleeps in tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def events_of(registry, type_: str | None = None, **match):
+    evs = registry.read_events(limit=10_000)
+    out = []
+    for e in evs:
+        if type_ and e.type != type_:
+            continue
+        if all(getattr(e, k) == v for k, v in match.items()):
+            out.append(e)
+    return out

@@ -277,10 +277,16 @@ class Pacs:
         if self.server is not None:
             self.server.shutdown()
         deadline = time.monotonic() + self.shutdown_grace
+
+        def open_associations() -> list[Any]:
+            # Only accepted associations can have stores in flight; a connection that
+            # has not (or never will) send an A-ASSOCIATE-RQ is not waited for.
+            return [a for a in self._active if (d := _session(a).decision) is not None and d.accepted]
+
         with self._active_cv:
-            while self._active and time.monotonic() < deadline:
+            while open_associations() and time.monotonic() < deadline:
                 self._active_cv.wait(timeout=deadline - time.monotonic())
-            left = list(self._active)
+            left = open_associations()
         for assoc in left:
             s = _session(assoc)
             self.events.emit(E.ASSOCIATION_ABORTED, f"Shutting down: aborted after {self.shutdown_grace:.0f} s "
