@@ -20,7 +20,7 @@ from dicomlab.settings import SERVICES
 # (documentation for clients and test generators; the shared rule decides).
 AE_PATTERN = r"^ *[!-\[\]-~][ -\[\]-~]*$"
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
-STREAM_ID_PATTERN = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
+STREAM_ID_PATTERN = r"^[0-9]{1,15}(-[0-9]{1,18})?$"  # within Redis' 64-bit stream ids
 
 
 def _shared(check: Callable[[Any], Any]) -> Callable[[Any], None]:
