@@ -42,6 +42,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("redis", "pacs", "admin-api", "ct-simulator")
+# What each service's process runs, to recognize it by its command line.
+SERVICE_COMMANDS = {"redis": b"redis-server", "pacs": b"pacs", "admin-api": b"gunicorn",
+                    "ct-simulator": b"ct-simulator"}
 OFFICIAL_PYTHON = "python:3.11-slim"
 OFFICIAL_REDIS = "redis:7"
 STANDIN_PYTHON = "dicomlab-base/python:3.11-slim"
@@ -385,7 +388,7 @@ def local_plan(lab_id: str) -> tuple[dict[str, str], dict[str, str]]:
     cmds["pacs"] = f"{pid}pacs.pid; {wait_redis}exec {py} -m pacs --bind 127.0.0.1"
     cmds["admin-api"] = (f"{pid}admin-api.pid; {wait_redis}exec {shlex.quote(str(bin_dir / 'gunicorn'))} "
                          f"-c admin-api/gunicorn.conf.py --bind 127.0.0.1:{env['ADMIN_PORT']} 'admin_api:create_app()'")
-    cmds["ct-simulator"] = f"{pid}ct-simulator.pid; {wait_redis}exec {shlex.quote(str(bin_dir / 'ct-simulator'))} worker"
+    cmds["ct-simulator"] = f"{pid}ct-simulator.pid; {wait_redis}exec {shlex.quote(str(bin_dir / 'ct-simulator'))} worker --bind 127.0.0.1"
     return env, cmds
 
 
@@ -396,14 +399,50 @@ def proc_env_has(pid: int, marker: bytes) -> bool:
         return False
 
 
-def lab_pids(lab_id: str) -> list[int]:
-    """Every process that carries this lab's id (the supervisor and all it started)."""
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def service_sessions(state: dict) -> set[int]:
+    """The sessions of the services (honcho starts each in its own), from their pid files.
+
+    A pid counts only while it still leads its session and runs what the lab started there:
+    the lab's marker in its environment, or the service's command (redis-server rewrites
+    its environment area when it sets its process title)."""
+    marker = f"DICOMLAB_LAB_ID={state['lab_id']}".encode()
+    out: set[int] = set()
+    for pidfile in (state_dir() / "pids").glob("*.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        stat = proc_stat(pid)
+        expected = SERVICE_COMMANDS.get(pidfile.stem, pidfile.stem.encode())
+        if len(stat) > 3 and int(stat[3]) == pid and (proc_env_has(pid, marker) or expected in cmdline):
+            out.add(pid)
+    return out
+
+
+def lab_pids(lab_id: str, sessions: set[int] | None = None) -> list[int]:
+    """Every process that carries this lab's id or runs in one of its services' sessions."""
     marker = f"DICOMLAB_LAB_ID={lab_id}".encode()
     me = os.getpid()
+    sessions = sessions or set()
     out = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != me and proc_env_has(int(entry.name), marker):
-            out.append(int(entry.name))
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        stat = proc_stat(pid)
+        if not stat or stat[0] == "Z":
+            continue
+        if proc_env_has(pid, marker) or (len(stat) > 3 and int(stat[3]) in sessions):
+            out.append(pid)
     return out
 
 
@@ -542,15 +581,16 @@ def local_down(state: dict | None, quiet: bool = False) -> int:
         clear_state()
         return 0
     lab_id = state["lab_id"]
+    sessions = service_sessions(state)  # before anything stops: a session leader may exit first
     if supervisor_alive(state):
         # honcho stops its services on SIGTERM (SIGKILL after 5 s) and then exits.
         terminate([state["supervisor"]], 20)
-    leftovers = lab_pids(lab_id)
+    leftovers = lab_pids(lab_id, sessions)
     killed = terminate(leftovers, 10) if leftovers else []
     for _ in deadline_loop(5, 0.1):
-        if not lab_pids(lab_id):
+        if not lab_pids(lab_id, sessions):
             break
-    remaining = lab_pids(lab_id)
+    remaining = lab_pids(lab_id, sessions)
     clear_state()
     if remaining:
         raise LabError(f"processes of the lab are still there: {remaining}")
