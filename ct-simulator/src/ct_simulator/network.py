@@ -32,6 +32,7 @@ from typing import Any
 from pynetdicom import AE, _config, evt
 from pynetdicom._validators import validate_ae
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
@@ -143,6 +144,7 @@ class Link:
 class _Watch:
     connected: bool = False
     received: list[str] = field(default_factory=list)
+    rejection: Rejection | None = None  # from the A-ASSOCIATE-RJ PDU itself
 
 
 def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Association | None, Problem | None]:
@@ -169,7 +171,14 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
     def on_acse(event: evt.Event) -> None:
         watch.received.append(type(event.primitive).__name__)
 
-    handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse)]
+    def on_pdu(event: evt.Event) -> None:
+        # the PDU itself: a peer that closes right after its A-ASSOCIATE-RJ (DCMTK does) can make
+        # pynetdicom report an abort instead of the rejection
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            p = event.pdu
+            watch.rejection = Rejection(int(p.result or 0), int(p.source or 0), int(p.reason_diagnostic or 0))
+
+    handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse), (evt.EVT_PDU_RECV, on_pdu)]
     started = time.monotonic()
     try:
         assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers)
@@ -178,10 +187,12 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
     if assoc.is_established:
         return assoc, None
     elapsed = time.monotonic() - started
-    if assoc.is_rejected:
+    if assoc.is_rejected and assoc.acceptor.primitive is not None:
         rsp = assoc.acceptor.primitive
         rj = Rejection(int(rsp.result or 0), int(rsp.result_source or 0), int(rsp.diagnostic or 0))
         return None, outcome.rejection(rj, calling, called, link.peer)
+    if watch.rejection is not None:
+        return None, outcome.rejection(watch.rejection, calling, called, link.peer)
     rsp = assoc.acceptor.primitive
     if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
         proposed = {str(cx.abstract_syntax): cx for cx in contexts}
