@@ -89,7 +89,9 @@ def _show(v: Any) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
     if isinstance(v, list):
-        return f"{len(v)} item(s)"
+        return " + ".join(map(str, v)) if len(v) <= 3 else f"{len(v)} entries"
+    if v is None or v == "":
+        return "(none)"
     return str(v)
 
 

@@ -90,7 +90,7 @@ async function loadScp() {
   const l = s.listener || {};
   $("#scp-info").textContent = `PACS at ${l.host || "?"} : ${s.port} — ${l.running ? "listening" : "not reporting"}`;
   const h = $("#health");
-  h.textContent = l.running ? `PACS ${s.ae_title} listening` : "PACS not reporting";
+  h.textContent = l.running ? `PACS listening: ${s.ae_title} on port ${s.port}` : "PACS not reporting";
   h.className = `pill ${l.running ? "ok" : "bad"}`;
 }
 
@@ -177,8 +177,10 @@ function renderNode(node) {
   const summary = el("div", "node-summary");
   summary.append(`${node.ae_title} (${node.host} : ${node.port}) `);
   summary.append(el("span", `state ${st.state.replace(" ", "-")}`, st.state));
+  const er = echoResults.get(node.ae_title);
+  const why = er && !er.ok && er.text.endsWith(st.why) ? null : st.why; // said once, below
   const meta = el("div", "node-meta",
-    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, st.why]
+    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, why]
       .filter(Boolean).join(" · "));
   const actions = el("div", "node-actions");
   const echo = el("button", "secondary small", "Echo");
@@ -189,7 +191,6 @@ function renderNode(node) {
   remove.addEventListener("click", () => removeNode(node.ae_title));
   actions.append(echo, edit, remove);
   li.append(summary, actions, meta);
-  const er = echoResults.get(node.ae_title);
   if (er) li.append(el("div", `echo-result ${er.ok ? "ok" : "bad"}`, er.text));
   return li;
 }

@@ -1,0 +1,180 @@
+"""End to end in headless Chromium: the page under real gunicorn, with a running PACS.
+
+Add a node, see it listed, press Echo, see the live event appear, remove it.
+Screenshots go to test-artifacts/admin-api/ (look at them).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from admin_helpers import TOKEN
+
+from lab import ROOT, need
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts" / "admin-api"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    need(CHROMIUM is not None, "chromium not found: install Debian's chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 1500})
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def echoscu(pacs, calling: str) -> None:
+    tool = shutil.which("echoscu")
+    need(tool is not None, "echoscu not found: install Debian's dcmtk")
+    subprocess.run([tool, "-aet", calling, "-aec", "PACS", "127.0.0.1", str(pacs.port)], check=True, timeout=20,
+                   capture_output=True)
+
+
+def login(page, server) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/")
+    page.fill("#token-input", TOKEN)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#stream-state")).to_have_text("live")
+
+
+def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer):
+    from playwright.sync_api import expect
+
+    page.goto(gunicorn_server.url + "/")
+    expect(page.locator("#token-overlay")).to_be_visible()
+    shot(page, "01-token")
+    page.fill("#token-input", TOKEN)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#token-overlay")).to_be_hidden()
+    expect(page.locator("#scp-ae_title")).to_have_value("PACS")
+    expect(page.locator("#scp-port")).to_have_value(str(pacs.port))
+    expect(page.locator("#stream-state")).to_have_text("live")
+    expect(page.locator("#nodes-empty")).to_be_visible()
+
+    # Inline validation, in plain words, from the shared rules.
+    page.fill("#node-ae_title", "A_VERY_LONG_AE_TITLE")
+    page.fill("#node-host", "not a host!")
+    page.fill("#node-port", "70000")
+    page.click("#node-submit")
+    expect(page.locator('[data-err="node.ae_title"]')).to_contain_text("AE titles are at most 16 characters")
+    shot(page, "02-validation")
+    page.fill("#node-ae_title", "ECHOPEER")
+    page.click("#node-submit")
+    expect(page.locator('[data-err="node.host"]')).to_contain_text("neither an IP address nor a valid host name")
+    page.fill("#node-host", "127.0.0.1")
+    page.click("#node-submit")
+    expect(page.locator('[data-err="node.port"]')).to_contain_text("from 1 to 65535")
+
+    # Add the node: listed, NEVER SEEN, and the live log says so.
+    page.fill("#node-port", str(echo_peer.port))
+    page.fill("#node-description", "pynetdicom peer standing in for a CT")
+    page.click("#node-submit")
+    row = page.locator("#node-list li", has_text="ECHOPEER")
+    expect(row.locator(".node-summary")).to_have_text(f"ECHOPEER (127.0.0.1 : {echo_peer.port}) NEVER SEEN")
+    expect(page.locator("#log-lines li[data-type=node-added]")).to_contain_text("ECHOPEER")
+    expect(page.locator('[data-err="node.ae_title"]')).to_be_empty()
+
+    # Echo: the PACS's AE title echoes the node; status and live log follow.
+    row.get_by_role("button", name="Echo").click()
+    expect(row.locator(".node-summary")).to_have_text(f"ECHOPEER (127.0.0.1 : {echo_peer.port}) CONNECTED")
+    expect(row.locator(".echo-result")).to_contain_text("Echo answered: Success")
+    expect(page.locator("#log-lines li[data-type=echo-sent]")).to_contain_text("answered Success")
+    assert echo_peer.echoes == ["PACS"]
+
+    # The node calls the PACS (DCMTK echoscu): the PACS's own events arrive live.
+    # The node calls the PACS (DCMTK echoscu): the PACS's own events arrive live.
+    echoscu(pacs, "ECHOPEER")
+    expect(page.locator("#log-lines li[data-type=association-accepted]").first).to_be_visible()
+    shot(page, "03-echo")
+
+    # Echo a node that is not there: UNREACHABLE, in plain words.
+    page.fill("#node-ae_title", "GONE")
+    page.fill("#node-host", "127.0.0.1")
+    page.fill("#node-port", "1")
+    page.click("#node-submit")
+    gone = page.locator("#node-list li", has_text="GONE")
+    gone.get_by_role("button", name="Echo").click()
+    expect(gone.locator(".node-summary")).to_have_text("GONE (127.0.0.1 : 1) UNREACHABLE")
+    expect(gone.locator(".echo-result")).to_contain_text("connection refused")
+
+    # Edit, then ask the simulator to send.
+    gone.get_by_role("button", name="Edit").click()
+    expect(page.locator("#node-submit")).to_have_text("Save changes")
+    page.uncheck("#node-store")
+    page.click("#node-submit")
+    expect(gone.locator(".node-meta")).to_contain_text("C-ECHO")
+    expect(gone.locator(".node-meta")).not_to_contain_text("C-STORE")
+    expect(page.locator("#log-lines li[data-type=node-changed]")).to_contain_text("services C-ECHO + C-STORE → C-ECHO")
+    page.click("#sim-send")
+    expect(page.locator("#sim-result")).to_contain_text(re.compile(r"Job \w+ queued: .* → PACS at 127\.0\.0\.1 : \d+"))
+    shot(page, "04-unreachable-edit-send")
+
+    # Remove: confirmed, gone from the list, and the log says so.
+    page.on("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Remove").click()
+    expect(page.locator("#node-list li", has_text="ECHOPEER")).to_have_count(0)
+    expect(page.locator("#log-lines li[data-type=node-removed]")).to_contain_text("ECHOPEER")
+    shot(page, "05-removed")
+
+    # The token is kept for the tab: a reload does not ask again.
+    page.reload()
+    expect(page.locator("#token-overlay")).to_be_hidden()
+    expect(page.locator("#node-list li")).to_have_count(1)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "PACS bug: in verbose mode pacs/server.py _verbose_requested reads "
+    "A_ASSOCIATE.implementation_version_name (no such attribute), so every association is rejected 2/3/1"))
+def test_verbose_shows_pdu_detail_live(page, gunicorn_server, pacs, registry):
+    from playwright.sync_api import expect
+
+    from dicomlab.settings import Node
+
+    registry.add_node(Node(ae_title="CT01", host="127.0.0.1", port=11113))
+    login(page, gunicorn_server)
+    page.check("#scp-verbose")
+    page.click("#scp-form button[type=submit]")
+    expect(page.locator("#log-lines li[data-type=settings-changed]")).to_contain_text("verbose off → on")
+    echoscu(pacs, "CT01")
+    expect(page.locator("#log-lines li[data-type=association-accepted]").first).to_be_visible()
+    expect(page.locator("#log-lines li[data-type=pdu]").first).to_be_visible()
+    shot(page, "06-verbose")
+
+
+def test_a_wrong_token_is_asked_again(page, gunicorn_server):
+    from playwright.sync_api import expect
+
+    page.goto(gunicorn_server.url + "/")
+    page.fill("#token-input", "not-the-token")
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#token-error")).to_contain_text("That token is not right")
+    expect(page.locator("#token-overlay")).to_be_visible()
