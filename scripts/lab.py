@@ -210,12 +210,19 @@ def print_ready(admin_port: str, extra: list[str]) -> None:
 
 
 class Compose:
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, images: dict[str, str] | None = None) -> None:
         cmd = compose_command()
         if cmd is None:
             raise LabError("no Compose command: install docker-compose (Debian) or the docker compose plugin")
         self.cmd = cmd
         self.project = project
+        self.images = images or {}  # the base images `up` chose: later commands must see the same file
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> "Compose":
+        state = state or {}
+        return cls(state.get("project") or os.environ.get("COMPOSE_PROJECT_NAME") or "dicomlab",
+                   state.get("images"))
 
     def base(self, profiles: bool = False) -> list[str]:
         args = [*self.cmd, "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(ROOT),
@@ -229,7 +236,9 @@ class Compose:
     def run(self, *args: str, profiles: bool = False, check: bool = True, capture: bool = False,
             timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         full = [*self.base(profiles), *args]
-        r = subprocess.run(full, text=True, capture_output=capture, timeout=timeout, cwd=ROOT)
+        env = {**os.environ, **self.images}
+        env.setdefault("ADMIN_TOKEN", "not-needed-here")  # the file requires one; only `up` uses it
+        r = subprocess.run(full, text=True, capture_output=capture, timeout=timeout, cwd=ROOT, env=env)
         if check and r.returncode != 0:
             detail = (r.stderr or "").strip()[-2000:] if capture else ""
             raise LabError(f"{' '.join(full[:2])} {' '.join(args)} failed (exit {r.returncode}) {detail}")
@@ -298,7 +307,9 @@ def docker_up() -> int:
     if state and state.get("runtime") == "local" and supervisor_alive(state):
         raise LabError("a local lab is running: `make down` it first")
     choose_base_images()
-    write_state({"runtime": "docker", "project": project, "compose": compose.cmd, "started": time.time()})
+    compose.images = {k: os.environ[k] for k in ("PYTHON_IMAGE", "REDIS_IMAGE")}
+    write_state({"runtime": "docker", "project": project, "compose": compose.cmd, "images": compose.images,
+                 "started": time.time()})
     t0 = time.monotonic()
     say(f"building images ({' '.join(compose.cmd)})")
     compose.run("build")
@@ -328,9 +339,8 @@ def docker_up() -> int:
 
 
 def docker_down(state: dict | None) -> int:
-    project = (state or {}).get("project") or os.environ.get("COMPOSE_PROJECT_NAME") or "dicomlab"
-    compose = Compose(project)
-    os.environ.setdefault("ADMIN_TOKEN", "unused-by-down")  # the file interpolates it
+    compose = Compose.from_state(state)
+    project = compose.project
     args = ["down", "--remove-orphans"]
     if os.environ.get("LAB_DOWN_VOLUMES", "").lower() in ("1", "true", "yes"):
         args.append("--volumes")
@@ -664,7 +674,7 @@ def cmd_ps(_: argparse.Namespace) -> int:
         say("the lab is not running (make up)")
         return 1
     if state["runtime"] == "docker":
-        return Compose(state["project"]).run("ps", profiles=True, check=False).returncode
+        return Compose.from_state(state).run("ps", profiles=True, check=False).returncode
     env = dict(os.environ, REDIS_URL=state["redis_url"], ADMIN_PORT=state["admin_port"],
                PACS_PORT=state["pacs_port"], SIM_PORT=state["sim_port"])
     checks = local_checks(env)
@@ -690,7 +700,7 @@ def cmd_logs(ns: argparse.Namespace) -> int:
     if state["runtime"] == "docker":
         args = ["logs", "--tail", str(ns.tail)] + ([] if ns.no_follow else ["-f"])
         try:
-            return Compose(state["project"]).run(*args, check=False).returncode
+            return Compose.from_state(state).run(*args, check=False).returncode
         except KeyboardInterrupt:
             return 0
     path = Path(state["log"])
@@ -725,7 +735,7 @@ def cmd_send(ns: argparse.Namespace) -> int:
         args = ["send", "--host", "pacs", "--port", port, "--called-aet", called, "--calling-aet", calling,
                 "--slices", str(ns.slices), *ns.extra]
         tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
-        return Compose(state["project"]).run("exec", *tty, "ct-simulator", "ct-simulator", *args,
+        return Compose.from_state(state).run("exec", *tty, "ct-simulator", "ct-simulator", *args,
                                              check=False).returncode
     env = dict(os.environ, REDIS_URL=state["redis_url"], PYTHONUNBUFFERED="1")
     exe = str(Path(sys.executable).parent / "ct-simulator")

@@ -113,7 +113,8 @@ class LabRun:
                 "--env-file", self.env["LAB_ENV_FILE"]]
         if profiles:
             base += ["--profile", "tools"]
-        env = dict(self.env, ADMIN_TOKEN=self.token or "x")
+        images = (self.state() or self.last_state or {}).get("images") or {}
+        env = dict(self.env, ADMIN_TOKEN=self.token or "x", **images)
         return subprocess.run([*base, *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout)
 
@@ -176,7 +177,7 @@ class LabRun:
         """One instance from a calling AE title that is no node, from its own container / process."""
         args = ["send", "--called-aet", PACS_AE, "--calling-aet", calling_aet, "--slices", "1"]
         if self.kind == "docker":
-            r = self.compose("run", "--rm", "ct", *args, "--host", "pacs", "--port", "104", profiles=True)
+            r = self.compose("run", "--rm", "--no-deps", "ct", *args, "--host", "pacs", "--port", "104", profiles=True)
         else:
             state = self.state()
             assert state
