@@ -7,9 +7,10 @@ import socket
 import threading
 
 import pytest
-from lab import RedisServer, PacsProcess, add_node, echoscu, events_of, rejection_of, wait_for
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+
+from lab import PacsProcess, RedisServer, add_node, echoscu, events_of, rejection_of, wait_for
 
 PERMANENT_USER = ("Rejected Permanent", "Service User")
 CALLING = "Calling AE Title Not Recognized"

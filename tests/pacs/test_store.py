@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from dicomdata import CT, as_file, ct_dataset, write_series
-from lab import PacsProcess, add_node, dcmtk_env, events_of, need, need_tool, wait_for
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+
+from lab import PacsProcess, add_node, dcmtk_env, events_of, need, need_tool, wait_for
 
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000

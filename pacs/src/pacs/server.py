@@ -320,7 +320,10 @@ class Pacs:
                 assoc.acceptor.ae_title = d.settings.ae_title
                 assoc.acceptor.supported_contexts = contexts_for(d.settings, d.node)
                 if d.settings.verbose:
-                    self._verbose_requested(assoc, rq, s)
+                    try:
+                        self._verbose_requested(assoc, rq, s)
+                    except Exception:  # verbose output must never change the decision
+                        LOG.exception("verbose logging")
                 return
             self._reject(assoc, s, d)
         except Exception as exc:  # fail closed
@@ -358,8 +361,8 @@ class Pacs:
         self.events.emit(
             E.ASSOCIATION_REQUESTED,
             f"A-ASSOCIATE-RQ from {s.calling!r} at {s.peer} calling {s.called!r}: max PDU "
-            f"{rq.maximum_length_received}, implementation {rq.implementation_class_uid} "
-            f"{rq.implementation_version_name or ''}, {len(proposed)} presentation context(s): "
+            f"{assoc.requestor.maximum_length}, implementation {assoc.requestor.implementation_class_uid} "
+            f"{assoc.requestor.implementation_version_name or ''}, {len(proposed)} presentation context(s): "
             + "; ".join(proposed),
             level="debug", detail={"proposed": proposed}, **s.who(),
         )
