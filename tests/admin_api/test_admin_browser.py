@@ -151,9 +151,64 @@ def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer
     expect(page.locator("#node-list li")).to_have_count(1)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "PACS bug: in verbose mode pacs/server.py _verbose_requested reads "
-    "A_ASSOCIATE.implementation_version_name (no such attribute), so every association is rejected 2/3/1"))
+@pytest.fixture
+def sim_worker(redis_url):
+    """The CT simulator worker (another service of the lab) as a real process: SIM_AE_TITLE CT01."""
+    import importlib.util
+    import os
+    import sys
+    import tempfile
+
+    from lab import free_port, wait_port
+
+    need(importlib.util.find_spec("ct_simulator") is not None, "the ct-simulator package is not installed")
+    port = free_port()
+    log = open(tempfile.mkstemp(prefix="lab-sim-", suffix=".log")[1], "w+b")
+    env = {**os.environ, "REDIS_URL": redis_url, "SIM_AE_TITLE": "CT01", "SIM_PORT": str(port),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ct_simulator", "worker", "--bind", "127.0.0.1",
+                             "--echo-port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port("127.0.0.1", port, timeout=20)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_authorize_the_ct_then_send_a_study_and_see_it_arrive(page, gunicorn_server, pacs, sim_worker):
+    from playwright.sync_api import expect
+
+    login(page, gunicorn_server)
+    # Before the CT is authorized, the PACS refuses it, and the log says why.
+    page.fill("#sim-slices", "2")
+    page.click("#sim-send")
+    expect(page.locator("#sim-result")).to_contain_text("queued")
+    expect(page.locator("#log-lines li[data-type=association-rejected]").first).to_contain_text("CT01")
+
+    page.fill("#node-ae_title", "CT01")
+    page.fill("#node-host", "127.0.0.1")
+    page.fill("#node-port", str(sim_worker))
+    page.fill("#node-description", "CT simulator")
+    page.click("#node-submit")
+    row = page.locator("#node-list li", has_text="CT01")
+    row.get_by_role("button", name="Echo").click()
+    expect(row.locator(".node-summary")).to_have_text(f"CT01 (127.0.0.1 : {sim_worker}) CONNECTED")
+
+    page.click("#sim-send")
+    study = page.locator("#study-rows tr").first
+    expect(study).to_be_visible(timeout=30_000)
+    expect(study).to_contain_text("CT01")
+    expect(study.locator("td").nth(6)).to_have_text("2")  # images
+    expect(page.locator("#log-lines li[data-type=store-received]").first).to_be_visible()
+    shot(page, "07-study-received")
+
+
 def test_verbose_shows_pdu_detail_live(page, gunicorn_server, pacs, registry):
     from playwright.sync_api import expect
 
@@ -167,6 +222,11 @@ def test_verbose_shows_pdu_detail_live(page, gunicorn_server, pacs, registry):
     echoscu(pacs, "CT01")
     expect(page.locator("#log-lines li[data-type=association-accepted]").first).to_be_visible()
     expect(page.locator("#log-lines li[data-type=pdu]").first).to_be_visible()
+    # The accepted association shows in the node's status without a reload.
+    expect(page.locator("#node-list li .node-summary")).to_have_text("CT01 (127.0.0.1 : 11113) CONNECTED")
+    page.uncheck("#log-pdu")
+    expect(page.locator("#log-lines li[data-type=pdu]").first).to_be_hidden()
+    page.check("#log-pdu")
     shot(page, "06-verbose")
 
 

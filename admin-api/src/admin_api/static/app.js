@@ -267,7 +267,7 @@ async function sendStudy(ev) {
   }
   const req = r.data.request;
   $("#sim-result").textContent =
-    `Job ${r.data.job_id} queued: ${req.calling_aet || "CT"} → ${req.called_aet} at ${req.host} : ${req.port}. Follow it in the log.`;
+    `Job ${r.data.job_id} queued: ${req.calling_aet || "the CT simulator"} → ${req.called_aet} at ${req.host} : ${req.port}. Follow it in the log.`;
 }
 
 // ------------------------------------------------------------------ live log
@@ -294,17 +294,21 @@ function addLogLine(e) {
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
+// Refresh what an event touches, once for a burst of events (pending parts add up).
+const pending = new Set();
 function onEvent(e) {
   addLogLine(e);
   const t = e.type || "";
-  const nodes = t.startsWith("node-") || t.startsWith("association-") || t === "echo-sent";
-  const studies = t.startsWith("store-");
-  const scp = t === "settings-changed" || t.startsWith("listener-");
-  clearTimeout(refreshTimer);
+  if (t.startsWith("node-") || t.startsWith("association-") || t === "echo-sent") pending.add("nodes");
+  if (t.startsWith("store-")) pending.add("studies");
+  if (t === "settings-changed" || t.startsWith("listener-")) pending.add("scp");
+  if (!pending.size || refreshTimer) return;
   refreshTimer = setTimeout(() => {
-    if (nodes) loadNodes();
-    if (studies) loadStudies();
-    if (scp) loadScp();
+    refreshTimer = null;
+    if (pending.has("nodes")) loadNodes();
+    if (pending.has("studies")) loadStudies();
+    if (pending.has("scp")) loadScp();
+    pending.clear();
   }, 250);
 }
 
