@@ -14,6 +14,16 @@ from .errors import ValidationError
 
 SERVICES = ("C-ECHO", "C-STORE")
 
+# How a node refused by the policy (rows 2-4: wrong called AE, unknown or disabled
+# calling AE, wrong address) is turned away -- to test how a modality copes with
+# what other PACS do:
+REFUSAL_MODES = {
+    "reject": "A-ASSOCIATE-RJ with the standard result, source and reason (the default)",
+    "abort": "accept the association, then A-ABORT at once (Orthanc with any DicomAlwaysAllow* on)",
+    "dimse-failure": "accept the association, answer every C-ECHO / C-STORE 0x0124 Refused: Not authorized",
+    "close": "close the TCP connection without a word",
+}
+
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -83,6 +93,12 @@ class ListenerSettings:
     max_associations: int = 10
     sop_classes: list[str] = field(default_factory=lambda: list(DEFAULT_STORAGE_SOP_CLASSES))
     transfer_syntaxes: list[str] = field(default_factory=lambda: list(DEFAULT_TRANSFER_SYNTAXES))
+    refusal_mode: str = "reject"
+    # PACS-side fault injection (in the spirit of DCMTK storescp --sleep-*, --abort-after, ...):
+    fault_delay_ms: int = 0  # wait this long before answering each C-ECHO / C-STORE
+    fault_abort_after: int = 0  # A-ABORT on the C-STORE after this many in one association (0: off)
+    fault_status: int = 0  # answer every C-STORE with this status and store nothing (0: off)
+    fault_stall: bool = False  # stop answering C-STOREs (the modality's DIMSE timeout fires)
 
     def validate(self) -> "ListenerSettings":
         self.ae_title = check_ae_title(self.ae_title, "ae_title")
@@ -95,7 +111,19 @@ class ListenerSettings:
         self.transfer_syntaxes = _check_uid_list(self.transfer_syntaxes, "transfer_syntaxes")
         if not self.transfer_syntaxes:
             raise ValidationError("Accept at least one transfer syntax.", "transfer_syntaxes")
+        if self.refusal_mode not in REFUSAL_MODES:
+            raise ValidationError(f"refusal_mode is one of {', '.join(REFUSAL_MODES)}.", "refusal_mode")
+        for name, top in (("fault_delay_ms", 600_000), ("fault_abort_after", 1_000_000), ("fault_status", 0xFFFF)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+                raise ValidationError(f"{name} is a whole number from 0 to {top} (0: off).", name)
+        if not isinstance(self.fault_stall, bool):
+            raise ValidationError("fault_stall is true or false.", "fault_stall")
         return self
+
+    def faults(self) -> dict[str, Any]:
+        """The fault injections that are on."""
+        return {k: v for k, v in asdict(self).items() if k.startswith("fault_") and v}
 
     def to_redis(self) -> dict[str, str]:
         return {k: _encode(v) for k, v in asdict(self).items()}
@@ -107,9 +135,9 @@ class ListenerSettings:
             if f.name not in raw:
                 continue
             v = raw[f.name]
-            if f.name in ("port", "max_associations"):
+            if f.name in ("port", "max_associations", "fault_delay_ms", "fault_abort_after", "fault_status"):
                 setattr(out, f.name, int(v))
-            elif f.name == "verbose":
+            elif f.name in ("verbose", "fault_stall"):
                 setattr(out, f.name, v == "1")
             elif f.name in ("sop_classes", "transfer_syntaxes"):
                 setattr(out, f.name, json.loads(v))

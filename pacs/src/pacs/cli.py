@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from dicomlab.errors import LabError, RegistryUnavailable
@@ -58,16 +57,18 @@ def main(args: list[str] | None = None) -> int:
 
     seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # SIGTERM / SIGINT are blocked in every thread (threads inherit the mask) and taken
+    # synchronously by the main thread: a handler-based wait can miss a signal that the
+    # kernel delivers to another thread.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
         pacs.start()
     except OSError as exc:
         print(f"pacs: cannot listen on {ns.bind}:{pacs.seed.port}: {exc.strerror or exc}. "
               "Fix: free the port or choose another (PACS_PORT, or the listener settings).", file=sys.stderr)
         return 1
-    stop.wait()
+    signal.sigwait(stop_signals)
     pacs.shutdown()
     return 0
 

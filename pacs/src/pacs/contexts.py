@@ -18,14 +18,18 @@ _lock = threading.Lock()
 
 
 def contexts_for(settings: ListenerSettings, node: Node) -> list[PresentationContext]:
-    key = (tuple(settings.sop_classes), tuple(settings.transfer_syntaxes), tuple(node.services))
+    return contexts_for_services(settings, node.services)
+
+
+def contexts_for_services(settings: ListenerSettings, services: list[str]) -> list[PresentationContext]:
+    key = (tuple(settings.sop_classes), tuple(settings.transfer_syntaxes), tuple(services))
     with _lock:
         cached = _cache.get(key)
         if cached is None:
             cached = []
-            if node.allows("C-ECHO"):
+            if "C-ECHO" in services:
                 cached.append(build_context(VERIFICATION, settings.transfer_syntaxes))
-            if node.allows("C-STORE"):
+            if "C-STORE" in services:
                 cached.extend(build_context(uid, settings.transfer_syntaxes) for uid in settings.sop_classes)
             if len(_cache) > 64:
                 _cache.clear()

@@ -36,13 +36,19 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicomlab import events as E
-from dicomlab.dicom import RJ_REGISTRY_UNAVAILABLE, STATUS_PROCESSING_FAILURE, STATUS_SUCCESS, uid_name
+from dicomlab.dicom import (
+    RJ_REGISTRY_UNAVAILABLE,
+    STATUS_NOT_AUTHORIZED,
+    STATUS_PROCESSING_FAILURE,
+    STATUS_SUCCESS,
+    uid_name,
+)
 from dicomlab.errors import RegistryUnavailable
 from dicomlab.events import EventLog
 from dicomlab.registry import Registry
-from dicomlab.settings import ListenerSettings
+from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
-from .contexts import contexts_for, why_refused
+from .contexts import contexts_for, contexts_for_services, why_refused
 from .policy import AssociationSlots, Decision, decide
 from .storage import Storage
 
@@ -61,6 +67,8 @@ class Session:
     started: float = field(default_factory=time.monotonic)
     decision: Decision | None = None
     counted: bool = False
+    refusal: str = ""  # "abort" / "dimse-failure": a refused node let in only to be turned away
+    stores: int = 0  # C-STORE requests seen (for fault_abort_after)
     stored: int = 0
     failed: int = 0
 
@@ -96,6 +104,11 @@ class LabRequestHandler(RequestHandler):
             assoc.join()
         finally:
             pacs.untrack(assoc)
+
+
+# Policy rows 2-4: the node is not authorized (as opposed to rows 1 and 5, which are
+# transient); only these follow the listener's refusal_mode.
+AUTHORIZATION_REASONS = {"called-aet-mismatch", "unknown-calling-aet", "host-mismatch"}
 
 
 class LabServer(ThreadedAssociationServer):
@@ -325,6 +338,10 @@ class Pacs:
                     except Exception:  # verbose output must never change the decision
                         LOG.exception("verbose logging")
                 return
+            mode = d.settings.refusal_mode if d.settings is not None else "reject"
+            if mode != "reject" and d.reason in AUTHORIZATION_REASONS:
+                self._refuse_otherwise(assoc, s, d, mode)
+                return
             self._reject(assoc, s, d)
         except Exception as exc:  # fail closed
             LOG.exception("EVT_REQUESTED")
@@ -351,6 +368,31 @@ class Pacs:
                 pass
         assoc.acse.send_reject(rj.result, rj.source, rj.reason)
         assoc.kill()  # returns once the RJ is sent and the DUL is idle: the peer gets it intact
+
+    def _refuse_otherwise(self, assoc: Any, s: Session, d: Decision, mode: str) -> None:
+        """Turn a refused node away as another PACS would (listener setting ``refusal_mode``)."""
+        assert d.settings is not None and d.rejection is not None
+        self.events.emit(
+            E.ASSOCIATION_REJECTED,
+            f"Refused by {mode} (refusal_mode: {REFUSAL_MODES[mode]}) instead of A-ASSOCIATE-RJ "
+            f"{d.rejection.codes}: {d.message}",
+            level="warning", outcome=mode, reason=d.reason,
+            detail={"refusal_mode": mode, "result": d.rejection.result, "source": d.rejection.source,
+                    "reason": d.rejection.reason, **d.detail}, **s.who(),
+        )
+        try:
+            self.registry.set_node_status(s.calling, last_association="rejected",
+                                          last_association_time=time.time(), last_rejected_reason=d.message)
+        except RegistryUnavailable:
+            pass
+        if mode == "close":
+            assoc.is_aborted = True  # no negotiation: the connection just goes away
+            assoc.dul.socket.close()
+            assoc.kill()
+            return
+        s.refusal = mode  # "abort" or "dimse-failure": accept, then turn away
+        assoc.acceptor.ae_title = s.called or d.settings.ae_title
+        assoc.acceptor.supported_contexts = contexts_for_services(d.settings, list(SERVICES))
 
     def _verbose_requested(self, assoc: Any, rq: A_ASSOCIATE, s: Session) -> None:
         proposed = [
@@ -389,6 +431,13 @@ class Pacs:
         assoc = event.assoc
         s = _session(assoc)
         d = s.decision
+        if s.refusal:
+            if s.refusal == "abort":
+                self.events.emit(E.ASSOCIATION_ABORTED, "Accepted, then aborted at once (refusal_mode abort): the "
+                                 "modality sees its association aborted, not rejected.", level="warning",
+                                 outcome="aborted", reason="refusal-mode-abort", **s.who())
+                assoc.abort()
+            return
         if d is None or not d.accepted:  # cannot happen while the backstop holds; say so loudly if it does
             self.events.emit(E.ASSOCIATION_ABORTED, "Accepted without a decision: aborting (fail closed).",
                              level="error", **s.who())
@@ -428,7 +477,7 @@ class Pacs:
 
     def _on_aborted(self, event: evt.Event) -> None:
         s = _session(event.assoc)
-        if s.decision is None or not s.decision.accepted:
+        if s.decision is None or not s.decision.accepted or s.refusal:
             return
         self.events.emit(E.ASSOCIATION_ABORTED, f"Association aborted after {s.stored} stored instance(s): "
                          "every acknowledged instance is on disk; the modality must resend the rest.",
@@ -436,6 +485,12 @@ class Pacs:
 
     def _on_echo(self, event: evt.Event) -> int:
         s = _session(event.assoc)
+        if s.refusal == "dimse-failure":
+            self.events.emit(E.ECHO_RECEIVED, f"C-ECHO from refused {s.calling!r} answered 0x0124 Refused: Not "
+                             "authorized (refusal_mode dimse-failure).", level="warning", outcome="refused",
+                             reason="refusal-mode-dimse-failure", **s.who())
+            return STATUS_NOT_AUTHORIZED
+        self._fault_delay(s)
         self.events.emit(E.ECHO_RECEIVED, f"C-ECHO from {s.calling!r} at {s.peer}: answered Success.",
                          outcome="success", **s.who())
         return STATUS_SUCCESS
@@ -443,6 +498,16 @@ class Pacs:
     def _on_store(self, event: evt.Event) -> int:
         s = _session(event.assoc)
         rq = event.request
+        s.stores += 1
+        if s.refusal == "dimse-failure":
+            self.events.emit(E.STORE_FAILED, f"C-STORE of {rq.AffectedSOPInstanceUID} from refused {s.calling!r} "
+                             "answered 0x0124 Refused: Not authorized (refusal_mode dimse-failure); nothing stored.",
+                             level="warning", outcome="refused", reason="refusal-mode-dimse-failure",
+                             detail={"status": STATUS_NOT_AUTHORIZED}, **s.who())
+            return STATUS_NOT_AUTHORIZED
+        fault = self._store_fault(event, s)
+        if fault is not None:
+            return fault
         try:
             raw = rq.DataSet.getvalue()
             result = self.storage.store(raw, str(event.context.transfer_syntax), str(event.context.abstract_syntax),
@@ -479,4 +544,51 @@ class Pacs:
                     "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"]},
             **s.who(),
         )
+        self._fault_delay(s)
         return STATUS_SUCCESS
+
+    # -- fault injection (listener settings fault_*, read per association) ------------
+    def _faults(self, s: Session) -> ListenerSettings | None:
+        return s.decision.settings if s.decision is not None else None
+
+    def _fault_delay(self, s: Session) -> None:
+        settings = self._faults(s)
+        if settings is not None and settings.fault_delay_ms:
+            self._stop.wait(settings.fault_delay_ms / 1000)  # interrupted by shutdown
+
+    def _store_fault(self, event: evt.Event, s: Session) -> int | None:
+        """Apply fault_abort_after / fault_status / fault_stall; None: store normally."""
+        settings = self._faults(s)
+        if settings is None or not settings.faults():
+            return None
+        uid = event.request.AffectedSOPInstanceUID
+        if settings.fault_abort_after and s.stores > settings.fault_abort_after:
+            self.events.emit(E.ASSOCIATION_ABORTED, f"Fault injected: A-ABORT on C-STORE #{s.stores} ({uid}, not "
+                             f"stored) after {settings.fault_abort_after} instance(s) (fault_abort_after).",
+                             level="warning", outcome="aborted", reason="fault-injected",
+                             detail={"fault": "abort_after", "stored": s.stored}, **s.who())
+            s.refusal = "fault"  # the abort event above says it all
+            event.assoc.abort()
+            return STATUS_PROCESSING_FAILURE  # never sent: the association is aborted
+        if settings.fault_status:
+            s.failed += 1
+            self.events.emit(E.STORE_FAILED, f"Fault injected: C-STORE of {uid} answered "
+                             f"0x{settings.fault_status:04X} and not stored (fault_status).", level="warning",
+                             outcome="failed", reason="fault-injected",
+                             detail={"fault": "status", "status": settings.fault_status}, **s.who())
+            return settings.fault_status
+        if settings.fault_stall:
+            self.events.emit(E.STORE_FAILED, f"Fault injected: not answering C-STORE of {uid} while fault_stall "
+                             "is on (the modality's DIMSE timeout decides).", level="warning", outcome="stalled",
+                             reason="fault-injected", detail={"fault": "stall"}, **s.who())
+            while not self._stop.wait(self.poll_interval):
+                try:
+                    if not self.registry.get_listener().fault_stall:
+                        break
+                except RegistryUnavailable:
+                    continue
+                if not event.assoc.is_established:
+                    return STATUS_PROCESSING_FAILURE  # the modality gave up: nothing to answer
+            self.events.emit(E.STORE_FAILED, f"fault_stall off: answering C-STORE of {uid} again.",
+                             level="info", reason="fault-injected", **s.who())
+        return None
