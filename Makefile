@@ -66,3 +66,14 @@ base-images: ## Build stand-in base images from Debian packages (for networks wi
 .PHONY: docker-engine
 docker-engine: ## Install Docker from Debian and start dockerd (root), for the Compose runtime
 	@bash scripts/docker-engine.sh
+
+# -- performance: bench/run.py; results in build/bench/ (results.json, results.md, pacs-profile.svg) ----
+BENCH_ARGS ?=
+
+$(VENV)/.bench: bench/requirements.txt $(VENV)/.installed
+	$(PIP) install -q -r bench/requirements.txt
+	touch $@
+
+.PHONY: bench
+bench: venv $(VENV)/.bench ## Performance beside DCMTK and Orthanc, one table (BENCH_SLICES=300, BENCH_REPEAT=3, BENCH_ARGS=...)
+	$(PY) -m bench.run $(BENCH_ARGS)
