@@ -436,12 +436,12 @@ class Pacs:
                 self.events.emit(E.ASSOCIATION_ABORTED, "Accepted, then aborted at once (refusal_mode abort): the "
                                  "modality sees its association aborted, not rejected.", level="warning",
                                  outcome="aborted", reason="refusal-mode-abort", **s.who())
-                assoc.abort()
+                assoc.abort(block=False)  # inside a handler: queue it, the reactor ends
             return
         if d is None or not d.accepted:  # cannot happen while the backstop holds; say so loudly if it does
             self.events.emit(E.ASSOCIATION_ABORTED, "Accepted without a decision: aborting (fail closed).",
                              level="error", **s.who())
-            assoc.abort()
+            assoc.abort(block=False)
             return
         assert d.settings is not None and d.node is not None
         proposed = {cx.context_id: cx for cx in assoc.requestor.primitive.presentation_context_definition_list}
@@ -568,7 +568,7 @@ class Pacs:
                              level="warning", outcome="aborted", reason="fault-injected",
                              detail={"fault": "abort_after", "stored": s.stored}, **s.who())
             s.refusal = "fault"  # the abort event above says it all
-            event.assoc.abort()
+            event.assoc.abort(block=False)  # queued: no response to this C-STORE
             return STATUS_PROCESSING_FAILURE  # never sent: the association is aborted
         if settings.fault_status:
             s.failed += 1
