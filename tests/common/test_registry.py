@@ -1,0 +1,106 @@
+"""The registry against a real Redis: nodes, settings, status, events, study index, jobs."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from dicomlab.errors import Conflict, NotFound, RegistryUnavailable, ValidationError
+from dicomlab.events import EventLog
+from dicomlab.registry import Registry, connect, node_state
+from dicomlab.settings import ListenerSettings, Node
+
+
+def test_node_crud_and_conflicts(registry):
+    registry.add_node(Node(ae_title="CT01", host="10.0.0.5"))
+    with pytest.raises(Conflict):
+        registry.add_node(Node(ae_title="CT01", host="10.0.0.6"))
+    assert registry.get_node("CT01").host == "10.0.0.5"
+    registry.patch_node("CT01", {"services": ["C-ECHO"]})
+    assert registry.get_node("CT01").services == ["C-ECHO"]
+    registry.replace_node("CT01", Node(ae_title="CT02", host="10.0.0.7"))  # rename
+    with pytest.raises(NotFound):
+        registry.get_node("CT01")
+    registry.add_node(Node(ae_title="CT01", host="10.0.0.5"))
+    with pytest.raises(Conflict):
+        registry.replace_node("CT02", Node(ae_title="CT01", host="10.0.0.5"))
+    with pytest.raises(ValidationError):
+        registry.patch_node("CT02", {"colour": "red"})
+    assert [n.ae_title for n in registry.list_nodes()] == ["CT01", "CT02"]
+    registry.delete_node("CT02")
+    assert registry.node_titles() == {"CT01"}
+
+
+def test_settings_seed_never_overwrites_stored(registry):
+    registry.seed_listener(ListenerSettings(ae_title="PACS", port=11112))
+    registry.update_listener({"ae_title": "MAINPACS"})
+    after = registry.seed_listener(ListenerSettings(ae_title="PACS", port=104))
+    assert after.ae_title == "MAINPACS" and after.port == 11112
+
+
+def test_authorization_snapshot_fails_closed_on_lost_state(registry):
+    with pytest.raises(RegistryUnavailable, match="no listener settings"):
+        registry.authorization_snapshot("CT01")
+
+
+def test_node_state_follows_the_latest_fact(registry):
+    registry.add_node(Node(ae_title="CT01", host="10.0.0.5"))
+    assert node_state(registry.get_node_status("CT01"))[0] == "NEVER SEEN"
+    registry.set_node_status("CT01", last_association="accepted", last_association_time=100)
+    assert node_state(registry.get_node_status("CT01"))[0] == "CONNECTED"
+    registry.set_node_status("CT01", last_echo_ok="0", last_echo_time=200, last_echo_error="connection refused")
+    assert node_state(registry.get_node_status("CT01")) == ("UNREACHABLE", "connection refused")
+    registry.set_node_status("CT01", last_association="rejected", last_association_time=300,
+                             last_rejected_reason="wrong host")
+    assert node_state(registry.get_node_status("CT01")) == ("REJECTED", "wrong host")
+    registry.set_node_status("GHOST", last_association="accepted", last_association_time=1)
+    assert registry.get_node_status("GHOST") == {}  # never for unknown nodes
+
+
+def test_events_are_bounded_filtered_and_one_line_each(redis_url):
+    client = connect(redis_url)
+    out = io.StringIO()
+    log = EventLog(client, "pacs", out=out, maxlen=50)
+    for i in range(200):
+        log.emit("store-received" if i % 2 else "echo-received", f"event {i}\nsecond line", calling_aet="CT01",
+                 peer="10.0.0.5", called_aet="PACS")
+    reg = Registry(client)
+    assert client.xlen("dicomlab:events") < 200
+    last = reg.read_events(limit=5)
+    assert [e.message for e in last][-1] == "event 199\nsecond line"
+    only = reg.read_events(limit=3, types={"echo-received"})
+    assert len(only) == 3 and all(e.type == "echo-received" for e in only)
+    since = reg.read_events(since=last[-2].id)
+    assert [e.id for e in since] == [last[-1].id]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 200 and "CT01@10.0.0.5 -> PACS: event 0 second line" in lines[0]
+
+
+def test_event_log_survives_redis_going_away():
+    out = io.StringIO()
+    log = EventLog(connect("redis://127.0.0.1:1/0", timeout=0.2), "pacs", out=out)
+    ev = log.emit("echo-received", "hello")
+    assert ev.id == "" and "event not stored: the registry is unreachable" in out.getvalue()
+
+
+def test_study_index_counts_instances_once(registry):
+    meta = {"study_uid": "1.2.3", "series_uid": "1.2.3.1", "sop_instance_uid": "1.2.3.1.1", "patient_name": "A^B",
+            "modality": "CT", "series_number": "1"}
+    registry.record_instance(meta)
+    registry.record_instance(meta)  # replaced
+    registry.record_instance({**meta, "sop_instance_uid": "1.2.3.1.2"})
+    registry.record_instance({**meta, "series_uid": "1.2.3.2", "sop_instance_uid": "1.2.3.2.1"})
+    s = registry.get_study("1.2.3")
+    assert s["instances"] == 3 and s["series"] == 2
+    assert sorted(x["instance_count"] for x in s["series_list"]) == [1, 2]
+    assert registry.list_studies()[0]["study_uid"] == "1.2.3"
+
+
+def test_job_queue(registry):
+    job = registry.enqueue_job({"slices": 3})
+    assert registry.get_job(job)["state"] == "queued"
+    assert registry.pop_job(timeout=1) == (job, {"slices": 3})
+    registry.update_job(job, state="done", result={"sent": 3})
+    assert registry.get_job(job)["result"] == {"sent": 3}
+    assert registry.pop_job(timeout=0.1) is None
