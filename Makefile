@@ -63,6 +63,9 @@ send: ## The CT simulator sends one study (SLICES=16) to the PACS
 base-images: ## Build stand-in base images from Debian packages (for networks without an image registry)
 	@bash scripts/base-images.sh --print-env
 
+# The Compose end-to-end test needs a Docker engine: when root, `make test` installs and starts one.
+test: docker-engine
+
 .PHONY: docker-engine
 docker-engine: ## Install Docker from Debian and start dockerd (root), for the Compose runtime
 	@bash scripts/docker-engine.sh

@@ -31,15 +31,22 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 docker info >/dev/null 2>&1 && exit 0
 
-log "starting dockerd (log: /var/log/dockerd.log)"
-# setsid: dockerd outlives this script and the shell that ran it.
-setsid nohup dockerd >>/var/log/dockerd.log 2>&1 < /dev/null &
-deadline=$(( $(date +%s) + 60 ))
+# Start dockerd when none runs; wait for it to answer. A dockerd still shutting down keeps
+# its pid file and a new one would refuse to start: wait for it to go, then start again.
+dockerd_running() { [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; }
+deadline=$(( $(date +%s) + 90 ))
 until docker info >/dev/null 2>&1; do
   if [ "$(date +%s)" -ge "$deadline" ]; then
-    log "dockerd did not answer within 60 s; the end of its log:"
+    log "dockerd did not answer within 90 s; the end of its log:"
     tail -n 30 /var/log/dockerd.log >&2 || true
     exit 1
+  fi
+  if ! dockerd_running && [ "${started_at:-0}" -lt "$(( $(date +%s) - 5 ))" ]; then
+    rm -f /var/run/docker.pid
+    log "starting dockerd (log: /var/log/dockerd.log)"
+    # setsid: dockerd outlives this script and the shell that ran it.
+    setsid nohup dockerd >>/var/log/dockerd.log 2>&1 < /dev/null &
+    started_at=$(date +%s)
   fi
   sleep 0.5
 done

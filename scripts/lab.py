@@ -245,7 +245,7 @@ class Compose:
         return r
 
     def container(self, service: str) -> str:
-        r = self.run("ps", "-q", service, capture=True, check=False)
+        r = self.run("ps", "-a", "-q", service, capture=True, check=False)
         ids = r.stdout.split()
         return ids[0] if ids else ""
 
