@@ -30,10 +30,10 @@ def py_spy() -> str | None:
 
 
 class Recorder:
-    def __init__(self, kids: Children, pid: int, out: Path, rate: int = 200) -> None:
+    def __init__(self, kids: Children, pid: int, out: Path, rate: int = 200, name: str = "pacs-profile") -> None:
         self.kids, self.pid, self.out, self.rate = kids, pid, out, rate
-        self.svg = out / "pacs-profile.svg"
-        self.raw = out / "pacs-profile.txt"
+        self.svg = out / f"{name}.svg"
+        self.raw = out / f"{name}.txt"
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> "Recorder":
@@ -42,7 +42,7 @@ class Recorder:
             raise FileNotFoundError("py-spy (pip install py-spy)")
         self.out.mkdir(parents=True, exist_ok=True)
         for fmt, path in (("flamegraph", self.svg), ("raw", self.raw)):
-            log = self.out / f"py-spy-{fmt}.log"
+            log = self.out / f"{self.raw.stem}-py-spy-{fmt}.log"
             log.unlink(missing_ok=True)
             proc = self.kids.start([exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--nonblocking",
                                     "--format", fmt, "-o", str(path)], log=log)
@@ -82,10 +82,18 @@ def _frame_name(frame: str) -> str:
     return f"{m.group('func')} ({short})"
 
 
-def hotspots(raw: Path, top: int = 15) -> tuple[int, list[Hotspot], list[Hotspot]]:
-    """(samples, top by self share, top by total share) from py-spy's collapsed stacks."""
+def _line_name(frame: str) -> str:
+    m = _FRAME.match(frame.strip())
+    if not m or not m.group("line"):
+        return frame.strip()
+    return f"{m.group('func')} ({'/'.join(Path(m.group('file')).parts[-2:])}:{m.group('line')})"
+
+
+def hotspots(raw: Path, top: int = 15) -> tuple[int, list[Hotspot], list[Hotspot], list[Hotspot]]:
+    """(samples, top functions by self share, by total share, top source lines by self share)."""
     self_c: Counter[str] = Counter()
     total_c: Counter[str] = Counter()
+    line_c: Counter[str] = Counter()
     samples = 0
     for line in _read(raw).splitlines():
         stack, _, count = line.rpartition(" ")
@@ -98,12 +106,14 @@ def hotspots(raw: Path, top: int = 15) -> tuple[int, list[Hotspot], list[Hotspot
             continue
         samples += n
         self_c[frames[-1]] += n
+        line_c[_line_name(stack.split(";")[-1])] += n
         for f in set(frames):
             total_c[f] += n
     if not samples:
-        return 0, [], []
+        return 0, [], [], []
 
     def table(c: Counter[str]) -> list[Hotspot]:
         return [Hotspot(f, 100 * self_c[f] / samples, 100 * total_c[f] / samples) for f, _ in c.most_common(top)]
 
-    return samples, table(self_c), table(total_c)
+    lines = [Hotspot(f, 100 * n / samples, 100 * n / samples) for f, n in line_c.most_common(top)]
+    return samples, table(self_c), table(total_c), lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -41,17 +42,19 @@ def markdown(data: dict[str, Any]) -> str:
              "|" + "---|" * len(HEAD)]
     for r in data["rows"]:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
-    prof = data.get("profile") or {}
-    if prof.get("self"):
-        lines += ["", f"## PACS profile (py-spy, {prof['samples']} samples at {prof['rate_hz']} Hz, idle threads "
-                  "excluded; flame graph: pacs-profile.svg)", "", "| function | self % | total % |", "|---|---|---|"]
-        for h in prof["self"]:
-            lines.append(f"| {h['function']} | {h['self_pct']:.1f} | {h['total_pct']:.1f} |")
-        lines += ["", "By total (on the stack):", "", "| function | self % | total % |", "|---|---|---|"]
-        for h in prof["total"]:
-            lines.append(f"| {h['function']} | {h['self_pct']:.1f} | {h['total_pct']:.1f} |")
-    elif prof.get("skipped"):
-        lines += ["", f"PACS profile skipped: {prof['skipped']}"]
+    for prof in data.get("profiles") or []:
+        lines += ["", f"## PACS profile: {prof['workload']}"]
+        if prof.get("skipped"):
+            lines += ["", f"skipped: {prof['skipped']}"]
+            continue
+        lines += ["", f"py-spy, {prof['samples']} samples at {prof['rate_hz']} Hz, idle threads excluded; "
+                  f"under the profiler: {prof['detail']}; flame graph {Path(prof['svg']).name}, "
+                  f"stacks {Path(prof['raw']).name}"]
+        for title, key in (("functions by self time", "self"), ("functions by total time (on the stack)", "total"),
+                           ("source lines by self time", "lines")):
+            lines += ["", f"{title}:", "", "| function | self % | total % |", "|---|---|---|"]
+            for h in prof[key]:
+                lines.append(f"| {h['function']} | {h['self_pct']:.1f} | {h['total_pct']:.1f} |")
     env = data["environment"]
     lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v not in ("", None, {})), ""]
     return "\n".join(lines)
@@ -77,16 +80,22 @@ def print_rich(data: dict[str, Any]) -> None:
         cells[5] = {"yes": "[green]yes[/]", "NO": "[red]NO[/]"}.get(cells[5], cells[5])
         table.add_row(*cells)
     console.print(table)
-    prof = data.get("profile") or {}
-    if prof.get("self"):
-        t = Table(title=f"PACS hot spots (py-spy, {prof['samples']} samples; ingest under the profiler: "
-                  f"{prof.get('detail', '')})", title_justify="left")
+    for prof in data.get("profiles") or []:
+        if prof.get("skipped"):
+            console.print(f"PACS profile ({prof['workload']}) skipped: {prof['skipped']}")
+            continue
+        t = Table(title=f"PACS hot spots, {prof['workload']} (py-spy, {prof['samples']} samples; under the profiler: "
+                  f"{prof['detail']})", title_justify="left")
         t.add_column("function (by self time)")
         t.add_column("self %", justify="right")
         t.add_column("total %", justify="right")
-        for h in prof["self"]:
-            t.add_row(h["function"], f"{h['self_pct']:.1f}", f"{h['total_pct']:.1f}")
+        t.add_column("source line (by self time)")
+        t.add_column("self %", justify="right")
+        for i in range(max(len(prof["self"]), len(prof["lines"]))):
+            h = prof["self"][i] if i < len(prof["self"]) else None
+            ln = prof["lines"][i] if i < len(prof["lines"]) else None
+            t.add_row(h["function"] if h else "", f"{h['self_pct']:.1f}" if h else "",
+                      f"{h['total_pct']:.1f}" if h else "", ln["function"] if ln else "",
+                      f"{ln['self_pct']:.1f}" if ln else "")
         console.print(t)
         console.print(f"flame graph: {prof['svg']}; raw stacks: {prof['raw']}")
-    elif prof.get("skipped"):
-        console.print(f"PACS profile skipped: {prof['skipped']}")

@@ -49,9 +49,11 @@ def test_bench_runs_and_prints_one_table(tmp_path: Path) -> None:
     assert rows[("simulator send", "DCMTK storescu -> storescp")]["value"]
     assert "4/4 stored" in rows[("single-association ingest", "PACS (ours)")]["detail"]
     assert (out / "results.md").read_text().count("\n| ") >= 12
-    # the profile ran (py-spy installed by `make bench`); its hot spots are listed
-    if "skipped" not in data["profile"]:
-        assert (out / "pacs-profile.svg").exists() and data["profile"]["self"]
+    # the profiles ran (py-spy installed by `make bench`); their hot spots are listed
+    assert [p["workload"] for p in data["profiles"]] == ["single-association ingest", "association accept rate"]
+    for prof in data["profiles"]:
+        if "skipped" not in prof:
+            assert Path(prof["svg"]).exists() and prof["self"] and prof["lines"]
     # nothing left behind: the work folder is gone, no process refers to it
     assert not list(out.glob("work-*"))
     assert not leftovers(str(out)), leftovers(str(out))
