@@ -526,6 +526,8 @@ def local_up() -> int:
                            f"or choose another port, e.g. `{var}=18080 make up`")
     Path(env["PACS_STORAGE_DIR"]).mkdir(parents=True, exist_ok=True)
     log_path = sd / "lab.log"
+    if log_path.exists():  # one log per run, the previous one kept beside it
+        log_path.replace(sd / "lab.log.1")
     log = open(log_path, "ab")
     plan = sd / "plan.json"
     plan.write_text(json.dumps(cmds))
