@@ -7,10 +7,11 @@ import socket
 
 import pytest
 from dicomdata import CT, as_file, ct_dataset
-from lab import add_node, echoscu, events_of, rejection_of, wait_for
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+
+from lab import add_node, echoscu, events_of, rejection_of, wait_for
 
 
 def associate(port: int, calling: str = "CT01", dimse_timeout: float = 30):

@@ -162,3 +162,59 @@ def test_eight_modalities_fifty_slices_each_nothing_lost(redis_url, registry, tm
         assert sum(s["instances"] for s in registry.list_studies()) == 400
     finally:
         pacs.stop()
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def test_listener_processes_share_the_port_and_a_dead_one_is_replaced(redis_url, registry, tmp_path):
+    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": "2"}).start()
+    try:
+        add_node(registry, "CT01")
+        for _ in range(30):
+            assert echoscu(pacs.port, "CT01", "PACS").returncode == 0
+        served_by = {e.assoc_id.rsplit(".", 1)[1] for e in events_of(registry, "association-accepted")}
+        assert served_by == {"0", "1"}  # the kernel spread the associations over both processes
+        workers = wait_for(lambda: len(children(pacs.proc.pid)) == 2 and children(pacs.proc.pid))
+        import os
+
+        os.kill(workers[1], signal.SIGKILL)
+        ev = wait_for(lambda: events_of(registry, "worker-exited"), timeout=20)[-1]
+        assert "Restarting" in ev.message
+        wait_for(lambda: len(children(pacs.proc.pid)) == 2 and workers[1] not in children(pacs.proc.pid))
+        for _ in range(10):
+            assert echoscu(pacs.port, "CT01", "PACS").returncode == 0
+    finally:
+        assert pacs.stop() == 0
+
+
+def test_single_process_mode(redis_url, registry, tmp_path):
+    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": "1"}).start()
+    try:
+        assert children(pacs.proc.pid) == []
+        add_node(registry, "CT01")
+        assert echoscu(pacs.port, "CT01", "PACS").returncode == 0
+        r = echoscu(pacs.port, "CT02", "PACS")
+        assert rejection_of(r.stderr + r.stdout)[2] == "Calling AE Title Not Recognized"
+    finally:
+        assert pacs.stop() == 0
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(redis_url, registry, tmp_path):
+    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": "2"}).start()
+    workers = wait_for(lambda: len(children(pacs.proc.pid)) == 2 and children(pacs.proc.pid))
+    pacs.proc.kill()
+    pacs.proc.wait()
+    import os
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+    wait_for(lambda: all(gone(p) for p in workers), timeout=40, what="workers to exit")
+    wait_for(lambda: not port_open(pacs.port), timeout=5, what="the port closed")

@@ -40,6 +40,7 @@ NODE_CHANGED = "node-changed"
 NODE_REMOVED = "node-removed"
 LISTENER_STARTED = "listener-started"
 LISTENER_STOPPED = "listener-stopped"
+WORKER_EXITED = "worker-exited"  # a listener process died and was restarted
 PDU = "pdu"  # verbose mode only
 SEND_STARTED = "send-started"
 SEND_PROGRESS = "send-progress"

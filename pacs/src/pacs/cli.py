@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 from dicomlab.errors import LabError, RegistryUnavailable
-from dicomlab.events import EventLog
+from dicomlab.events import WORKER_EXITED, EventLog
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 
+from .policy import AssociationSlots
 from .server import Pacs
 from .storage import Storage
+from .supervisor import STOP, Supervisor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default=os.environ.get("PACS_BIND", "0.0.0.0"), help="address to listen on")
     p.add_argument("--redis-url", default=None, help="registry URL (default: $REDIS_URL)")
     p.add_argument("--storage", default=None, help="storage folder (default: $PACS_STORAGE_DIR)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="listener processes sharing the port (default: $PACS_WORKERS, else the number of CPUs, "
+                   "at most 4); 1 runs everything in this process")
     p.add_argument("--shutdown-grace", type=float, default=float(os.environ.get("PACS_SHUTDOWN_GRACE", "30")),
                    help="seconds open associations may take to finish after SIGTERM (default 30)")
     return p
@@ -48,27 +53,47 @@ def main(args: list[str] | None = None) -> int:
         print("pacs: REDIS_URL is not set: the PACS needs the registry to authorize nodes "
               "(`make up` starts one for you).", file=sys.stderr)
         return 2
+    storage = Storage(ns.storage or env.storage_dir)
+    if ns.command == "reindex":
+        return reindex(Registry(connect(url)), storage)
+
+    seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
+    workers = ns.workers if ns.workers is not None else int(
+        os.environ.get("PACS_WORKERS") or min(os.cpu_count() or 1, 4))
+    # SIGTERM / SIGINT are blocked in every thread (threads inherit the mask) and taken
+    # synchronously with sigwait: a handler-based wait can miss a signal that the kernel
+    # delivers to another thread.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP)
+    if workers <= 1:
+        return _serve(url, storage, seed, ns, worker=None, shared=None, ready_fd=None)
+
+    def run_worker(index: int, shared: object, ready_fd: int) -> int:
+        return _serve(url, storage, seed, ns, worker=index, shared=shared, ready_fd=ready_fd)
+
+    def say(text: str) -> None:
+        EventLog(connect(url), source="pacs").emit(WORKER_EXITED, text, level="error", reason="worker")
+
+    return Supervisor(workers, run_worker, say).run()
+
+
+def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Namespace, worker: int | None,
+           shared: object, ready_fd: int | None) -> int:
     client = connect(url)
     registry = Registry(client)
     events = EventLog(client, source="pacs")
-    storage = Storage(ns.storage or env.storage_dir)
-    if ns.command == "reindex":
-        return reindex(registry, storage)
-
-    seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
-    pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace)
-    # SIGTERM / SIGINT are blocked in every thread (threads inherit the mask) and taken
-    # synchronously by the main thread: a handler-based wait can miss a signal that the
-    # kernel delivers to another thread.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    slots = AssociationSlots(shared, worker or 0) if shared is not None else None
+    pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
+                slots=slots, worker=worker)
     try:
         pacs.start()
     except OSError as exc:
         print(f"pacs: cannot listen on {ns.bind}:{pacs.seed.port}: {exc.strerror or exc}. "
               "Fix: free the port or choose another (PACS_PORT, or the listener settings).", file=sys.stderr)
         return 1
-    signal.sigwait(stop_signals)
+    if ready_fd is not None:
+        os.write(ready_fd, f"{pacs.port}\n".encode())
+        os.close(ready_fd)
+    signal.sigwait(STOP)
     pacs.shutdown()
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from dicomlab.aetitle import near_miss, resolve_host, same_address
 from dicomlab.dicom import (
@@ -36,22 +37,40 @@ class Decision:
 
 
 class AssociationSlots:
-    """Counts accepted associations that are still open, for row 5 of the table."""
+    """Counts accepted associations that are still open, for row 5 of the table.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.active = 0
+    With several listener processes (``PACS_WORKERS``), ``shared`` is a
+    ``multiprocessing.Array`` with one counter per process (made before the fork):
+    the limit applies to their sum, and a process that dies only loses its own
+    counter, which the supervisor resets.
+    """
+
+    def __init__(self, shared: Any = None, index: int = 0) -> None:
+        self._shared = shared
+        self._index = index
+        self._lock = shared.get_lock() if shared is not None else threading.Lock()
+        self._local = 0
+
+    @property
+    def active(self) -> int:
+        return sum(self._shared) if self._shared is not None else self._local
 
     def try_take(self, maximum: int) -> bool:
         with self._lock:
             if self.active >= maximum:
                 return False
-            self.active += 1
+            if self._shared is not None:
+                self._shared[self._index] += 1
+            else:
+                self._local += 1
             return True
 
     def give_back(self) -> None:
         with self._lock:
-            self.active -= 1
+            if self._shared is not None:
+                self._shared[self._index] -= 1
+            else:
+                self._local -= 1
 
 
 def _reject(rj: Rejection, reason: str, message: str, **kw: object) -> Decision:

@@ -54,6 +54,7 @@ from .storage import Storage
 
 LOG = logging.getLogger(__name__)
 _ids = itertools.count(1)
+_id_suffix = ""  # ".<worker>" when several listener processes share the port
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Session:
 def _session(assoc: Any) -> Session:
     s = getattr(assoc, "lab_session", None)
     if s is None:
-        s = Session(id=f"a{next(_ids):05d}", peer=str(assoc.requestor.address))
+        s = Session(id=f"a{next(_ids):05d}{_id_suffix}", peer=str(assoc.requestor.address))
         assoc.lab_session = s
     return s
 
@@ -126,6 +127,16 @@ class LabServer(ThreadedAssociationServer):
         self.server_close()  # close the listening socket
 
 
+class SharedPortServer(LabServer):
+    """One of several listener processes on the same port (SO_REUSEPORT): the
+    kernel spreads incoming connections over them, so both cores work."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class Pacs:
     def __init__(
         self,
@@ -136,7 +147,12 @@ class Pacs:
         bind: str = "0.0.0.0",
         shutdown_grace: float = 30.0,
         poll_interval: float = 0.5,
+        slots: AssociationSlots | None = None,
+        worker: int | None = None,
     ) -> None:
+        """``worker``: this process's index when several share the port (None: the only one).
+        Worker 0 (or the only process) speaks for the listener: start/stop, settings
+        changes and the heartbeat; every worker records its own associations."""
         self.registry = registry
         self.events = events
         self.storage = storage
@@ -144,7 +160,12 @@ class Pacs:
         self.bind = bind
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
-        self.slots = AssociationSlots()
+        self.slots = slots or AssociationSlots()
+        self.worker = worker
+        self.primary = not worker  # None or 0
+        if worker is not None:
+            global _id_suffix
+            _id_suffix = f".{worker}"
         self.sentinel_title = secrets.token_hex(8)  # 16 characters no peer can guess
         self.server: ThreadedAssociationServer | None = None
         self.port: int | None = None
@@ -181,7 +202,7 @@ class Pacs:
         self._listen(settings.port)
         self.ae_title = settings.ae_title
         self.verbose = settings.verbose
-        self.events.emit(
+        self._listener_event(
             E.LISTENER_STARTED,
             f"PACS {settings.ae_title!r} listening on {self.bind}:{self.port} "
             f"(max {settings.max_associations} associations, verbose {'on' if settings.verbose else 'off'}).",
@@ -191,6 +212,11 @@ class Pacs:
         self._watcher = threading.Thread(target=self._watch_settings, name="settings-watcher", daemon=True)
         self._watcher.start()
 
+    def _listener_event(self, type_: str, message: str, **kw: Any) -> None:
+        """Events about the listener as a whole: said once, by the primary process."""
+        if self.primary:
+            self.events.emit(type_, message, **kw)
+
     def _current_settings(self, seed_if_missing: bool = False) -> ListenerSettings:
         """Settings from Redis (seeded from the environment where absent), or the
         seeds when Redis is down -- only to know which port to open: every
@@ -198,13 +224,13 @@ class Pacs:
         try:
             settings = self.registry.seed_listener(ListenerSettings(**self.seed.to_dict()))
             if self._registry_ok is False:
-                self.events.emit(E.SETTINGS_CHANGED, "The registry (Redis) answers again; associations are "
+                self._listener_event(E.SETTINGS_CHANGED, "The registry (Redis) answers again; associations are "
                                  "checked normally.", level="info", reason="registry-back")
             self._registry_ok = True
             return settings
         except RegistryUnavailable as exc:
             if self._registry_ok is not False:
-                self.events.emit(
+                self._listener_event(
                     E.SETTINGS_CHANGED,
                     f"The registry (Redis) is unreachable: every association is refused as transient "
                     f"(2/3/1) until it answers. Fix: start Redis / check REDIS_URL. ({exc})",
@@ -215,7 +241,8 @@ class Pacs:
 
     def _listen(self, port: int) -> None:
         server = self.ae.make_server(
-            (self.bind, port), evt_handlers=self.handlers, server_class=LabServer,
+            (self.bind, port), evt_handlers=self.handlers,
+            server_class=LabServer if self.worker is None else SharedPortServer,
             request_handler=LabRequestHandler,
         )
         server.lab_pacs = self  # type: ignore[attr-defined]
@@ -244,27 +271,29 @@ class Pacs:
             try:
                 self._listen(settings.port)
             except OSError as exc:
-                self.events.emit(
+                self._listener_event(
                     E.SETTINGS_CHANGED,
                     f"Could not move the listener from port {old} to {settings.port} ({exc.strerror or exc}); "
                     f"still listening on {old}. Fix: choose a free port.",
                     level="error", reason="rebind-failed", detail={"port": settings.port},
                 )
                 return
-            self.events.emit(E.SETTINGS_CHANGED, f"Listener moved from port {old} to {self.port}; port {old} "
+            self._listener_event(E.SETTINGS_CHANGED, f"Listener moved from port {old} to {self.port}; port {old} "
                              "is closed. Modalities must now send to the new port.",
                              detail={"port": self.port, "old_port": old})
         if settings.ae_title != self.ae_title:
-            self.events.emit(E.SETTINGS_CHANGED, f"Listener AE title changed from {self.ae_title!r} to "
+            self._listener_event(E.SETTINGS_CHANGED, f"Listener AE title changed from {self.ae_title!r} to "
                              f"{settings.ae_title!r}; modalities must call {settings.ae_title!r} from now on.",
                              detail={"ae_title": settings.ae_title})
             self.ae_title = settings.ae_title
         if settings.verbose != self.verbose:
             self.verbose = settings.verbose
-            self.events.emit(E.SETTINGS_CHANGED, f"Verbose logging {'on' if self.verbose else 'off'} "
+            self._listener_event(E.SETTINGS_CHANGED, f"Verbose logging {'on' if self.verbose else 'off'} "
                              "(applies from the next association).", detail={"verbose": self.verbose})
 
     def _heartbeat(self) -> None:
+        if not self.primary:
+            return
         try:
             self.registry.heartbeat({"ae_title": self.ae_title, "port": self.port, "pid": os.getpid(),
                                      "active_associations": self.slots.active, "time": time.time()})
@@ -309,7 +338,7 @@ class Pacs:
                 assoc.abort()
             except Exception:
                 LOG.exception("abort at shutdown")
-        self.events.emit(E.LISTENER_STOPPED, f"PACS stopped; port {self.port} closed.",
+        self._listener_event(E.LISTENER_STOPPED, f"PACS stopped; port {self.port} closed.",
                          detail={"port": self.port})
 
     # -- association handlers ----------------------------------------------------

@@ -1,0 +1,135 @@
+"""Several listener processes on one port, so the PACS uses every core.
+
+One Python process tops out near 0.4x DCMTK storescp (the GIL; see
+PERF-NOTES.md). The supervisor forks ``PACS_WORKERS`` listener processes before
+it starts any thread; each binds the same port with SO_REUSEPORT and the kernel
+spreads connections over them. Each worker is a complete ``Pacs``: it decides
+every association from Redis itself. The association limit (policy row 5) is
+shared through a counter array made before the fork. The supervisor restarts a
+worker that dies (resetting its counter) and, on SIGTERM, forwards it to every
+worker and exits 0 once all of them drained and exited 0.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+STOP = {signal.SIGTERM, signal.SIGINT}
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies (even by SIGKILL), so no
+    orphan keeps the shared port open."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Supervisor:
+    def __init__(self, workers: int, run_worker: Callable[[int, Any, int], int], say: Callable[[str], None]) -> None:
+        """``run_worker(index, shared_counters, ready_fd)`` runs in the child; it
+        writes its port to ``ready_fd`` once listening and returns an exit code."""
+        self.n = workers
+        self.run_worker = run_worker
+        self.say = say
+        self.shared = multiprocessing.get_context("fork").Array("i", workers)
+        self.pids: dict[int, int] = {}  # pid -> worker index
+        self.stopping = False
+
+    def _spawn(self, index: int) -> int:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(r)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _die_with_parent()
+            code = 1
+            try:
+                code = self.run_worker(index, self.shared, w)
+            except BaseException as exc:  # a worker never returns into the supervisor's code
+                print(f"pacs worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        os.close(w)
+        self.pids[pid] = index
+        self._ready_fds[r] = index
+        return pid
+
+    def run(self) -> int:
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # queued while blocked, taken by sigwait
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP | {signal.SIGCHLD})
+        self._ready_fds: dict[int, int] = {}
+        for i in range(self.n):
+            self._spawn(i)
+        if not self._wait_ready(timeout=60):
+            self._stop_all()
+            return 1
+        while True:
+            sig = signal.sigwait(STOP | {signal.SIGCHLD})
+            if sig in STOP:
+                return self._stop_all()
+            self._reap_and_restart()
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._ready_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.say(f"PACS workers {sorted(self._ready_fds.values())} did not start within {timeout:.0f} s.")
+                return False
+            readable, _, _ = select.select(list(self._ready_fds), [], [], min(left, 0.5))
+            for fd in readable:
+                data = os.read(fd, 64)
+                os.close(fd)
+                index = self._ready_fds.pop(fd)
+                if not data:  # closed without a port: the worker failed to listen
+                    self.say(f"PACS worker {index} could not start listening; see the lines above.")
+                    return False
+        return True
+
+    def _reap_and_restart(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            index = self.pids.pop(pid, None)
+            if index is None:
+                continue
+            with self.shared.get_lock():
+                self.shared[index] = 0  # its associations died with it
+            code = os.waitstatus_to_exitcode(status)
+            self.say(f"PACS worker {index} (pid {pid}) exited with {code}; its open associations were lost "
+                     "(their unacknowledged instances must be resent). Restarting it.")
+            self._spawn(index)
+            self._wait_ready(timeout=60)
+
+    def _stop_all(self) -> int:
+        for pid in list(self.pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        worst = 0
+        for pid in list(self.pids):
+            try:
+                _, status = os.waitpid(pid, 0)
+                worst = max(worst, abs(os.waitstatus_to_exitcode(status)))
+            except ChildProcessError:
+                pass
+        self.pids.clear()
+        return 0 if worst == 0 else 1
