@@ -1,7 +1,7 @@
 """py-spy on the PACS while it ingests: a flame graph (SVG) and a hot-spot table from raw stacks.
 
-Two samplers attach to the PACS process with ``--nonblocking`` (they read its memory without
-stopping it): one writes ``pacs-profile.svg``, one writes collapsed stacks (``--format raw``)
+Two samplers attach to the PACS process and its worker processes (``--subprocesses``: the PACS
+may fork several listeners) with ``--nonblocking`` (they read its memory without stopping it): one writes ``pacs-profile.svg``, one writes collapsed stacks (``--format raw``)
 that ``hotspots`` sums per function: *self* (the function is the leaf: it was running) and
 *total* (it is anywhere on the stack). py-spy leaves out idle threads (blocked in a system call),
 so the shares are of the time the process spent on a CPU or waiting for the GIL.
@@ -45,6 +45,7 @@ class Recorder:
             log = self.out / f"{self.raw.stem}-py-spy-{fmt}.log"
             log.unlink(missing_ok=True)
             proc = self.kids.start([exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--nonblocking",
+                                    "--subprocesses",
                                     "--format", fmt, "-o", str(path)], log=log)
             self.procs.append(proc)
             poll(lambda log=log: "Sampling process" in _read(log), 20, f"py-spy ({fmt}) to attach",

@@ -400,7 +400,9 @@ class Bench:
                 "commit": commit, "slices": self.ns.slices, "size": f"{self.ns.rows}x{self.ns.cols}",
                 "modalities": self.ns.modalities, "images_per_modality": self.ns.images_per_modality,
                 "accept_seconds": self.ns.accept_seconds, "accept_clients": self.ns.accept_clients,
-                "repeat": self.ns.repeat, "pacs_env": self.pacs_env}
+                "repeat": self.ns.repeat, "pacs_env": self.pacs_env,
+                "pacs_workers": self.pacs_env.get("PACS_WORKERS") or os.environ.get("PACS_WORKERS")
+                or "the PACS's default"}
 
     def report(self) -> None:
         from . import report
@@ -439,8 +441,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-modality", type=int, default=_env_int("BENCH_MODALITY_IMAGES", 50))
     p.add_argument("--accept-seconds", type=float, default=float(os.environ.get("BENCH_ACCEPT_SECONDS") or 5))
     p.add_argument("--accept-clients", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=_env_int("BENCH_REPEAT", 3),
-                   help="runs of the ingest workloads, median reported (BENCH_REPEAT, default 3)")
+    p.add_argument("--repeat", type=int, default=_env_int("BENCH_REPEAT", 5),
+                   help="runs of the ingest workloads, median reported (BENCH_REPEAT, default 5)")
     p.add_argument("--receivers", default=os.environ.get("BENCH_RECEIVERS") or "storescp,pacs,orthanc",
                    help="comma-separated subset of storescp,pacs,orthanc")
     p.add_argument("--no-profile", dest="profile", action="store_false", default=os.environ.get("BENCH_PROFILE") != "0",
