@@ -306,6 +306,13 @@ def docker_up() -> int:
     state = read_state()
     if state and state.get("runtime") == "local" and supervisor_alive(state):
         raise LabError("a local lab is running: `make down` it first")
+    if state and state.get("runtime") == "docker" and state.get("project") != project:
+        raise LabError(f"the Compose project {state.get('project')!r} is recorded as running: `make down` it first")
+    for service, var, default in (("admin-api", "ADMIN_PORT", "8080"), ("pacs", "PACS_PUBLISHED_PORT", "11112")):
+        port = int(os.environ.get(var) or default)
+        if port_in_use(port) and docker_health(compose, service) in ("missing", "exited", "created"):
+            raise LabError(f"port {port} ({var}, published for {service}) is in use on 127.0.0.1: stop what "
+                           f"uses it, or choose another port, e.g. `{var}={port + 10000} make up`")
     choose_base_images()
     compose.images = {k: os.environ[k] for k in ("PYTHON_IMAGE", "REDIS_IMAGE")}
     write_state({"runtime": "docker", "project": project, "compose": compose.cmd, "images": compose.images,
@@ -321,13 +328,15 @@ def docker_up() -> int:
         health = {s: docker_health(compose, s) for s in SERVICES}
         if all(h in ("healthy", "running") for h in health.values()):
             break
-        bad = {s: h for s, h in health.items() if h in ("exited", "dead", "unhealthy")}
-        if bad and up.returncode is not None and up.returncode != 0:
+        if "unhealthy" in health.values():
             break
+        if up.returncode != 0 and any(h not in ("healthy", "running", "starting") for h in health.values()):
+            break  # e.g. a port already taken: the container was created but will not run
     if not all(h in ("healthy", "running") for h in health.values()):
         compose.run("logs", "--tail", "40", check=False)
-        raise LabError(f"not every service became healthy in {timeout:.0f} s: {health}. "
-                       "The logs are above; `make down` stops what started.")
+        why = (f"`{' '.join(compose.cmd)} up` failed (exit {up.returncode}, its message is above the logs)"
+               if up.returncode != 0 else f"not every service became healthy in {timeout:.0f} s")
+        raise LabError(f"{why}: {health}. `make down` stops what started.")
     say(f"every service healthy ({time.monotonic() - t0:.0f} s)")
     print_ready(os.environ.get("ADMIN_PORT", "8080"), [
         f"PACS         127.0.0.1:{os.environ.get('PACS_PUBLISHED_PORT', '11112')}  AE title "
