@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -120,12 +121,19 @@ class EventLog:
         self.maxlen = maxlen
         self._lock = threading.Lock()
 
-    def emit(self, type: str, message: str, **kw: Any) -> Event:
+    def emit(self, type: str, message: str, also: "Callable[[Any], None] | None" = None, **kw: Any) -> Event:
+        """Record one event; ``also(pipeline)`` may add write-only commands that go to
+        Redis in the same round trip (e.g. the study index of a stored instance).
+        ``Event.id`` stays empty when Redis could not store it."""
         ev = Event(type=type, message=message, source=kw.pop("source", self.source), **kw)
         stored = True
         if self.client is not None:
             try:
-                ev.id = self.client.xadd(keys.EVENTS, ev.to_stream(), maxlen=self.maxlen, approximate=True)
+                pipe = self.client.pipeline(transaction=False)
+                if also is not None:
+                    also(pipe)
+                pipe.xadd(keys.EVENTS, ev.to_stream(), maxlen=self.maxlen, approximate=True)
+                ev.id = pipe.execute()[-1]
                 if isinstance(ev.id, bytes):
                     ev.id = ev.id.decode()
             except (redis.RedisError, OSError):

@@ -7,8 +7,9 @@
     dicomlab:events                    stream the bounded event stream
     dicomlab:studies                   zset  StudyInstanceUID scored by last received time
     dicomlab:study:<uid>               hash  patient / study fields, counts, last received
-    dicomlab:study:<uid>:series        hash  SeriesInstanceUID -> JSON (modality, description, count)
+    dicomlab:study:<uid>:series        hash  SeriesInstanceUID -> JSON (modality, description, number)
     dicomlab:study:<uid>:instances     set   SOP Instance UIDs received (counts without duplicates)
+    dicomlab:study:<uid>:series:<uid>:instances  set  the same, per series
     dicomlab:sim:jobs                  list  simulator send requests waiting for a worker
     dicomlab:sim:job:<id>              hash  one send request and its progress
     dicomlab:scp:heartbeat             string  set by the PACS while it listens (with expiry)
@@ -46,6 +47,10 @@ def study_series(uid: str) -> str:
 
 def study_instances(uid: str) -> str:
     return f"{PREFIX}:study:{uid}:instances"
+
+
+def series_instances(study_uid: str, series_uid: str) -> str:
+    return f"{PREFIX}:study:{study_uid}:series:{series_uid}:instances"
 
 
 def sim_job(job_id: str) -> str:

@@ -216,50 +216,39 @@ class Registry:
         return last[0][0] if last else "0-0"
 
     # -- study index ----------------------------------------------------------
-    def record_instance(self, meta: dict[str, str]) -> None:
+    def record_instance(self, meta: dict[str, str], pipe: "redis.client.Pipeline | None" = None) -> None:
         """Count one stored instance in its study (a replaced instance counts once).
 
-        ``meta``: study_uid, series_uid, sop_instance_uid, patient_name,
-        patient_id, study_date, study_description, accession_number, modality,
-        series_description, series_number, calling_aet, path.
+        Write-only commands, so they can ride in a caller's pipeline (``pipe``) with
+        other writes: one round trip. ``meta``: study_uid, series_uid,
+        sop_instance_uid, patient_name, patient_id, study_date, study_description,
+        accession_number, modality, series_description, series_number, calling_aet.
         """
         study = meta["study_uid"]
         series = meta["series_uid"]
-        now = time.time()
-        with _registry_errors():
-            pipe = self.client.pipeline()
-            pipe.sadd(keys.study_instances(study), meta["sop_instance_uid"])
-            pipe.hget(keys.study_series(study), series)
-            _added, series_raw = pipe.execute()
-            s = json.loads(series_raw) if series_raw else {
-                "series_uid": series,
-                "modality": meta.get("modality", ""),
-                "series_description": meta.get("series_description", ""),
-                "series_number": meta.get("series_number", ""),
-                "instances": [],
-            }
-            if meta["sop_instance_uid"] not in s["instances"]:
-                s["instances"].append(meta["sop_instance_uid"])
-            pipe = self.client.pipeline()
-            pipe.hset(keys.study_series(study), series, json.dumps(s))
-            pipe.hset(
-                keys.study(study),
-                mapping={
-                    "study_uid": study,
-                    "patient_name": meta.get("patient_name", ""),
-                    "patient_id": meta.get("patient_id", ""),
-                    "study_date": meta.get("study_date", ""),
-                    "study_description": meta.get("study_description", ""),
-                    "accession_number": meta.get("accession_number", ""),
-                    "calling_aet": meta.get("calling_aet", ""),
-                    "last_received": f"{now:.3f}",
-                },
-            )
-            pipe.scard(keys.study_instances(study))
-            pipe.hlen(keys.study_series(study))
-            pipe.zadd(keys.STUDIES, {study: now})
-            res = pipe.execute()
-            self.client.hset(keys.study(study), mapping={"instances": res[2], "series": res[3]})
+        p = pipe if pipe is not None else self.client.pipeline(transaction=False)
+        p.sadd(keys.study_instances(study), meta["sop_instance_uid"])
+        p.sadd(keys.series_instances(study, series), meta["sop_instance_uid"])
+        p.hset(keys.study_series(study), series, json.dumps({
+            "series_uid": series,
+            "modality": meta.get("modality", ""),
+            "series_description": meta.get("series_description", ""),
+            "series_number": meta.get("series_number", ""),
+        }))
+        p.hset(keys.study(study), mapping={
+            "study_uid": study,
+            "patient_name": meta.get("patient_name", ""),
+            "patient_id": meta.get("patient_id", ""),
+            "study_date": meta.get("study_date", ""),
+            "study_description": meta.get("study_description", ""),
+            "accession_number": meta.get("accession_number", ""),
+            "calling_aet": meta.get("calling_aet", ""),
+            "last_received": f"{time.time():.3f}",
+        })
+        p.zadd(keys.STUDIES, {study: time.time()})
+        if pipe is None:
+            with _registry_errors():
+                p.execute()
 
     def list_studies(self, limit: int = 100) -> list[dict[str, Any]]:
         with _registry_errors():
@@ -267,20 +256,32 @@ class Registry:
             pipe = self.client.pipeline(transaction=False)
             for u in uids:
                 pipe.hgetall(keys.study(u))
+                pipe.scard(keys.study_instances(u))
+                pipe.hlen(keys.study_series(u))
             raws = pipe.execute()
-        return [self._study_summary(r) for r in raws if r]
+        out = []
+        for i in range(0, len(raws), 3):
+            raw, instances, series = raws[i:i + 3]
+            if raw:
+                out.append(self._study_summary({**raw, "instances": instances, "series": series}))
+        return out
 
     def get_study(self, uid: str) -> dict[str, Any]:
         with _registry_errors():
             raw = self.client.hgetall(keys.study(uid))
-            series_raw = self.client.hgetall(keys.study_series(uid)) if raw else {}
-        if not raw:
-            raise NotFound(f"No study with the Study Instance UID {uid!r} was received.")
-        out = self._study_summary(raw)
+            if not raw:
+                raise NotFound(f"No study with the Study Instance UID {uid!r} was received.")
+            series_raw = self.client.hgetall(keys.study_series(uid))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.scard(keys.study_instances(uid))
+            for series_uid in series_raw:
+                pipe.scard(keys.series_instances(uid, series_uid))
+            counts = pipe.execute()
+        out = self._study_summary({**raw, "instances": counts[0], "series": len(series_raw)})
         series = []
-        for v in series_raw.values():
+        for v, n in zip(series_raw.values(), counts[1:], strict=True):
             s = json.loads(v)
-            s["instance_count"] = len(s["instances"])
+            s["instance_count"] = n
             series.append(s)
         out["series_list"] = sorted(series, key=lambda s: (str(s.get("series_number", "")), s["series_uid"]))
         return out
