@@ -1,0 +1,135 @@
+"""``ct-simulator scenarios list | run [NAME ...] [--junit FILE]``.
+
+Against a running lab, in either runtime. Where things are:
+  admin API   --api, else ADMIN_URL, else http://127.0.0.1:$ADMIN_PORT (8080)
+  token       --token, else ADMIN_TOKEN (environment, then .env)
+  PACS        --pacs-host / --pacs-port, else PACS_HOST and the listener port from
+              GET /api/scp (Compose runtime: 127.0.0.1 and PACS_PUBLISHED_PORT, 11112)
+  registry    --registry-pid, else LAB_REDIS_PID, else the lab's state (data/lab)
+  PACS log    --pacs-log, else the local lab's log, else `docker compose logs pacs`
+              (read only for what the PACS cannot store while its registry is down)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import catalogue, netns, registryctl, report
+from .adminapi import AdminApi, ApiError, lab_env
+from .runner import DEFAULT_AET, LabContext, PacsLog, Runner
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("scenarios", help="the misconfiguration catalogue: list it, or run it against the lab",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ss = p.add_subparsers(dest="scenarios_command", required=True)
+    ls = ss.add_parser("list", help="the scenarios, what is wrong, what is expected")
+    ls.add_argument("--json", action="store_true", help="print the catalogue as JSON")
+    ls.add_argument("--catalogue", help="a catalogue file (default: the one shipped with the simulator)")
+    run = ss.add_parser("run", help="run scenarios (default: all) and print expected vs observed")
+    run.add_argument("names", nargs="*", metavar="NAME", help="scenario names (default: all)")
+    run.add_argument("--junit", metavar="FILE", help="also write JUnit XML")
+    run.add_argument("--catalogue", help="a catalogue file (default: the one shipped with the simulator)")
+    run.add_argument("--api", help="admin API base URL")
+    run.add_argument("--token", help="admin API token (default: ADMIN_TOKEN)")
+    run.add_argument("--pacs-host", help="where the modality reaches the PACS")
+    run.add_argument("--pacs-port", type=int, help="the PACS port as seen from here")
+    run.add_argument("--calling-aet", default=DEFAULT_AET, help=f"the scenarios' modality AE title ({DEFAULT_AET})")
+    run.add_argument("--registry-pid", type=int, help="the Redis process to pause for the registry-down scenario")
+    run.add_argument("--pacs-log", metavar="FILE", help="the PACS's stdout (its event lines)")
+    run.add_argument("--event-timeout", type=float, default=10.0, help="seconds to wait for PACS events (10)")
+    run.add_argument("--verbose", action="store_true", help="print tracebacks of runner errors")
+    p.set_defaults(func=main)
+
+
+def _state(env: dict[str, str]) -> dict[str, Any]:
+    state_dir = Path(env.get("LAB_STATE_DIR") or "data/lab")
+    try:
+        return json.loads((state_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _pacs_log(a: argparse.Namespace, state: dict[str, Any]) -> PacsLog | None:
+    if a.pacs_log:
+        return PacsLog(path=a.pacs_log)
+    if state.get("runtime") == "local" and state.get("log"):
+        return PacsLog(path=state["log"])
+    if state.get("runtime") == "docker":
+        cmd = state.get("compose") or ["docker", "compose"]
+        return PacsLog(cmd=[*cmd, "-p", state.get("project") or "dicomlab", "logs", "--no-color", "pacs"])
+    return None
+
+
+def main(a: argparse.Namespace) -> int:
+    try:
+        scenarios = catalogue.load(a.catalogue)
+    except catalogue.CatalogueError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    if a.scenarios_command == "list":
+        if a.json:
+            print(json.dumps([{**s.__dict__, "pacs": [e.__dict__ for e in s.pacs]} for s in scenarios], indent=2))
+        else:
+            report.print_list(scenarios)
+        return 0
+    try:
+        chosen = catalogue.select(scenarios, a.names)
+    except catalogue.CatalogueError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 2
+    env = lab_env()
+    token = a.token or env.get("ADMIN_TOKEN")
+    if not token:
+        print("FAILED: no admin token: set ADMIN_TOKEN (make up writes it into .env) or give --token",
+              file=sys.stderr)
+        return 1
+    url = a.api or env.get("ADMIN_URL") or f"http://127.0.0.1:{env.get('ADMIN_PORT') or 8080}"
+    api = AdminApi(url, token)
+    try:
+        scp = api.scp()
+    except ApiError as exc:
+        print(f"FAILED: the admin API at {url} does not answer as expected ({exc}); is the lab up (make up)?",
+              file=sys.stderr)
+        return 1
+    state = _state(env)
+    runtime = state.get("runtime") or env.get("LAB_RUNTIME") or "local"
+    if runtime == "docker":
+        host = a.pacs_host or "127.0.0.1"
+        port = a.pacs_port or int(env.get("PACS_PUBLISHED_PORT") or 11112)
+    else:
+        host = a.pacs_host or env.get("PACS_HOST") or "127.0.0.1"
+        port = a.pacs_port or int(scp["port"])
+    ctx = LabContext(api=api, pacs_host=host, pacs_port=port, direct_port=port == int(scp["port"]),
+                     calling=a.calling_aet, registry=registryctl.find(a.registry_pid),
+                     netns_reason=netns.unavailable_reason(), event_timeout=a.event_timeout,
+                     pacs_log=_pacs_log(a, state))
+    log = (lambda m: print(m, file=sys.stderr)) if a.verbose else None
+    runner = Runner(ctx, log)
+    if ctx.netns_reason is None:
+        netns.cleanup_stale()
+    print(f"lab: {runtime} runtime, admin API {url}, PACS {scp['ae_title']} at {host}:{port}; "
+          f"registry control: {ctx.registry.describe()}; PACS log: "
+          f"{ctx.pacs_log.describe() if ctx.pacs_log else 'none'}; network namespaces: "
+          f"{'yes' if ctx.netns_reason is None else 'no -- ' + ctx.netns_reason}", flush=True)
+    try:
+        runner.calibrate()
+    except (RuntimeError, ApiError) as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"lab: the PACS sees this host's modality as {ctx.peer}; running {len(chosen)} scenario(s)", flush=True)
+    results = []
+    for sc in chosen:
+        r = runner.run(sc)
+        print(f"  {sc.name}: {r.status}" + (f" ({r.reason})" if r.reason else ""), file=sys.stderr, flush=True)
+        results.append(r)
+    report.print_results(results)
+    if a.junit:
+        report.write_junit(results, a.junit)
+        print(f"JUnit XML: {a.junit}")
+    return 0 if all(r.ok for r in results) else 1
+

@@ -1,0 +1,445 @@
+"""Run scenarios against a running lab: set up through the admin API, run the
+modality for real, restore the lab, and compare observed with expected.
+
+Per scenario:
+
+1. snapshot what it touches (listener settings, the nodes with its AE titles);
+2. set up: nodes, listener settings (waiting until the PACS listens on a new
+   port), a network namespace, held associations, a paused registry;
+3. the modality sends (in this process, or inside the namespace);
+4. restore, always -- registry first, then associations, namespace, settings, nodes;
+5. a *marker*: a C-ECHO from an unregistered AE title, whose rejection event
+   proves the PACS has recorded everything before it (so "no event" is observed,
+   not assumed);
+6. read the PACS events of the scenario from the admin API and compare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import netns as netns_mod
+from . import probe
+from .adminapi import SCP_WRITABLE, AdminApi, ApiError
+from .catalogue import EventExpectation, Scenario
+from .registryctl import RegistryControl
+
+PROBE_AET = "LABPROBE"
+MARKER_AET = "LABMARKER"
+DEFAULT_AET = "LABCT01"
+# Event types that mean "the PACS saw this modality"
+SEEN_TYPES = ("association-", "context-", "store-", "echo-received")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    status: str = "pass"  # pass | fail | skip | error
+    observed_modality: str = ""
+    observed_pacs: str = ""
+    mismatches: list[str] = field(default_factory=list)
+    reason: str = ""  # skip / error reason
+    elapsed: float = 0.0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "pass" or (self.status == "skip" and not IN_CI)
+
+
+class PacsLog:
+    """The PACS's stdout event lines: a file (local runtime, tests) or ``compose logs pacs``."""
+
+    TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) +[A-Z]+ +(\S+)")
+
+    def __init__(self, path: str | None = None, cmd: list[str] | None = None) -> None:
+        self.path, self.cmd = path, cmd
+
+    def describe(self) -> str:
+        return self.path or " ".join(self.cmd or []) or "none"
+
+    def text(self) -> str:
+        if self.path:
+            try:
+                with open(self.path, errors="replace") as fh:
+                    return fh.read()
+            except OSError:
+                return ""
+        if self.cmd:
+            r = subprocess.run(self.cmd, capture_output=True, text=True, timeout=60)
+            return r.stdout
+        return ""
+
+    def lines(self, after: str) -> list[tuple[str, str]]:
+        """(event type, line) of the PACS's event lines at or after the UTC time ``after``."""
+        out = []
+        for line in self.text().splitlines():
+            m = self.TIME.search(line)
+            if m and m.group(2) == "pacs" and m.group(1) >= after:
+                out.append((m.group(3), line))
+        return out
+
+
+@dataclass
+class LabContext:
+    api: AdminApi
+    pacs_host: str
+    pacs_port: int  # where the modality reaches the PACS from this host
+    direct_port: bool  # pacs_port is the listener's own port (not a published mapping)
+    calling: str = DEFAULT_AET
+    peer: str = ""  # the address the PACS sees this host's modality come from
+    registry: RegistryControl = field(default_factory=RegistryControl)
+    netns_reason: str | None = None  # why namespaces cannot be used, or None
+    event_timeout: float = 10.0
+    pacs_log: PacsLog | None = None  # the PACS's stdout, for events it could not store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Skip(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, ctx: LabContext, log: Any = None) -> None:
+        self.ctx = ctx
+        self.log = log or (lambda msg: None)
+
+    # -- preparation -----------------------------------------------------------------
+    def calibrate(self) -> None:
+        """Find the address the PACS sees us at: a probe association, and its rejection event."""
+        api = self.ctx.api
+        for title in (PROBE_AET, MARKER_AET):
+            if api.node(title) is not None:
+                raise RuntimeError(f"a node {title!r} is registered: the runner uses that AE title as an "
+                                   "unregistered probe; remove the node first")
+        since = api.last_event_id()
+        scp = api.scp()
+        obs = probe.run({"kind": "echo", "host": self.ctx.pacs_host, "port": self.ctx.pacs_port,
+                         "calling_aet": PROBE_AET, "called_aet": scp["ae_title"], "timeout": 10})
+        if obs["kind"] != "rejected":
+            raise RuntimeError(f"the PACS at {self.ctx.pacs_host}:{self.ctx.pacs_port} did not reject an "
+                               f"unregistered probe as it should: {probe.describe(obs)}")
+        ev = self._wait_for(since, lambda e: e["type"] == "association-rejected" and e["calling_aet"] == PROBE_AET)
+        if ev is None:
+            raise RuntimeError("the PACS's rejection of the probe never reached the event stream "
+                               "(is the admin API on the same registry as the PACS?)")
+        self.ctx.peer = ev["peer"]
+
+    def _wait_for(self, since: str, pred: Any, timeout: float | None = None) -> dict[str, Any] | None:
+        deadline = time.monotonic() + (timeout or self.ctx.event_timeout)
+        while True:
+            for e in self.ctx.api.events_since(since):
+                if pred(e):
+                    return e
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+    def _marker(self) -> bool:
+        """A rejected C-ECHO whose event closes the scenario's window of events."""
+        api = self.ctx.api
+        since = api.last_event_id()
+        scp = api.scp()
+        probe.run({"kind": "echo", "host": self.ctx.pacs_host, "port": self.ctx.pacs_port,
+                   "calling_aet": MARKER_AET, "called_aet": scp["ae_title"], "timeout": 10})
+        return self._wait_for(since, lambda e: e.get("calling_aet") == MARKER_AET
+                              and e["type"] == "association-rejected") is not None
+
+    def _wait_listening(self, port: int, old: int | None = None, timeout: float = 15.0) -> str | None:
+        """Wait until the PACS reports listening on ``port``, then until ``old`` (on this host) refuses
+        connections: with several PACS worker processes the others follow the first within their poll
+        interval (DESIGN: within 2 s). Returns a mismatch sentence when ``old`` keeps accepting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            hb = (self.ctx.api.scp().get("listener") or {}).get("heartbeat") or {}
+            if hb.get("port") == port:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the PACS did not report listening on port {port} within {timeout:g} s")
+            time.sleep(0.1)
+        if old is None or not self.ctx.direct_port:
+            return None
+        moved = time.monotonic()
+        while True:
+            try:
+                with socket.create_connection((self.ctx.pacs_host, old), timeout=1):
+                    pass
+            except OSError:
+                return None
+            if time.monotonic() - moved > 5.0:
+                return (f"the PACS still accepts connections on its old port {old} 5 s after reporting it "
+                        f"listens on {port} (DESIGN: a port change re-binds within 2 s)")
+            time.sleep(0.05)
+
+    # -- one scenario --------------------------------------------------------------------
+    def subst(self, value: Any, extra: dict[str, str]) -> Any:
+        if isinstance(value, str):
+            for k, v in extra.items():
+                value = value.replace("{" + k + "}", v)
+            return value
+        if isinstance(value, list):
+            return [self.subst(v, extra) for v in value]
+        if isinstance(value, dict):
+            return {k: self.subst(v, extra) for k, v in value.items()}
+        return value
+
+    def run(self, sc: Scenario) -> Result:
+        started = time.monotonic()
+        res = Result(sc)
+        try:
+            self._run(sc, res)
+        except Skip as exc:
+            res.status, res.reason = "skip", str(exc)
+        except Exception as exc:  # a broken lab or runner: say so, carry on with the next scenario
+            res.status, res.reason = "error", f"{type(exc).__name__}: {exc}"
+            self.log(traceback.format_exc())
+        res.elapsed = time.monotonic() - started
+        if res.status == "skip" and IN_CI:
+            res.reason = f"CI must not skip: {res.reason}"
+        return res
+
+    def _run(self, sc: Scenario, res: Result) -> None:
+        ctx, api = self.ctx, self.ctx.api
+        setup, action = sc.setup, dict(sc.action)
+        if sc.needs_netns and ctx.netns_reason:
+            raise Skip(ctx.netns_reason)
+        if sc.needs_registry_control and not ctx.registry.available:
+            raise Skip(f"cannot pause the registry: {ctx.registry.why_not}")
+        if sc.needs_pacs_log and ctx.pacs_log is None:
+            raise Skip("the PACS cannot store events while its registry is down, and no PACS log to read them "
+                       "from (give --pacs-log FILE)")
+        started_utc = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        scp_before = api.scp()
+        if "port" in (setup.get("scp") or {}) and not ctx.direct_port:
+            raise Skip("the modality reaches the PACS through a published port mapping, so a listener port "
+                       "change is not visible from here (run inside the lab network, or give --pacs-port "
+                       "equal to the listener port)")
+        ns = netns_mod.Netns() if sc.needs_netns else None
+        values = {"calling": ctx.calling, "calling_lower": ctx.calling.lower(), "pacs_aet": scp_before["ae_title"],
+                  "peer": ctx.peer, "netns_peer": ns.ns_ip if ns else ""}
+        node = self.subst(setup.get("node"), values)
+        refused = self.subst(setup.get("refused_nodes") or [], values)
+        action = self.subst(action, values)
+        expectations = [EventExpectation(**self.subst(dict(e.__dict__), values)) for e in sc.pacs]
+        calling = action.get("calling_aet", ctx.calling)
+        wire_calling = calling[:16]
+        titles = {ctx.calling, wire_calling, *(n["ae_title"] for n in refused)}
+        if node:
+            titles.add(node["ae_title"])
+        nodes_before = {t: api.node(t) for t in sorted(titles) if len(t) <= 16}
+        since = api.last_event_id()
+        scp_changes = dict(setup.get("scp") or {})
+        if scp_changes.get("port") == "free":
+            scp_changes["port"] = free_port()
+        held: list[Any] = []
+        target_host, target_port = ctx.pacs_host, ctx.pacs_port
+        observed: dict[str, Any] = {}
+        notes: list[str] = []
+        try:
+            # -- set up -------------------------------------------------------------
+            for t in nodes_before:
+                if nodes_before[t] is not None:
+                    api.delete_node(t)
+            for n in refused:
+                try:
+                    api.call("POST", "/api/nodes", {"ae_title": n["ae_title"], "host": n["host"]})
+                    notes.append(f"admin API ACCEPTED node {n['ae_title']!r}")
+                    res.mismatches.append(f"the admin API registered {n['ae_title']!r}; it must refuse it")
+                except ApiError as exc:
+                    notes.append(f"admin API refused {n['ae_title']!r}: HTTP {exc.status}")
+                    if exc.status not in (400, 422):
+                        res.mismatches.append(f"registering {n['ae_title']!r}: HTTP {exc.status}, expected 422")
+            if node:
+                api.put_node({"port": 104, **node})
+            if scp_changes:
+                api.patch_scp(scp_changes)
+                if "port" in scp_changes:
+                    late = self._wait_listening(scp_changes["port"], old=int(scp_before["port"]))
+                    if late:
+                        res.mismatches.append(late)
+            port = action.get("port")
+            if port == "closed":
+                target_port = free_port()
+            elif port == "previous":
+                target_port = ctx.pacs_port
+            elif scp_changes.get("port"):
+                target_port = scp_changes["port"]
+            elif isinstance(port, int):
+                target_port = port
+            if ns is not None:
+                ns.create()
+                why = ns.can_reach(target_port)
+                if why:
+                    raise Skip(f"the PACS is not reachable from a network namespace at {ns.host_ip}:{target_port} "
+                               f"({why}); it must listen on 0.0.0.0 (PACS_BIND / --bind), not only on 127.0.0.1")
+                target_host = ns.host_ip
+                if setup.get("drop"):
+                    ns.drop(setup["drop"], target_port)
+            for _ in range(int(setup.get("hold", 0))):
+                held.append(self._hold(calling, scp_before["ae_title"]))
+            spec = {"kind": action.get("kind", "send"), "host": target_host, "port": target_port,
+                    "calling_aet": calling, "called_aet": action.get("called_aet", scp_before["ae_title"]),
+                    **{k: v for k, v in action.items() if k not in ("kind", "port", "calling_aet", "called_aet")}}
+            # -- the modality sends ----------------------------------------------------
+            if sc.needs_registry_control:
+                ctx.registry.pause()
+            if ns is not None:
+                r = ns.run([sys.executable, "-m", "ct_simulator.scenarios.probe", json.dumps(spec)])
+                try:
+                    observed = json.loads(r.stdout.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    raise RuntimeError(f"the modality in the namespace printed no result: {r.stderr[-500:]}") from None
+            else:
+                observed = probe.run(spec)
+        finally:
+            # -- restore, always --------------------------------------------------------
+            errors = []
+            for step in (ctx.registry.resume,
+                         lambda: api.wait_healthy(30) or errors.append("the admin API is not healthy after setup"),
+                         lambda: [h.release() for h in held if h.is_established],
+                         ns.delete if ns is not None else (lambda: None),
+                         lambda: self._restore_scp(scp_before),
+                         lambda: self._restore_nodes(nodes_before, titles)):
+                try:
+                    step()
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+            if errors:
+                raise RuntimeError("restoring the lab failed: " + "; ".join(errors))
+        # -- observe the PACS side, and compare -----------------------------------------
+        marker = self._marker()
+        res.raw = {"modality": observed, "spec": spec}
+        res.observed_modality = probe.describe(observed)
+        if notes:
+            res.observed_modality += " [" + "; ".join(notes) + "]"
+        res.mismatches += compare_modality(sc.modality, observed)
+        pacs_obs, pacs_miss = self._observe_pacs(sc, expectations, since, wire_calling, ns.ns_ip if ns else "",
+                                                 started_utc)
+        res.observed_pacs = pacs_obs
+        res.mismatches += pacs_miss
+        if not marker:
+            res.mismatches.append("the marker C-ECHO's rejection never reached the event stream")
+        res.status = "fail" if res.mismatches else "pass"
+
+    def _hold(self, calling: str, called: str) -> Any:
+        from pynetdicom.presentation import build_context
+
+        from ..network import Link, associate
+
+        link = Link(host=self.ctx.pacs_host, port=self.ctx.pacs_port, calling_aet=calling, called_aet=called,
+                    connect_timeout=5, acse_timeout=5)
+        assoc, problem = associate(link, [build_context("1.2.840.10008.1.1")])
+        if assoc is None:
+            raise RuntimeError(f"could not open the association to hold: {problem.text() if problem else '?'}")
+        return assoc
+
+    def _restore_scp(self, before: dict[str, Any]) -> None:
+        now = self.ctx.api.scp()
+        changes = {k: before[k] for k in SCP_WRITABLE if k in before and now.get(k) != before[k]}
+        if changes:
+            self.ctx.api.patch_scp(changes)
+        if "port" in changes:
+            self._wait_listening(before["port"])
+
+    def _restore_nodes(self, before: dict[str, dict[str, Any] | None], titles: set[str]) -> None:
+        api = self.ctx.api
+        for t in sorted(titles):
+            if len(t) > 16:
+                continue
+            was = before.get(t)
+            if was is None:
+                api.delete_node(t)
+            else:
+                api.put_node(was)
+
+    # -- the PACS side ------------------------------------------------------------------------
+    def _observe_pacs(self, sc: Scenario, expectations: list[EventExpectation], since: str, calling: str,
+                      ns_peer: str, started_utc: str) -> tuple[str, list[str]]:
+        deadline = time.monotonic() + self.ctx.event_timeout
+        while True:
+            events = self.ctx.api.events_since(since)
+            log = self.ctx.pacs_log.lines(started_utc) if sc.needs_pacs_log and self.ctx.pacs_log else []
+            found = [_matching_lines(log, e, calling) if e.where == "log" else _matching(events, e, calling)
+                     for e in expectations]
+            done = all(len(f) >= (e.count or 1) for f, e in zip(found, expectations, strict=True))
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        misses = []
+        parts = []
+        for exp, got in zip(expectations, found, strict=True):
+            n = len(got)
+            if exp.count is None and n == 0 or exp.count is not None and n != exp.count:
+                misses.append(f"PACS: expected {exp.describe()}, found {n}")
+            parts.append(f"{exp.describe().split(' x')[0]} x{n}")
+        if sc.pacs_silent:
+            seen = [e for e in events if e["type"].startswith(SEEN_TYPES)
+                    and (e.get("calling_aet") == calling or (ns_peer and e.get("peer") == ns_peer))]
+            if seen:
+                misses.append(f"PACS: expected no event from this modality, found {len(seen)}")
+                parts.append("; ".join(f"{e['type']}/{e.get('reason', '')}" for e in seen[:3]))
+            else:
+                parts.append("no event from this modality")
+        return ", ".join(parts), misses
+
+
+def _matching(events: list[dict[str, Any]], exp: EventExpectation, calling: str) -> list[dict[str, Any]]:
+    out = []
+    who = exp.calling_aet or calling
+    for e in events:
+        if e["type"] != exp.type:
+            continue
+        if exp.who == "modality" and e.get("calling_aet", "") != who:
+            continue
+        if exp.reason is not None and e.get("reason", "") != exp.reason:
+            continue
+        if exp.outcome is not None and e.get("outcome", "") != exp.outcome:
+            continue
+        if exp.message is not None and exp.message not in e.get("message", ""):
+            continue
+        out.append(e)
+    return out
+
+
+def _matching_lines(lines: list[tuple[str, str]], exp: EventExpectation, calling: str) -> list[str]:
+    who = exp.calling_aet or calling
+    return [line for type_, line in lines if type_ == exp.type
+            and (exp.who == "any" or f" {who}@" in line)
+            and (exp.message is None or exp.message in line)
+            and (exp.outcome is None or exp.outcome in line)]
+
+
+def compare_modality(expected: dict[str, Any], obs: dict[str, Any]) -> list[str]:
+    out = []
+    kind = obs.get("kind")
+    if kind != expected["kind"]:
+        out.append(f"modality: expected {expected['kind']}, observed {kind}")
+    if "codes" in expected and obs.get("codes") != expected["codes"]:
+        out.append(f"modality: expected A-ASSOCIATE-RJ {expected['codes']}, observed {obs.get('codes') or 'none'}")
+    if "status" in expected and expected["status"] not in obs.get("statuses", []):
+        seen = ",".join(f"0x{s:04X}" for s in obs.get("statuses", [])) or "none"
+        out.append(f"modality: expected status 0x{expected['status']:04X}, observed {seen}")
+    if "sent" in expected and obs.get("sent") != expected["sent"]:
+        out.append(f"modality: expected {expected['sent']} acknowledged, observed {obs.get('sent')}")
+    if "context_result" in expected and expected["context_result"] not in obs.get("context_results", []):
+        out.append(f"modality: expected context result {expected['context_result']}, "
+                   f"observed {obs.get('context_results')}")
+    if "min_elapsed_s" in expected and obs.get("elapsed_s", 0) < expected["min_elapsed_s"]:
+        out.append(f"modality: expected at least {expected['min_elapsed_s']:g} s, observed {obs.get('elapsed_s', 0):.2f} s")
+    return out
