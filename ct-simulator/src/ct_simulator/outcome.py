@@ -118,6 +118,15 @@ def answer_timed_out(peer: str, seconds: float) -> Problem:
                    {"peer": peer, "seconds": seconds, "phase": "association"})
 
 
+def response_timed_out(peer: str, seconds: float, what: str) -> Problem:
+    return Problem("timed-out",
+                   f"no answer from {peer} to {what} within {seconds:g} s (DIMSE timeout); the simulator aborted "
+                   "the association (the association itself had been accepted).",
+                   "The PACS accepted the association but stopped answering: is it stalled or overloaded? "
+                   "A longer DIMSE timeout helps only with a slow PACS.",
+                   {"peer": peer, "seconds": seconds, "phase": "dimse"})
+
+
 def unreachable(peer: str, error: str) -> Problem:
     return Problem("unreachable", f"cannot reach {peer}: {error}.",
                    "Check the host name or address and the route to it.", {"peer": peer, "error": error})

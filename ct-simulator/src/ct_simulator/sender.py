@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pynetdicom.presentation import PresentationContext, build_context
 
@@ -182,6 +183,18 @@ class _Shared:
         return abort
 
 
+def _no_answer(assoc: Any, link: Link, number: int, waited: float) -> Problem:
+    """Why a C-STORE got no response: the peer aborted, or our DIMSE timeout fired.
+
+    pynetdicom marks a peer's abort on its reactor thread, so ``is_established``
+    may still be True here; the ACSE provider knows at once.
+    """
+    peer_aborted = assoc.acse.is_aborted("a-abort") or assoc.acse.is_aborted("a-p-abort")
+    if not peer_aborted and waited >= link.dimse_timeout * 0.9:
+        return outcome.response_timed_out(link.peer, link.dimse_timeout, f"the C-STORE of instance {number}")
+    return outcome.aborted(link.peer, "the peer", f"while sending instance {number}")
+
+
 def _run_association(link: Link, sop_class: str, shared: _Shared) -> None:
     assoc, problem = associate(link, store_contexts(sop_class, shared.options.transfer_syntaxes))
     if assoc is None:
@@ -215,11 +228,15 @@ def _run_association(link: Link, sop_class: str, shared: _Shared) -> None:
                 shared.fail(Problem("cannot-encode", f"cannot encode instance {inst.number} in "
                                     f"{uid_name(syntax)}: {exc}"))
                 break
-            rsp = assoc.send_c_store(ds)
+            sent_at = time.monotonic()
+            try:
+                rsp = assoc.send_c_store(ds) if assoc.is_established else None
+            except RuntimeError:  # pynetdicom: the association ended under us (a peer's A-ABORT)
+                rsp = None
             status = int(rsp.Status) if rsp is not None and "Status" in rsp else None
-            if status is None and not assoc.is_established:
+            if status is None:  # no answer: pynetdicom has aborted or seen an abort; say which
                 shared.count(inst, None)
-                shared.fail(outcome.aborted(link.peer, "the peer", f"while sending instance {inst.number}"))
+                shared.fail(_no_answer(assoc, link, inst.number, time.monotonic() - sent_at))
                 return
             if shared.count(inst, status):
                 assoc.abort()
