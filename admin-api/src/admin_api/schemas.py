@@ -14,7 +14,7 @@ from marshmallow import ValidationError as MaValidationError
 
 from dicomlab.aetitle import AE_MAX_LENGTH, check_ae_title, check_host, check_port
 from dicomlab.errors import ValidationError as LabValidationError
-from dicomlab.settings import SERVICES
+from dicomlab.settings import REFUSAL_MODES, SERVICES
 
 # One printable non-space character somewhere, no backslash, no control characters
 # (documentation for clients and test generators; the shared rule decides).
@@ -86,6 +86,14 @@ def _uid_list(description: str) -> fields.List:
     )
 
 
+def _fault_int(top: int, description: str) -> fields.Integer:
+    return fields.Integer(
+        strict=True,
+        validate=validators.Range(0, top, error=f"A whole number from 0 to {top} (0: off)."),
+        metadata={"description": description, "minimum": 0, "maximum": top},
+    )
+
+
 class ScpPatch(Strict):
     ae_title = ae_title_field(description="the PACS's AE title (called AE title)")
     port = port_field()
@@ -93,6 +101,18 @@ class ScpPatch(Strict):
     max_associations = fields.Integer(strict=True, validate=validators.Range(1, 1000, error="max_associations is a whole number from 1 to 1000."))
     sop_classes = _uid_list("accepted storage SOP classes")
     transfer_syntaxes = _uid_list("accepted transfer syntaxes")
+    refusal_mode = fields.String(
+        validate=validators.OneOf(list(REFUSAL_MODES), error=f"refusal_mode is one of {', '.join(REFUSAL_MODES)}."),
+        metadata={"description": "how a node the policy refuses is turned away: "
+                  + "; ".join(f"{k}: {v}" for k, v in REFUSAL_MODES.items()), "enum": list(REFUSAL_MODES)})
+    fault_delay_ms = _fault_int(600_000, "fault injection: milliseconds to wait before answering each C-ECHO / "
+                                "C-STORE (0: off)")
+    fault_abort_after = _fault_int(1_000_000, "fault injection: A-ABORT on the C-STORE after this many in one "
+                                   "association (0: off)")
+    fault_status = _fault_int(0xFFFF, "fault injection: answer every C-STORE with this DIMSE status and store "
+                              "nothing, e.g. 42752 = 0xA700 Out of Resources (0: off)")
+    fault_stall = fields.Boolean(metadata={"description": "fault injection: stop answering C-STOREs (the "
+                                           "modality's DIMSE timeout fires)"})
 
 
 class ListenerInfo(Schema):
@@ -108,6 +128,11 @@ class ScpOut(Schema):
     max_associations = fields.Integer()
     sop_classes = fields.List(fields.String())
     transfer_syntaxes = fields.List(fields.String())
+    refusal_mode = fields.String()
+    fault_delay_ms = fields.Integer()
+    fault_abort_after = fields.Integer()
+    fault_status = fields.Integer()
+    fault_stall = fields.Boolean()
     listener = fields.Nested(ListenerInfo)
 
 

@@ -79,6 +79,14 @@ function numberOrText(v) {
   return /^\d+$/.test(t) ? Number(t) : t;
 }
 
+// A DIMSE status as typed: "0xA700", "A700h" or decimal; otherwise the text, for the server to refuse.
+function statusOrText(v) {
+  const t = v.trim();
+  const hex = /^(?:0x)?([0-9a-f]{1,4})h?$/i.exec(t);
+  if (/^0x/i.test(t) || /h$/i.test(t) || /[a-f]/i.test(t)) return hex ? parseInt(hex[1], 16) : t;
+  return /^\d+$/.test(t) ? Number(t) : t;
+}
+
 // ------------------------------------------------------------------ listener
 async function loadScp() {
   const r = await api("GET", "/api/scp");
@@ -87,6 +95,18 @@ async function loadScp() {
   $("#scp-ae_title").value = s.ae_title;
   $("#scp-port").value = s.port;
   $("#scp-verbose").checked = !!s.verbose;
+  $("#scp-refusal_mode").value = s.refusal_mode || "reject";
+  $("#scp-fault_delay_ms").value = s.fault_delay_ms || 0;
+  $("#scp-fault_abort_after").value = s.fault_abort_after || 0;
+  $("#scp-fault_status").value = s.fault_status ? `0x${s.fault_status.toString(16).toUpperCase().padStart(4, "0")}` : "0";
+  $("#scp-fault_stall").checked = !!s.fault_stall;
+  const on = [];
+  if (s.refusal_mode && s.refusal_mode !== "reject") on.push(`refusal mode ${s.refusal_mode}`);
+  if (s.fault_delay_ms) on.push(`delay ${s.fault_delay_ms} ms`);
+  if (s.fault_abort_after) on.push(`abort after ${s.fault_abort_after}`);
+  if (s.fault_status) on.push(`status ${$("#scp-fault_status").value}`);
+  if (s.fault_stall) on.push("stall");
+  $("#scp-faults").textContent = on.length ? `Misbehaving on purpose: ${on.join(", ")}.` : "Behaving normally.";
   const l = s.listener || {};
   $("#scp-info").textContent = `PACS at ${l.host || "?"} : ${s.port} — ${l.running ? "listening" : "not reporting"}`;
   const h = $("#health");
@@ -101,6 +121,11 @@ async function saveScp(ev) {
     ae_title: $("#scp-ae_title").value,
     port: numberOrText($("#scp-port").value),
     verbose: $("#scp-verbose").checked,
+    refusal_mode: $("#scp-refusal_mode").value,
+    fault_delay_ms: numberOrText($("#scp-fault_delay_ms").value),
+    fault_abort_after: numberOrText($("#scp-fault_abort_after").value),
+    fault_status: statusOrText($("#scp-fault_status").value),
+    fault_stall: $("#scp-fault_stall").checked,
   };
   const r = await api("PATCH", "/api/scp", body);
   if (!r.ok) { showErrors("scp", r); return; }
