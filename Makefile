@@ -59,6 +59,15 @@ ps: ## The lab's services and their health
 send: ## The CT simulator sends one study (SLICES=16) to the PACS
 	@$(LAB_PY) scripts/lab.py send --slices $(SLICES)
 
+# The misconfiguration catalogue (ct-simulator scenarios), against the lab `make up` started.
+# SCENARIOS=name1 name2 runs only those; the JUnit XML goes to SCENARIOS_JUNIT.
+SCENARIOS ?=
+SCENARIOS_JUNIT ?= build/scenarios/junit.xml
+
+.PHONY: scenarios
+scenarios: venv ## Run the misconfiguration catalogue against the running lab: expected vs observed (SCENARIOS=..., JUnit in build/scenarios/)
+	@$(VENV)/bin/ct-simulator scenarios run $(SCENARIOS) --junit $(SCENARIOS_JUNIT)
+
 .PHONY: base-images
 base-images: ## Build stand-in base images from Debian packages (for networks without an image registry)
 	@bash scripts/base-images.sh --print-env
