@@ -13,8 +13,9 @@ with empty storage, for every measurement; ratios are to DCMTK measured in this 
    over a raw socket: pre-encoded A-ASSOCIATE-RQ (Verification), C-ECHO-RQ, A-RELEASE-RQ, each
    on a new TCP connection; completed associations/s (bench/echo_client.py).
 4. simulator: generation rate (``ct-simulator generate``, files written, as it reports it) and
-   send rate (``ct-simulator send`` generating on the fly -> storescp, as it reports it) vs
-   DCMTK storescu -> storescp from files (workload 1's storescp figure).
+   send rate (``ct-simulator send`` generating on the fly -> storescp, sent / the send's elapsed
+   time in its JSON report) vs DCMTK storescu -> storescp from the series' files (wall time as in
+   1), the two interleaved, a fresh storescp for each.
 
 Then, unless ``--no-profile``, workloads 1 and 3 once more against our PACS with py-spy attached
 (build/bench/pacs-profile.{svg,txt}, pacs-accept-profile.{svg,txt}; hot spots in the results).
@@ -47,6 +48,8 @@ CONCURRENT = "concurrent modalities"
 ACCEPT = "association accept rate"
 SIM_GEN = "simulator generation"
 SIM_SEND = "simulator send"
+
+WORKLOADS = ("single", "concurrent", "accept", "sim", "profile")
 
 SENDER_AE = "CT01"
 ECHO_AE = "ECHO01"
@@ -86,6 +89,7 @@ class Bench:
         self.kids = Children()
         self.out = Path(ns.out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.out / "failed", ignore_errors=True)  # from an earlier run
         self.work = Path(tempfile.mkdtemp(prefix="work-", dir=self.out))
         self.series: list[Path] = []
         self.studies: list[list[Path]] = []
@@ -238,27 +242,66 @@ class Bench:
             return Measure(None, detail, note or "no association completed")
         return Measure(ok / elapsed, detail, note)
 
-    def sim_send(self) -> Measure:
+    def sim_send(self, run: int = 1) -> Measure:
         with Storescp(self.kids, self.work) as recv:
             recv.start()
-            log = recv.work / "send.txt"
-            ns = self.ns
-            proc = self.kids.start(self.simulator(
-                "send", "--slices", str(ns.slices), "--rows", str(ns.rows), "--cols", str(ns.cols), "--seed", "1",
-                "--host", "127.0.0.1", "--port", str(recv.port), "--calling-aet", SENDER_AE, "--called-aet",
-                recv.ae_title, "--json", "--progress", "never"), log=log, env=self.sim_env())
-            rc = proc.wait(timeout=600)
-            text = log.read_text(errors="replace")
-            try:
-                rep = json.loads(text[text.index("{"):text.rindex("}") + 1])
-            except ValueError:
-                return Measure(None, "", f"ct-simulator send exit {rc}: {text[-300:]}")
-            sent, elapsed = int(rep.get("sent", 0)), float(rep.get("elapsed_s", 0))
-            stored = self._stored(recv, ns.slices)
-            detail = f"{stored}/{ns.slices} stored, {elapsed:.2f} s in the send (generation included)"
-            if rc != 0 or sent < ns.slices or not elapsed:
-                return Measure(None, detail, f"ct-simulator send exit {rc}: {rep.get('problem') or text[-300:]}")
-            return Measure(sent / elapsed, detail)
+            m = self._sim_send(recv)
+            self.keep_logs(recv, m, f"simulator-send-{run}")
+            return m
+
+    def _sim_send(self, recv: Storescp) -> Measure:
+        log = recv.work / "send.txt"
+        ns = self.ns
+        proc = self.kids.start(self.simulator(
+            "send", "--slices", str(ns.slices), "--rows", str(ns.rows), "--cols", str(ns.cols), "--seed", "1",
+            "--host", "127.0.0.1", "--port", str(recv.port), "--calling-aet", SENDER_AE, "--called-aet",
+            recv.ae_title, "--json", "--progress", "never"), log=log, env=self.sim_env())
+        rc = proc.wait(timeout=600)
+        text = log.read_text(errors="replace")
+        try:
+            rep = json.loads(text[text.index("{"):text.rindex("}") + 1])
+        except ValueError:
+            return Measure(None, "", f"ct-simulator send exit {rc}: {text[-300:]}")
+        sent, elapsed = int(rep.get("sent", 0)), float(rep.get("elapsed_s", 0))
+        stored = self._stored(recv, ns.slices)
+        detail = f"{stored}/{ns.slices} stored, {elapsed:.2f} s in the send (generation included)"
+        if rc != 0 or sent < ns.slices or not elapsed:
+            return Measure(None, detail, f"ct-simulator send exit {rc}: {rep.get('problem') or text[-300:]}")
+        return Measure(sent / elapsed, detail)
+
+    def keep_logs(self, recv: Receiver, m: Measure | None, name: str) -> None:
+        """A failed measurement keeps the logs of its receiver and senders in build/bench/failed/."""
+        if m is None or m.value is not None:  # interrupted, or measured
+            return
+        dest = self.out / "failed" / name.replace(" ", "-")
+        dest.mkdir(parents=True, exist_ok=True)
+        for log in recv.work.glob("*.txt"):
+            shutil.copy(log, dest / log.name)
+        self.say(f"  logs kept in {dest}")
+
+    def simulator_send(self) -> None:
+        """ct-simulator send -> storescp, interleaved with storescu -> storescp (files), fresh storescp each."""
+        sim: list[Measure] = []
+        dcmtk: list[Measure] = []
+        for i in range(self.ns.repeat):
+            run = f" (run {i + 1}/{self.ns.repeat})" if self.ns.repeat > 1 else ""
+            self.say(f"{SIM_SEND}: ct-simulator send -> storescp{run}")
+            sim.append(self.sim_send(i + 1))
+            self.say(f"{SIM_SEND}: DCMTK storescu -> storescp{run}")
+            with Storescp(self.kids, self.work) as recv:
+                m: Measure | None = None
+                try:
+                    recv.start()
+                    m = self.single(recv)
+                finally:
+                    self.keep_logs(recv, m, f"storescu-{i + 1}")
+                dcmtk.append(m)
+        for subject, ms in (("ct-simulator send -> storescp", sim), ("DCMTK storescu -> storescp", dcmtk)):
+            values = [m.value for m in ms if m.value is not None]
+            detail = ms[-1].detail if len(ms) == 1 else "runs " + ", ".join(f"{v:.0f}" for v in values) + \
+                f"; last: {ms[-1].detail}"
+            self.rows.append(Row(SIM_SEND, subject, _median(values), "images/s", detail,
+                                 note="; ".join(dict.fromkeys(m.note for m in ms if m.note)), runs=values))
 
     def measure(self, workload: str, fn: Callable[[Receiver], Measure], unit: str) -> None:
         runs: dict[str, list[Measure]] = {}
@@ -266,6 +309,7 @@ class Bench:
         for i in range(repeat):
             for key, make in self.receivers(workload):
                 recv = make()
+                m: Measure | None = None
                 self.say(f"{workload}: {self.label(key, workload)}" + (f" (run {i + 1}/{repeat})" if repeat > 1 else ""))
                 try:
                     recv.start()
@@ -273,7 +317,9 @@ class Bench:
                 except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
                     m = Measure(None, "", f"{type(exc).__name__}: {exc}"[:400])
                 finally:
+                    self.keep_logs(recv, m, f"{workload}-{key}-{i + 1}")
                     recv.stop()
+                assert m is not None
                 runs.setdefault(key, []).append(m)
                 if m.note:
                     self.say(f"  {m.note}")
@@ -320,21 +366,16 @@ class Bench:
     def run(self) -> int:
         self.check_tools()
         self.generate()
-        self.measure(SINGLE, self.single, "images/s")
-        self.measure(CONCURRENT, self.concurrent, "images/s")
-        self.measure(ACCEPT, self.accept, "assoc/s")
-        if "storescp" in self.ns.receivers:
-            ms = []
-            for i in range(self.ns.repeat):
-                self.say(f"{SIM_SEND}: ct-simulator send -> storescp" + (f" (run {i + 1})" if self.ns.repeat > 1 else ""))
-                ms.append(self.sim_send())
-            values = [m.value for m in ms if m.value is not None]
-            self.rows.append(Row(SIM_SEND, "ct-simulator send -> storescp", _median(values), "images/s",
-                                 ms[-1].detail, note="; ".join(m.note for m in ms if m.note), runs=values))
-            single = self.find(SINGLE, "DCMTK storescp")
-            self.rows.append(Row(SIM_SEND, "DCMTK storescu -> storescp", single.value if single else None, "images/s",
-                                 "workload 1's storescp figure (from files)"))
-        if self.ns.profile and "pacs" in self.ns.receivers:
+        w = self.ns.workloads
+        if "single" in w:
+            self.measure(SINGLE, self.single, "images/s")
+        if "concurrent" in w:
+            self.measure(CONCURRENT, self.concurrent, "images/s")
+        if "accept" in w:
+            self.measure(ACCEPT, self.accept, "assoc/s")
+        if "sim" in w:
+            self.simulator_send()
+        if self.ns.profile and "pacs" in self.ns.receivers and "profile" in w:
             self.profiles = [self.profile_pacs(SINGLE, self.single, "pacs-profile"),
                              self.profile_pacs(ACCEPT, self.accept, "pacs-accept-profile")]
         order = [SINGLE, CONCURRENT, ACCEPT, SIM_GEN, SIM_SEND]
@@ -445,6 +486,8 @@ def parser() -> argparse.ArgumentParser:
                    help="runs of the ingest workloads, median reported (BENCH_REPEAT, default 5)")
     p.add_argument("--receivers", default=os.environ.get("BENCH_RECEIVERS") or "storescp,pacs,orthanc",
                    help="comma-separated subset of storescp,pacs,orthanc")
+    p.add_argument("--workloads", default=os.environ.get("BENCH_WORKLOADS") or ",".join(WORKLOADS),
+                   help=f"comma-separated subset of {','.join(WORKLOADS)} (BENCH_WORKLOADS)")
     p.add_argument("--no-profile", dest="profile", action="store_false", default=os.environ.get("BENCH_PROFILE") != "0",
                    help="skip the py-spy profile of the PACS")
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
@@ -461,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(ns.receivers) - {"storescp", "pacs", "orthanc"}
     if unknown:
         parser().error(f"unknown receivers: {', '.join(sorted(unknown))}")
+    ns.workloads = [w.strip() for w in ns.workloads.split(",") if w.strip()]
+    if set(ns.workloads) - set(WORKLOADS):
+        parser().error(f"unknown workloads: {', '.join(sorted(set(ns.workloads) - set(WORKLOADS)))}")
     if any("=" not in kv for kv in ns.pacs_env):
         parser().error("--pacs-env takes KEY=VALUE")
 
