@@ -57,7 +57,11 @@ def test_port_change_to_a_busy_port_keeps_listening_and_says_why(pacs, registry)
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         registry.update_listener({"port": busy.getsockname()[1]})
-        ev = wait_for(lambda: events_of(registry, "settings-changed", reason="rebind-failed"))[-1]
+        try:
+            ev = wait_for(lambda: events_of(registry, "settings-changed", reason="rebind-failed"))[-1]
+        except AssertionError:
+            print(pacs.log())
+            raise
         assert "still listening" in ev.message
         assert echoscu(pacs.port, "CT01", "PACS").returncode == 0
 

@@ -10,6 +10,10 @@ import sys
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+# The calling AE title of the probe. The PACS refuses it like any unknown node, but
+# does not log the refusal (unless verbose) when it comes from the loopback address.
+HEALTHCHECK_AET = "HEALTHCHECK"
+
 
 def main() -> int:
     port = int(os.environ.get("PACS_HEALTH_PORT") or 0)
@@ -22,7 +26,7 @@ def main() -> int:
         except Exception:
             port = 0
     port = port or int(os.environ.get("PACS_PORT", "11112"))
-    ae = AE(ae_title="HEALTHCHECK")
+    ae = AE(ae_title=HEALTHCHECK_AET)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 5
     assoc = ae.associate("127.0.0.1", port, ae_title=os.environ.get("PACS_AE_TITLE", "PACS"))

@@ -33,7 +33,6 @@ from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom._globals import MODE_ACCEPTOR
-from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -52,6 +51,8 @@ from dicomlab.registry import Registry
 from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
 from .contexts import contexts_for, contexts_for_services, why_refused
+from .fastpath import LabAssociation
+from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
 from .storage import Storage
 
@@ -113,10 +114,10 @@ class LabRequestHandler(RequestHandler):
     faster socket reads, no per-association copy of every supported context, and
     tracking of the association until it ends (slot count, clean shutdown)."""
 
-    def _create_association(self) -> Association:
+    def _create_association(self) -> LabAssociation:
         # pynetdicom's RequestHandler._create_association, with FastSocket, and without
         # deep-copying the server's contexts: EVT_REQUESTED sets each association's.
-        assoc = Association(self.ae, MODE_ACCEPTOR)
+        assoc = LabAssociation(self.ae, MODE_ACCEPTOR)
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(FastSocket(assoc, client_socket=self.request))
@@ -432,6 +433,12 @@ class Pacs:
     def _reject(self, assoc: Any, s: Session, d: Decision) -> None:
         assert d.rejection is not None
         rj = d.rejection
+        quiet = s.calling == HEALTHCHECK_AET and s.peer in ("127.0.0.1", "::1") and not (
+            d.settings is not None and d.settings.verbose)
+        if quiet:  # the container health check (pacs.healthcheck): refused as anyone, not logged
+            assoc.acse.send_reject(rj.result, rj.source, rj.reason)
+            assoc.kill()
+            return
         self.events.emit(
             E.ASSOCIATION_REJECTED,
             f"Association rejected ({rj.codes} {rj.words}): {d.message}",

@@ -1,0 +1,215 @@
+"""pynetdicom's two per-association loops, woken by what they wait for instead of
+polling every millisecond.
+
+pynetdicom runs two threads per association: the DUL reactor (socket <-> state
+machine) and the association reactor (DIMSE messages -> handlers). Both poll:
+each sleeps 1 ms whenever it finds nothing to do. On a C-STORE that is up to a
+millisecond before the request is handled and another before the response
+leaves, and an idle association costs ~5 % of a core (PERF-NOTES.md).
+
+Here the queues they poll ring a bell when something is put in them: the DUL
+reactor waits in ``select`` on its socket and a wake-up pipe, the association
+reactor on a ``threading.Event``. The loop bodies are pynetdicom 3.0's own,
+unchanged but for the wait; that is why these are subclasses, used by our
+request handler (``LabRequestHandler._create_association``): the change belongs
+in pynetdicom, and this is how we make it from outside.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+
+IDLE_WAIT = 0.05  # longest sleep with nothing queued: timers are checked at least this often
+
+
+class BellQueue(queue.Queue):  # type: ignore[type-arg]
+    """A Queue that rings ``bell`` after every put."""
+
+    def __init__(self, bell: Callable[[], None]) -> None:
+        super().__init__()
+        self._bell = bell
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._bell()
+
+
+class LabDUL(DULServiceProvider):
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.to_provider_queue = BellQueue(self.ring)
+        self.event_queue = BellQueue(self.ring)
+        self.on_exit: Callable[[], None] | None = None
+
+    def ring(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # full (already rung) or closed (finished)
+            pass
+
+    def _idle_wait(self) -> None:
+        fds: list[Any] = [self._wake_r]
+        sock = self.socket.socket if self.socket is not None else None
+        if sock is not None and self.socket._is_connected:  # type: ignore[union-attr]
+            fds.append(sock)
+        try:
+            select.select(fds, [], [], IDLE_WAIT)
+        except (OSError, ValueError):  # the socket closed under us: the loop finds out
+            pass
+        try:
+            os.read(self._wake_r, 4096)
+        except OSError:
+            pass
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.ring()
+
+    def stop_dul(self) -> bool:
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self.ring()
+        if threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def run_reactor(self) -> None:
+        try:
+            self._run()
+        finally:
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if self.on_exit is not None:
+                self.on_exit()
+
+    def _run(self) -> None:
+        # pynetdicom 3.0.4 DULServiceProvider.run_reactor, with time.sleep(1 ms) -> _idle_wait()
+        self._idle_timer.start()
+        sleep = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                sleep = True
+            if sleep:
+                self._idle_wait()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                try:
+                    self.socket.send(abort_pdu.encode())  # type: ignore[union-attr]
+                except Exception:
+                    pass
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                sleep = True
+                continue
+            self.state_machine.do_action(event)
+            sleep = False
+
+
+class LabAssociation(Association):
+    def __init__(self, ae: Any, mode: str) -> None:
+        super().__init__(ae, mode)
+        self._bell = threading.Event()
+        self.dul = LabDUL(self)
+        self.dul.to_user_queue = BellQueue(self._bell.set)  # A-RELEASE, A-ABORT, ... for the reactor
+        self.dul.on_exit = self._bell.set
+        self.dimse.msg_queue = BellQueue(self._bell.set)  # decoded DIMSE messages
+
+    def kill(self) -> None:
+        self._bell.set()
+        # pynetdicom's kill, with the DUL's stop woken instead of polled
+        self._reactor_checkpoint.set()
+        self._kill = True
+        self.is_established = False
+        self._is_paused = True
+        while self.dul.is_alive() and not self.dul.stop_dul():
+            self.dul.ring()
+            time.sleep(0.001)  # waiting for the peer to close (Sta13) or the ARTIM timer
+
+    def _run_reactor(self) -> None:
+        # pynetdicom 3.0.4 Association._run_reactor, with time.sleep(1 ms) -> the bell
+        self._is_paused = False
+        busy = True
+        while not self._kill:
+            if not busy:
+                self._bell.wait(IDLE_WAIT)
+            self._bell.clear()
+            busy = False
+
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                busy = True
+                self._serve_request(msg, context_id)  # type: ignore[arg-type]
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                from pynetdicom import evt
+
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                from pynetdicom import evt
+
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
