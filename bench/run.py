@@ -434,6 +434,11 @@ class Bench:
         import pynetdicom
 
         commit = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "pacs", "common", "ct-simulator"],
+                               capture_output=True, text=True).stdout.split("\n")
+        changed = sorted({line[3:].split("/")[0] for line in dirty if line.strip()})
+        if commit and changed:
+            commit += f" + uncommitted changes in {', '.join(changed)}"
         return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpus": os.cpu_count(),
                 "python": platform.python_version(), "pynetdicom": pynetdicom.__version__,
                 "pydicom": pydicom.__version__, "dcmtk": version([tool("storescu"), "--version"]),
