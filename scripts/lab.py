@@ -387,6 +387,9 @@ def local_plan(lab_id: str) -> tuple[dict[str, str], dict[str, str]]:
         "PYTHONUNBUFFERED": "1",
         "PACS_HOST": env.get("PACS_HOST") or "127.0.0.1",
         "PACS_PORT": env.get("PACS_PORT") or "11112",
+        # A modality on the hospital network must reach the PACS: all interfaces, like any PACS.
+        # (The scenarios' network namespaces reach it the same way, over their veth pairs.)
+        "PACS_BIND": env.get("PACS_BIND") or "0.0.0.0",
         "SIM_PORT": env.get("SIM_PORT") or "11113",
         "ADMIN_PORT": env.get("ADMIN_PORT") or "8080",
         "PACS_STORAGE_DIR": str(Path(env.get("PACS_STORAGE_DIR") or ROOT / "data" / "storage").resolve()),
@@ -404,7 +407,7 @@ def local_plan(lab_id: str) -> tuple[dict[str, str], dict[str, str]]:
         rdir.mkdir(parents=True, exist_ok=True)
         cmds["redis"] = (f"{pid}redis.pid; exec {shlex.quote(redis_server_binary())} --port {port} "
                          f"--bind 127.0.0.1 --dir {shlex.quote(str(rdir))} --appendonly yes --save ''")
-    cmds["pacs"] = f"{pid}pacs.pid; {wait_redis}exec {py} -m pacs --bind 127.0.0.1"
+    cmds["pacs"] = f"{pid}pacs.pid; {wait_redis}exec {py} -m pacs --bind {shlex.quote(env['PACS_BIND'])}"
     cmds["admin-api"] = (f"{pid}admin-api.pid; {wait_redis}exec {shlex.quote(str(bin_dir / 'gunicorn'))} "
                          f"-c admin-api/gunicorn.conf.py --bind 127.0.0.1:{env['ADMIN_PORT']} 'admin_api:create_app()'")
     cmds["ct-simulator"] = f"{pid}ct-simulator.pid; {wait_redis}exec {shlex.quote(str(bin_dir / 'ct-simulator'))} worker --bind 127.0.0.1"
@@ -568,7 +571,8 @@ def local_up() -> int:
         raise LabError(f"the local lab did not start ({why}); the log is above and in {log_path}")
     say(f"every service healthy ({time.monotonic() - t0:.1f} s); logs: make logs ({log_path})")
     print_ready(env["ADMIN_PORT"], [
-        f"PACS         127.0.0.1:{env['PACS_PORT']}  AE title {env.get('PACS_AE_TITLE') or 'PACS'}",
+        f"PACS         127.0.0.1:{env['PACS_PORT']}  AE title {env.get('PACS_AE_TITLE') or 'PACS'} "
+        f"(listening on {env['PACS_BIND']}, PACS_BIND)",
         f"CT node      AE title {env.get('SIM_AE_TITLE') or 'CT01'}, host 127.0.0.1, port {env['SIM_PORT']}",
         f"registry     REDIS_URL={env['REDIS_URL']}",
     ])
