@@ -52,9 +52,12 @@ class LabDUL(DULServiceProvider):
         os.set_blocking(self._wake_w, False)
         self.to_provider_queue = BellQueue(self.ring)
         self.event_queue = BellQueue(self.ring)
+        self._own_ident: int | None = None
         self.on_exit: Callable[[], None] | None = None
 
     def ring(self) -> None:
+        if threading.get_ident() == self._own_ident:
+            return  # the DUL thread queued it itself: it looks at its queues before it waits
         try:
             os.write(self._wake_w, b"\0")
         except OSError:  # full (already rung) or closed (finished)
@@ -88,6 +91,7 @@ class LabDUL(DULServiceProvider):
         return True
 
     def run_reactor(self) -> None:
+        self._own_ident = threading.get_ident()
         try:
             self._run()
         finally:

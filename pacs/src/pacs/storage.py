@@ -158,7 +158,7 @@ class Storage:
             try:
                 _write_all(fd, header, raw)
                 if self.fsync:
-                    os.fsync(fd)
+                    os.fdatasync(fd)  # the data and the size; the rename is made durable below
             finally:
                 os.close(fd)
             replaced = final.exists()
