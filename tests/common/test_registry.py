@@ -104,3 +104,28 @@ def test_job_queue(registry):
     registry.update_job(job, state="done", result={"sent": 3})
     assert registry.get_job(job)["result"] == {"sent": 3}
     assert registry.pop_job(timeout=0.1) is None
+
+
+def test_background_event_log_keeps_events_while_redis_is_away(tmp_path):
+    from lab import RedisServer
+
+    own = RedisServer().start()
+    try:
+        out = io.StringIO()
+        client = connect(own.url, timeout=0.5)
+        log = EventLog(client, "pacs", out=out, background=True)
+        log.RETRY_SECONDS = 0.1
+        log.emit("echo-received", "before", wait=True)
+        own.stop()
+        first = log.emit("association-rejected", "during 1")
+        log.emit("association-rejected", "during 2", also=lambda p: p.set("dicomlab:test", "1"))
+        assert not log.flush(timeout=0.5)  # cannot store them now...
+        assert "keeping up to" in out.getvalue()
+        own.start()  # back, empty
+        assert log.flush(timeout=10)  # ...and stores them once Redis answers
+        reg = Registry(client)
+        assert [e.message for e in reg.read_events()] == ["during 1", "during 2"]
+        assert client.get("dicomlab:test") == "1" and first.id
+        assert "answers again" in out.getvalue()
+    finally:
+        own.stop()

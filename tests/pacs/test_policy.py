@@ -152,6 +152,10 @@ def test_row1_registry_down_and_back(tmp_path):
         # ...and with the node registered again, the next association is accepted
         add_node(reg, "CT01")
         assert echoscu(pacs.port, "CT01", "PACS").returncode == 0
+        # the refusals during the outage were kept and are in the event stream now, in order
+        kept = wait_for(lambda: len(events_of(reg, "association-rejected", reason="registry-unavailable")) == 2
+                        and events_of(reg, "association-rejected", reason="registry-unavailable"))
+        assert [e.calling_aet for e in kept] == ["CT01", "UNKNOWN"]
     finally:
         pacs.stop()
         own.stop()

@@ -12,6 +12,8 @@ import json
 import logging
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -101,12 +103,30 @@ class Event:
         return f"{self.time} {self.source} {self.level.upper():7} {self.type}{assoc}{who}: {text}"
 
 
+class _Pending:
+    __slots__ = ("event", "also", "done", "ok")
+
+    def __init__(self, event: Event, also: "Callable[[Any], None] | None", wait: bool) -> None:
+        self.event = event
+        self.also = also
+        self.done = threading.Event() if wait else None
+        self.ok = False
+
+
 class EventLog:
     """Writes each event to the Redis stream and as one line on ``out``.
 
-    Redis being away never loses the stdout line and never raises: the
-    line says the event could not be stored.
+    Redis being away never loses the stdout line and never raises.
+
+    ``background=True`` (the PACS): a writer thread stores events in order, many
+    per round trip, so an association does not wait on Redis for each of them.
+    While Redis is away, events (and the commands that ride with them) wait in a
+    bounded backlog and are stored, in order, once it answers again.
+    ``emit(..., wait=True)`` returns once its event is stored (or could not be).
     """
+
+    BACKLOG = 10_000
+    RETRY_SECONDS = 1.0
 
     def __init__(
         self,
@@ -114,18 +134,39 @@ class EventLog:
         source: str,
         out: IO[str] | None = None,
         maxlen: int = keys.EVENTS_MAXLEN,
+        background: bool = False,
     ) -> None:
         self.client = client
         self.source = source
         self.out = out if out is not None else sys.stdout
         self.maxlen = maxlen
         self._lock = threading.Lock()
+        self._queue: deque[_Pending] | None = None
+        if background and client is not None:
+            self._queue = deque()
+            self._cv = threading.Condition()
+            self._dropped = 0
+            self._down = False
+            self._closing = False
+            self._writer = threading.Thread(target=self._write_loop, name="event-writer", daemon=True)
+            self._writer.start()
 
-    def emit(self, type: str, message: str, also: "Callable[[Any], None] | None" = None, **kw: Any) -> Event:
+    def emit(self, type: str, message: str, also: "Callable[[Any], None] | None" = None,
+             wait: bool = False, **kw: Any) -> Event:
         """Record one event; ``also(pipeline)`` may add write-only commands that go to
         Redis in the same round trip (e.g. the study index of a stored instance).
-        ``Event.id`` stays empty when Redis could not store it."""
+        ``Event.id`` is the stream id once stored; empty if Redis could not store it
+        (synchronous mode, or ``wait=True``) or not yet (background)."""
         ev = Event(type=type, message=message, source=kw.pop("source", self.source), **kw)
+        if self._queue is not None:
+            item = _Pending(ev, also, wait)
+            with self._cv:
+                self._queue.append(item)
+                self._cv.notify()
+            self._print(ev.line())
+            if item.done is not None:
+                item.done.wait(10)
+            return ev
         stored = True
         if self.client is not None:
             try:
@@ -141,10 +182,86 @@ class EventLog:
         line = ev.line()
         if not stored:
             line += " (event not stored: the registry is unreachable)"
+        self._print(line)
+        return ev
+
+    def _print(self, line: str) -> None:
         with self._lock:
             try:
                 self.out.write(line + "\n")
                 self.out.flush()
             except (OSError, ValueError):
                 pass
-        return ev
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued event is stored (background mode); False on timeout."""
+        if self._queue is None:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            self._cv.notify_all()
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.1))
+        return True
+
+    _busy = False
+
+    def _write_loop(self) -> None:
+        assert self._queue is not None and self.client is not None
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+                self._busy = True
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                positions = []
+                for item in batch:
+                    if item.also is not None:
+                        item.also(pipe)
+                    positions.append(len(pipe.command_stack))
+                    pipe.xadd(keys.EVENTS, item.event.to_stream(), maxlen=self.maxlen, approximate=True)
+                results = pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                self._stalled(batch, exc)
+                continue
+            for item, pos in zip(batch, positions, strict=True):
+                entry_id = results[pos]
+                item.event.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                item.ok = True
+                if item.done is not None:
+                    item.done.set()
+            with self._cv:
+                self._busy = False
+                if self._down:
+                    self._down = False
+                    self._print(f"{_now()} {self.source} INFO    events: the registry answers again; "
+                                "the events kept meanwhile are stored"
+                                + (f" ({self._dropped} older ones were dropped)" if self._dropped else "") + ".")
+                    self._dropped = 0
+                self._cv.notify_all()
+
+    def _stalled(self, batch: "list[_Pending]", exc: Exception) -> None:
+        """Redis is away: put the batch back in front, keep at most BACKLOG, retry later."""
+        assert self._queue is not None
+        for item in batch:
+            if item.done is not None:
+                item.done.set()  # the waiter learns it is not stored (ok False); it is kept to retry
+                item.done = None
+        with self._cv:
+            self._queue.extendleft(reversed(batch))
+            while len(self._queue) > self.BACKLOG:
+                self._queue.pop()  # the newest beyond the bound: the older ones explain the outage
+                self._dropped += 1
+            first = not self._down
+            self._down = True
+            self._busy = False
+            self._cv.notify_all()
+        if first:
+            self._print(f"{_now()} {self.source} WARNING events: the registry (Redis) is unreachable ({exc}); "
+                        f"keeping up to {self.BACKLOG} events to store when it is back.")
+        time.sleep(self.RETRY_SECONDS)  # the writer's own retry pace, not a synchronisation

@@ -181,6 +181,20 @@ class Registry:
             if self.client.sismember(keys.NODES, title):
                 self.client.hset(keys.node_status(title), mapping=data)
 
+    # Write-only form of set_node_status, to ride in a pipeline with an event: the
+    # script writes the status only if the node is (still) registered.
+    _STATUS_IF_NODE = (
+        "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then "
+        "redis.call('HSET', KEYS[2], unpack(ARGV, 2)) end return 0"
+    )
+
+    def node_status_commands(self, pipe: Any, ae_title: str, **status: Any) -> None:
+        title = ae_title.strip(" ")
+        flat: list[str] = []
+        for k, v in status.items():
+            flat += [k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)]
+        pipe.eval(self._STATUS_IF_NODE, 2, keys.NODES, keys.node_status(title), title, *flat)
+
     def get_node_status(self, ae_title: str) -> dict[str, str]:
         with _registry_errors():
             return self.client.hgetall(keys.node_status(ae_title.strip(" ")))

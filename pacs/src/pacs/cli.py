@@ -65,10 +65,10 @@ def main(args: list[str] | None = None) -> int:
     # delivers to another thread.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP)
     if workers <= 1:
-        return _serve(url, storage, seed, ns, worker=None, shared=None, ready_fd=None)
+        return _serve(url, storage, seed, ns, worker=None, shared=None, ports=None, ready_fd=None)
 
-    def run_worker(index: int, shared: object, ready_fd: int) -> int:
-        return _serve(url, storage, seed, ns, worker=index, shared=shared, ready_fd=ready_fd)
+    def run_worker(index: int, shared: object, ports: object, ready_fd: int) -> int:
+        return _serve(url, storage, seed, ns, worker=index, shared=shared, ports=ports, ready_fd=ready_fd)
 
     def say(text: str) -> None:
         EventLog(connect(url), source="pacs").emit(WORKER_EXITED, text, level="error", reason="worker")
@@ -77,13 +77,13 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Namespace, worker: int | None,
-           shared: object, ready_fd: int | None) -> int:
+           shared: object, ports: object, ready_fd: int | None) -> int:
     client = connect(url)
     registry = Registry(client)
-    events = EventLog(client, source="pacs")
+    events = EventLog(client, source="pacs", background=True)
     slots = AssociationSlots(shared, worker or 0) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
-                slots=slots, worker=worker)
+                slots=slots, worker=worker, shared_ports=ports)
     try:
         pacs.start()
     except OSError as exc:

@@ -146,8 +146,7 @@ class LabRequestHandler(RequestHandler):
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         pacs.track(assoc)
         try:
-            assoc.start()
-            assoc.join()
+            assoc.run_reactor()  # in this connection's thread: no third thread per association
         finally:
             pacs.untrack(assoc)
 
@@ -199,6 +198,7 @@ class Pacs:
         poll_interval: float = 0.5,
         slots: AssociationSlots | None = None,
         worker: int | None = None,
+        shared_ports: Any = None,
     ) -> None:
         """``worker``: this process's index when several share the port (None: the only one).
         Worker 0 (or the only process) speaks for the listener: start/stop, settings
@@ -211,6 +211,7 @@ class Pacs:
         self.shutdown_grace = shutdown_grace
         self.poll_interval = poll_interval
         self.slots = slots or AssociationSlots()
+        self.shared_ports = shared_ports  # each listener process's current port
         self.worker = worker
         self.primary = not worker  # None or 0
         if worker is not None:
@@ -299,6 +300,8 @@ class Pacs:
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                          name=f"listener:{port}", daemon=True).start()
         old, self.server, self.port = self.server, server, server.server_address[1]
+        if self.shared_ports is not None:
+            self.shared_ports[self.worker or 0] = self.port
         if old is not None:
             old.shutdown()  # closes the old port; its open associations run to their end
 
@@ -328,6 +331,7 @@ class Pacs:
                     level="error", reason="rebind-failed", detail={"port": settings.port},
                 )
                 return
+            self._wait_peers_on(self.port)
             self._listener_event(E.SETTINGS_CHANGED, f"Listener moved from port {old} to {self.port}; port {old} "
                              "is closed. Modalities must now send to the new port.",
                              detail={"port": self.port, "old_port": old})
@@ -340,6 +344,15 @@ class Pacs:
             self.verbose = settings.verbose
             self._listener_event(E.SETTINGS_CHANGED, f"Verbose logging {'on' if self.verbose else 'off'} "
                              "(applies from the next association).", detail={"verbose": self.verbose})
+
+    def _wait_peers_on(self, port: int, timeout: float = 3.0) -> None:
+        """The primary says a port moved only once every listener process moved."""
+        if self.shared_ports is None or not self.primary:
+            return
+        deadline = time.monotonic() + timeout
+        while any(p != port for p in self.shared_ports) and not self._stop.wait(0.01):
+            if time.monotonic() > deadline:
+                break
 
     def _heartbeat(self) -> None:
         if not self.primary:
@@ -390,6 +403,7 @@ class Pacs:
                 LOG.exception("abort at shutdown")
         self._listener_event(E.LISTENER_STOPPED, f"PACS stopped; port {self.port} closed.",
                          detail={"port": self.port})
+        self.events.flush(timeout=5 if self.registry.ping() else 0.5)
 
     # -- association handlers ----------------------------------------------------
     def _on_requested(self, event: evt.Event) -> None:
@@ -444,13 +458,8 @@ class Pacs:
             f"Association rejected ({rj.codes} {rj.words}): {d.message}",
             level="warning", outcome="rejected", reason=d.reason,
             detail={"result": rj.result, "source": rj.source, "reason": rj.reason, **d.detail}, **s.who(),
+            also=self._status(s.calling, "rejected", d.message),
         )
-        if d.node is not None or d.reason == "unknown-calling-aet":
-            try:
-                self.registry.set_node_status(s.calling, last_association="rejected",
-                                              last_association_time=time.time(), last_rejected_reason=d.message)
-            except RegistryUnavailable:
-                pass
         assoc.acse.send_reject(rj.result, rj.source, rj.reason)
         assoc.kill()  # returns once the RJ is sent and the DUL is idle: the peer gets it intact
 
@@ -464,12 +473,8 @@ class Pacs:
             level="warning", outcome=mode, reason=d.reason,
             detail={"refusal_mode": mode, "result": d.rejection.result, "source": d.rejection.source,
                     "reason": d.rejection.reason, **d.detail}, **s.who(),
+            also=self._status(s.calling, "rejected", d.message),
         )
-        try:
-            self.registry.set_node_status(s.calling, last_association="rejected",
-                                          last_association_time=time.time(), last_rejected_reason=d.message)
-        except RegistryUnavailable:
-            pass
         if mode == "close":
             assoc.is_aborted = True  # no negotiation: the connection just goes away
             assoc.dul.socket.close()
@@ -478,6 +483,14 @@ class Pacs:
         s.refusal = mode  # "abort" or "dimse-failure": accept, then turn away
         assoc.acceptor.ae_title = s.called or d.settings.ae_title
         assoc.acceptor.supported_contexts = contexts_for_services(d.settings, list(SERVICES))
+
+    def _status(self, calling: str, outcome: str, why: str = "") -> Any:
+        """The node's last-association status, written with the event (if it is a node)."""
+        now = time.time()
+        fields: dict[str, Any] = {"last_association": outcome, "last_association_time": now}
+        if why:
+            fields["last_rejected_reason"] = why
+        return lambda pipe: self.registry.node_status_commands(pipe, calling, **fields)
 
     def _verbose_requested(self, assoc: Any, rq: A_ASSOCIATE, s: Session) -> None:
         proposed = [
@@ -547,11 +560,13 @@ class Pacs:
             f"{len(accepted)} of {len(proposed)} presentation context(s) accepted"
             + ("" if accepted else " -- none, so the modality cannot send anything: see the context events"),
             outcome="accepted", reason="accepted", detail={"accepted": accepted}, **s.who(),
+            also=self._status(s.calling, "accepted"),
         )
-        try:
-            self.registry.set_node_status(s.calling, last_association="accepted", last_association_time=time.time())
-        except RegistryUnavailable:
-            pass
+        if d.settings.fault_delay_ms:
+            self.events.emit(E.ASSOCIATION_ACCEPTED, f"Fault injected: every response on this association waits "
+                             f"{d.settings.fault_delay_ms} ms (fault_delay_ms).", level="warning",
+                             reason="fault-injected", detail={"fault": "delay", "ms": d.settings.fault_delay_ms},
+                             **s.who())
 
     def _on_released(self, event: evt.Event) -> None:
         s = _session(event.assoc)
@@ -620,15 +635,16 @@ class Pacs:
              if result.replaced else f"Stored instance {m['sop_instance_uid']}")
             + f" of study {m['study_uid']} (patient {m['patient_name'] or '?'}, series {m['series_number'] or '?'}).",
             also=lambda pipe: self.registry.record_instance(m, pipe),
+            wait=True,  # indexed before Success goes out (and kept for later if Redis is away)
             outcome="stored",
             detail={"sop_instance_uid": m["sop_instance_uid"], "study_uid": m["study_uid"],
                     "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"]},
             **s.who(),
         )
         if not ev.id:
-            self.events.emit(E.STORE_FAILED, f"Instance {m['sop_instance_uid']} is stored on disk but the study "
-                             "index could not be updated (Redis unreachable); run `dicomlab-pacs reindex` once "
-                             "Redis is back.", level="warning", outcome="stored-unindexed", **s.who())
+            self.events.emit(E.STORE_FAILED, f"Instance {m['sop_instance_uid']} is stored on disk; Redis is "
+                             "unreachable, so the study index is updated once it answers again (or run "
+                             "`dicomlab-pacs reindex`).", level="warning", outcome="stored-unindexed", **s.who())
         self._fault_delay(s)
         return STATUS_SUCCESS
 

@@ -37,13 +37,15 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, workers: int, run_worker: Callable[[int, Any, int], int], say: Callable[[str], None]) -> None:
-        """``run_worker(index, shared_counters, ready_fd)`` runs in the child; it
+    def __init__(self, workers: int, run_worker: Callable[[int, Any, Any, int], int],
+                 say: Callable[[str], None]) -> None:
+        """``run_worker(index, shared_counters, shared_ports, ready_fd)`` runs in the child; it
         writes its port to ``ready_fd`` once listening and returns an exit code."""
         self.n = workers
         self.run_worker = run_worker
         self.say = say
         self.shared = multiprocessing.get_context("fork").Array("i", workers)
+        self.ports = multiprocessing.get_context("fork").Array("i", workers)
         self.pids: dict[int, int] = {}  # pid -> worker index
         self.stopping = False
 
@@ -56,7 +58,7 @@ class Supervisor:
             _die_with_parent()
             code = 1
             try:
-                code = self.run_worker(index, self.shared, w)
+                code = self.run_worker(index, self.shared, self.ports, w)
             except BaseException as exc:  # a worker never returns into the supervisor's code
                 print(f"pacs worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             finally:
