@@ -1,8 +1,11 @@
 """C-ECHO and C-STORE of generated studies, over one or more associations.
 
-``send`` pulls instances from the plan's generator (one at a time, shared by
-the associations under a lock), encodes each in the transfer syntax the peer
-accepted and sends it; it never holds a series in memory. Misbehaviour on
+``send`` runs the plan's generator in a producer thread that generates and
+encodes, in the transfer syntax the peer accepted, a few instances ahead of
+the one on the wire (a bounded queue, shared by the associations); it never
+holds a series in memory. Each association is negotiated, released or
+aborted by pynetdicom; its C-STOREs go over the socket as pre-encoded
+P-DATA-TF PDUs (``wire.StoreChannel``, which says why). Misbehaviour on
 demand (an A-ABORT after N instances, a delay between instances) lives here;
 misbehaviour that changes the objects lives in ``iod.StudyPlan``.
 """
@@ -10,6 +13,7 @@ misbehaviour that changes the objects lives in ``iod.StudyPlan``.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -25,7 +29,8 @@ from . import outcome
 from .iod import Instance, StudyPlan, iter_instances
 from .network import Link, associate, release
 from .outcome import Problem, status_words
-from .syntaxes import DEFAULT_PROPOSAL, UnsupportedSyntax, can_encode, encode_for
+from .syntaxes import DEFAULT_PROPOSAL, UnsupportedSyntax, can_encode, encode_bytes
+from .wire import NoAnswer, PeerAborted, ProtocolError, StoreChannel
 
 LOG = logging.getLogger(__name__)
 
@@ -125,8 +130,37 @@ def store_contexts(sop_class: str, syntaxes: tuple[str, ...]) -> list[Presentati
     return [build_context(sop_class, list(syntaxes))]
 
 
+class _Item:
+    """One generated instance and its encodings, made by the producer thread ahead of the sender."""
+
+    __slots__ = ("instance", "encoded", "error")
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.encoded: dict[str, bytes] = {}
+        self.error: Exception | None = None
+
+    def data(self, syntax: str) -> bytes:
+        if self.error is not None:
+            raise self.error
+        data = self.encoded.get(syntax)
+        if data is None:  # not known to the producer yet, or another association took another syntax
+            data = self.encoded[syntax] = encode_bytes(self.instance.dataset, syntax)
+        return data
+
+
+AHEAD = 4  # instances generated and encoded ahead of the one on the wire
+
+
 class _Shared:
-    """What the association threads share: the generator, counters, the stop flag."""
+    """What the association threads share: the producer's queue, counters, the stop flag.
+
+    A producer thread generates and encodes the next instances while the
+    current one is on the wire: the sender thread spends its time in
+    ``sendall``/``recv`` (the GIL released), the producer in the phantom and
+    the encoder. The queue is bounded, so no more than ``AHEAD`` instances
+    are alive beyond the ones being sent.
+    """
 
     def __init__(self, instances: Iterator[Instance], report: SendReport, progress: Progress | None,
                  options: SendOptions) -> None:
@@ -137,12 +171,45 @@ class _Shared:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.done = 0
+        self.syntax: str | None = None  # set by the first association: what the producer encodes for
+        self.queue: queue.Queue[_Item | None] = queue.Queue(maxsize=AHEAD)
+        self.producer = threading.Thread(target=self._produce, name="ct-generate", daemon=True)
+        self.producer.start()
 
-    def next(self) -> Instance | None:
-        with self.lock:
-            if self.stop.is_set():
-                return None
-            return next(self.instances, None)
+    def _produce(self) -> None:
+        try:
+            for inst in self.instances:
+                if self.stop.is_set():
+                    return
+                item = _Item(inst)
+                syntax = self.syntax
+                if syntax is not None:
+                    try:
+                        item.encoded[syntax] = encode_bytes(inst.dataset, syntax)
+                    except (UnsupportedSyntax, RuntimeError, ValueError) as exc:
+                        item.error = exc
+                self.queue.put(item)
+        finally:
+            self.queue.put(None)  # the end, for whichever association asks first
+
+    def next(self) -> _Item | None:
+        if self.stop.is_set():
+            return None
+        item = self.queue.get()
+        if item is None:
+            self.queue.put(None)  # the other associations see the end too
+        return item
+
+    def close(self) -> None:
+        """Stop the producer and wait for it: drain once so that a blocked ``put`` completes."""
+        self.stop.set()
+        while self.producer.is_alive():
+            try:
+                while True:
+                    self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.producer.join(0.05)
 
     def fail(self, problem: Problem) -> None:
         with self.lock:
@@ -183,18 +250,6 @@ class _Shared:
         return abort
 
 
-def _no_answer(assoc: Any, link: Link, number: int, waited: float) -> Problem:
-    """Why a C-STORE got no response: the peer aborted, or our DIMSE timeout fired.
-
-    pynetdicom marks a peer's abort on its reactor thread, so ``is_established``
-    may still be True here; the ACSE provider knows at once.
-    """
-    peer_aborted = assoc.acse.is_aborted("a-abort") or assoc.acse.is_aborted("a-p-abort")
-    if not peer_aborted and waited >= link.dimse_timeout * 0.9:
-        return outcome.response_timed_out(link.peer, link.dimse_timeout, f"the C-STORE of instance {number}")
-    return outcome.aborted(link.peer, "the peer", f"while sending instance {number}")
-
-
 def _run_association(link: Link, sop_class: str, shared: _Shared) -> None:
     assoc, problem = associate(link, store_contexts(sop_class, shared.options.transfer_syntaxes))
     if assoc is None:
@@ -208,44 +263,69 @@ def _run_association(link: Link, sop_class: str, shared: _Shared) -> None:
     syntax = str(cx.transfer_syntax[0])
     with shared.lock:
         shared.report.accepted[uid_name(sop_class)] = uid_name(syntax)
+        if shared.syntax is None:
+            shared.syntax = syntax
     if not can_encode(syntax):
         release(assoc)
         shared.fail(Problem("cannot-encode", f"{link.peer} accepted {uid_name(syntax)}, which the simulator "
                             "cannot encode.", "Propose another transfer syntax (--transfer-syntax)."))
         return
-    first = True
+    end = release  # how pynetdicom ends the association once it has the socket back
     try:
-        while True:
-            if not first and shared.options.delay:
-                time.sleep(shared.options.delay)  # misbehaviour on demand: a slow modality
-            inst = shared.next()
-            if inst is None:
-                break
-            first = False
-            try:
-                ds = encode_for(inst.dataset, syntax)
-            except (UnsupportedSyntax, RuntimeError, ValueError) as exc:
-                shared.fail(Problem("cannot-encode", f"cannot encode instance {inst.number} in "
-                                    f"{uid_name(syntax)}: {exc}"))
-                break
-            sent_at = time.monotonic()
-            try:
-                rsp = assoc.send_c_store(ds) if assoc.is_established else None
-            except RuntimeError:  # pynetdicom: the association ended under us (a peer's A-ABORT)
-                rsp = None
-            status = int(rsp.Status) if rsp is not None and "Status" in rsp else None
-            if status is None:  # no answer: pynetdicom has aborted or seen an abort; say which
-                shared.count(inst, None)
-                shared.fail(_no_answer(assoc, link, inst.number, time.monotonic() - sent_at))
-                return
-            if shared.count(inst, status):
-                assoc.abort()
-                shared.fail(outcome.aborted(link.peer, "the simulator",
-                                            f"on purpose after {shared.done} instances (--abort-after)"))
-                return
+        with StoreChannel(assoc, int(cx.context_id or 1), link.dimse_timeout) as channel:
+            end = _send_all(link, sop_class, syntax, shared, channel)
+    except PeerAborted as exc:  # the association ended before the first instance
+        end = _abort
+        shared.fail(outcome.aborted(link.peer, "the peer", f"before the first instance ({exc.words()})"))
     finally:
-        if assoc.is_established:
-            release(assoc)
+        end(assoc)
+
+
+def _abort(assoc: Any) -> None:
+    if assoc.is_established:
+        assoc.abort()
+
+
+def _send_all(link: Link, sop_class: str, syntax: str, shared: _Shared,
+              channel: StoreChannel) -> Callable[[Any], None]:
+    """C-STORE every instance the producer has; how to end the association (release or abort)."""
+    first = True
+    while True:
+        if not first and shared.options.delay:
+            time.sleep(shared.options.delay)  # misbehaviour on demand: a slow modality
+        item = shared.next()
+        if item is None:
+            return release
+        first = False
+        inst = item.instance
+        try:
+            data = item.data(syntax)
+        except (UnsupportedSyntax, RuntimeError, ValueError) as exc:
+            shared.fail(Problem("cannot-encode", f"cannot encode instance {inst.number} in "
+                                f"{uid_name(syntax)}: {exc}"))
+            return release
+        try:
+            answer = channel.store(sop_class, inst.sop_instance_uid, data)
+        except NoAnswer:
+            shared.count(inst, None)
+            shared.fail(outcome.response_timed_out(link.peer, link.dimse_timeout,
+                                                   f"the C-STORE of instance {inst.number}"))
+            return _abort
+        except PeerAborted as exc:
+            shared.count(inst, None)
+            shared.fail(outcome.aborted(link.peer, "the peer", f"while sending instance {inst.number} "
+                                        f"({exc.words()})"))
+            return _abort
+        except ProtocolError as exc:
+            shared.count(inst, None)
+            shared.fail(Problem("aborted", f"{link.peer} broke the protocol while answering instance "
+                                f"{inst.number}: {exc}; the simulator aborted the association.",
+                                "Read the PACS's log for this association.", {"peer": link.peer}))
+            return _abort
+        if shared.count(inst, answer.status):
+            shared.fail(outcome.aborted(link.peer, "the simulator",
+                                        f"on purpose after {shared.done} instances (--abort-after)"))
+            return _abort
 
 
 def send(plan: StudyPlan, link: Link, options: SendOptions | None = None,
@@ -253,19 +333,22 @@ def send(plan: StudyPlan, link: Link, options: SendOptions | None = None,
     """Send every instance of ``plan`` to ``link``; the report names any failure."""
     options = options or SendOptions()
     report = SendReport(total=plan.total)
-    shared = _Shared(iter_instances(plan), report, progress, options)
     started = time.monotonic()
+    shared = _Shared(iter_instances(plan), report, progress, options)
     n = max(1, min(options.associations, plan.total))
     links = [Link(**{**link.__dict__, "notes": []}) for _ in range(n)]
-    if n == 1:
-        _run_association(links[0], plan.sop_class_uid, shared)
-    else:
-        threads = [threading.Thread(target=_run_association, args=(lk, plan.sop_class_uid, shared),
-                                    name=f"ct-send-{i}", daemon=True) for i, lk in enumerate(links)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    try:
+        if n == 1:
+            _run_association(links[0], plan.sop_class_uid, shared)
+        else:
+            threads = [threading.Thread(target=_run_association, args=(lk, plan.sop_class_uid, shared),
+                                        name=f"ct-send-{i}", daemon=True) for i, lk in enumerate(links)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        shared.close()
     report.elapsed = time.monotonic() - started
     report.notes = list(dict.fromkeys(note for lk in links for note in lk.notes))
     if report.problem is None and report.failed:

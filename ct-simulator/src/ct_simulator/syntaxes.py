@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pynetdicom.dsutils import encode
 
 from dicomlab.dicom import (
     DEFLATED_EXPLICIT_VR_LE,
@@ -78,3 +79,17 @@ def encode_for(ds: Dataset, uid: str) -> Dataset:
         f"the simulator cannot encode {uid_name(uid)}; it can send "
         + ", ".join(uid_name(u) for u in UNCOMPRESSED + COMPRESSED)
     )
+
+
+def encode_bytes(ds: Dataset, uid: str) -> bytes:
+    """``ds`` encoded in transfer syntax ``uid``, as it goes in the P-DATA (no preamble, no file meta).
+
+    The same encoding pynetdicom's ``send_c_store`` applies; compressed
+    syntaxes are compressed first (``encode_for``).
+    """
+    ds = encode_for(ds, uid)
+    ts = UID(uid)
+    data = encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+    if data is None:
+        raise ValueError(f"pydicom could not encode the dataset in {uid_name(uid)}")
+    return data

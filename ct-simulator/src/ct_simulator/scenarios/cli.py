@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import catalogue, netns, registryctl, report
+from . import catalogue, container, netns, registryctl, report
 from .adminapi import AdminApi, ApiError, lab_env
 from .runner import DEFAULT_AET, LabContext, PacsLog, Runner
 
@@ -60,8 +60,7 @@ def _pacs_log(a: argparse.Namespace, state: dict[str, Any]) -> PacsLog | None:
     if state.get("runtime") == "local" and state.get("log"):
         return PacsLog(path=state["log"])
     if state.get("runtime") == "docker":
-        cmd = state.get("compose") or ["docker", "compose"]
-        return PacsLog(cmd=[*cmd, "-p", state.get("project") or "dicomlab", "logs", "--no-color", "pacs"])
+        return PacsLog(cmd=[*registryctl.compose_args(state), "logs", "--no-color", "pacs"])
     return None
 
 
@@ -108,14 +107,24 @@ def main(a: argparse.Namespace) -> int:
                      calling=a.calling_aet, registry=registryctl.find(a.registry_pid),
                      netns_reason=netns.unavailable_reason(), event_timeout=a.event_timeout,
                      pacs_log=_pacs_log(a, state))
+    if runtime == "docker" and state.get("runtime") == "docker":
+        # Compose: the modality "elsewhere" is a second simulator container on the lab network.
+        compose = registryctl.compose_args(state)
+        listener = int(scp["port"])
+        ctx.elsewhere = lambda: container.ComposeModality(compose, listener)
+        ctx.drop_reason = container.drop_unavailable_reason()
+        container.cleanup_stale(compose)
+        elsewhere = "a second simulator container (`ct`, profile tools)" + \
+            (f"; packet drops: no -- {ctx.drop_reason}" if ctx.drop_reason else "")
+    else:
+        if ctx.netns_reason is None:
+            netns.cleanup_stale()
+        elsewhere = "network namespaces " + ("(yes)" if ctx.netns_reason is None else f"(no -- {ctx.netns_reason})")
     log = (lambda m: print(m, file=sys.stderr)) if a.verbose else None
     runner = Runner(ctx, log)
-    if ctx.netns_reason is None:
-        netns.cleanup_stale()
     print(f"lab: {runtime} runtime, admin API {url}, PACS {scp['ae_title']} at {host}:{port}; "
           f"registry control: {ctx.registry.describe()}; PACS log: "
-          f"{ctx.pacs_log.describe() if ctx.pacs_log else 'none'}; network namespaces: "
-          f"{'yes' if ctx.netns_reason is None else 'no -- ' + ctx.netns_reason}", flush=True)
+          f"{ctx.pacs_log.describe() if ctx.pacs_log else 'none'}; modality elsewhere: {elsewhere}", flush=True)
     try:
         runner.calibrate()
     except (RuntimeError, ApiError) as exc:

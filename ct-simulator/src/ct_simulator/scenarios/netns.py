@@ -123,10 +123,21 @@ class Netns:
         if r.returncode != 0:
             raise NetnsError(f"iptables in the namespace: {r.stderr.strip() or r.returncode}")
 
-    def can_reach(self, port: int, timeout: float = 2.0) -> str | None:
-        """None when a TCP connection from the namespace reaches host_ip:port, else why not."""
+    def describe(self) -> str:
+        return f"network namespace {self.name} ({self.ns_ip})"
+
+    def target(self, port: int) -> tuple[str, int]:
+        """(host, port) of the PACS as the namespace reaches it: the host end of the veth pair."""
+        return self.host_ip, port
+
+    def probe(self, spec: dict[str, Any], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """The modality (``python -m ct_simulator.scenarios.probe``) inside the namespace."""
+        return self.run([sys.executable, "-m", "ct_simulator.scenarios.probe", json.dumps(spec)], timeout=timeout)
+
+    def can_reach(self, host: str, port: int, timeout: float = 2.0) -> str | None:
+        """None when a TCP connection from the namespace reaches host:port, else why not."""
         code = ("import socket,sys\n"
-                f"s=socket.create_connection(({self.host_ip!r},{port}),timeout={timeout})\n"
+                f"s=socket.create_connection(({host!r},{port}),timeout={timeout})\n"
                 "s.close()")
         r = self.run([sys.executable, "-c", code], timeout=timeout + 10)
         if r.returncode == 0:

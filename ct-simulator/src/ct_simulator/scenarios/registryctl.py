@@ -45,7 +45,7 @@ class RegistryControl:
         if self.pid is not None:
             os.kill(self.pid, signal.SIGSTOP)
         elif self.compose is not None:
-            subprocess.run([*self.compose, "pause", "redis"], check=True, capture_output=True, timeout=60)
+            _compose(self.compose, "pause")
         else:
             raise RuntimeError(self.why_not)
         self.paused = True
@@ -56,8 +56,15 @@ class RegistryControl:
         if self.pid is not None:
             os.kill(self.pid, signal.SIGCONT)
         elif self.compose is not None:
-            subprocess.run([*self.compose, "unpause", "redis"], check=True, capture_output=True, timeout=60)
+            _compose(self.compose, "unpause")
         self.paused = False
+
+
+def _compose(cmd: list[str], verb: str) -> None:
+    r = subprocess.run([*cmd, verb, "redis"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} {verb} redis: exit {r.returncode}: "
+                           f"{(r.stderr or r.stdout).strip()[-800:]}")
 
 
 def _alive(pid: int) -> bool:
@@ -68,6 +75,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def compose_args(state: dict) -> list[str]:
+    """The Compose command line of the lab that `make up` recorded (file, project directory, project,
+    env file, profiles), so that `pause`, `logs` and `run` act on that project with its settings."""
+    if state.get("compose_args"):
+        return list(state["compose_args"])
+    cmd = state.get("compose") or ["docker", "compose"]
+    if isinstance(cmd, str):
+        cmd = shlex.split(cmd)
+    return [*cmd, "-p", state.get("project") or "dicomlab"]
 
 
 def find(pid: int | None = None) -> RegistryControl:
@@ -84,10 +102,7 @@ def find(pid: int | None = None) -> RegistryControl:
     except (OSError, ValueError):
         return RegistryControl(why_not=f"no running lab recorded in {state_dir} and no --registry-pid")
     if state.get("runtime") == "docker":
-        cmd = state.get("compose") or ["docker", "compose"]
-        if isinstance(cmd, str):
-            cmd = shlex.split(cmd)
-        return RegistryControl(compose=[*cmd, "-p", state.get("project") or "dicomlab"])
+        return RegistryControl(compose=compose_args(state))
     pidfile = state_dir / "pids" / "redis.pid"
     try:
         found = int(pidfile.read_text().strip())

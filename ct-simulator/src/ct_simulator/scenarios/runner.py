@@ -21,7 +21,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -101,6 +100,10 @@ class LabContext:
     peer: str = ""  # the address the PACS sees this host's modality come from
     registry: RegistryControl = field(default_factory=RegistryControl)
     netns_reason: str | None = None  # why namespaces cannot be used, or None
+    # The Compose runtime's "modality elsewhere": makes a second simulator container (container.py)
+    # where the local runtime makes a network namespace; None: network namespaces.
+    elsewhere: Any = None
+    drop_reason: str | None = None  # why the "elsewhere" cannot drop packets, or None
     event_timeout: float = 10.0
     pacs_log: PacsLog | None = None  # the PACS's stdout, for events it could not store
 
@@ -216,9 +219,11 @@ class Runner:
 
     def _run(self, sc: Scenario, res: Result) -> None:
         ctx, api = self.ctx, self.ctx.api
-        setup, action = sc.setup, dict(sc.action)
-        if sc.needs_netns and ctx.netns_reason:
+        setup = sc.setup
+        if sc.needs_netns and ctx.elsewhere is None and ctx.netns_reason:
             raise Skip(ctx.netns_reason)
+        if sc.needs_netns and ctx.elsewhere is not None and setup.get("drop") and ctx.drop_reason:
+            raise Skip(ctx.drop_reason)
         if sc.needs_registry_control and not ctx.registry.available:
             raise Skip(f"cannot pause the registry: {ctx.registry.why_not}")
         if sc.needs_pacs_log and ctx.pacs_log is None:
@@ -230,7 +235,20 @@ class Runner:
             raise Skip("the modality reaches the PACS through a published port mapping, so a listener port "
                        "change is not visible from here (run inside the lab network, or give --pacs-port "
                        "equal to the listener port)")
-        ns = netns_mod.Netns() if sc.needs_netns else None
+        # The modality elsewhere (a network namespace, or in Compose a second simulator container), made
+        # first: its address goes into the node and the expectations.
+        ns = (ctx.elsewhere() if ctx.elsewhere is not None else netns_mod.Netns()) if sc.needs_netns else None
+        if ns is not None:
+            ns.create()
+        try:
+            return self._run_with(sc, res, scp_before, started_utc, ns)
+        finally:
+            if ns is not None:
+                ns.delete()  # also in the restore steps; here for a failure before them
+
+    def _run_with(self, sc: Scenario, res: Result, scp_before: dict[str, Any], started_utc: str, ns: Any) -> None:
+        ctx, api = self.ctx, self.ctx.api
+        setup, action = sc.setup, dict(sc.action)
         values = {"calling": ctx.calling, "calling_lower": ctx.calling.lower(), "pacs_aet": scp_before["ae_title"],
                   "peer": ctx.peer, "netns_peer": ns.ns_ip if ns else ""}
         node = self.subst(setup.get("node"), values)
@@ -283,12 +301,11 @@ class Runner:
             elif isinstance(port, int):
                 target_port = port
             if ns is not None:
-                ns.create()
-                why = ns.can_reach(target_port)
+                target_host, target_port = ns.target(target_port)
+                why = ns.can_reach(target_host, target_port)
                 if why:
-                    raise Skip(f"the PACS is not reachable from a network namespace at {ns.host_ip}:{target_port} "
+                    raise Skip(f"the PACS is not reachable from the {ns.describe()} at {target_host}:{target_port} "
                                f"({why}); it must listen on 0.0.0.0 (PACS_BIND / --bind), not only on 127.0.0.1")
-                target_host = ns.host_ip
                 if setup.get("drop"):
                     ns.drop(setup["drop"], target_port)
             for _ in range(int(setup.get("hold", 0))):
@@ -300,11 +317,12 @@ class Runner:
             if sc.needs_registry_control:
                 ctx.registry.pause()
             if ns is not None:
-                r = ns.run([sys.executable, "-m", "ct_simulator.scenarios.probe", json.dumps(spec)])
+                r = ns.probe(spec)
                 try:
                     observed = json.loads(r.stdout.strip().splitlines()[-1])
                 except (ValueError, IndexError):
-                    raise RuntimeError(f"the modality in the namespace printed no result: {r.stderr[-500:]}") from None
+                    raise RuntimeError(f"the modality in the {ns.describe()} printed no result: "
+                                       f"{r.stderr[-500:]}") from None
             else:
                 observed = probe.run(spec)
         finally:
