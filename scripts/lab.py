@@ -315,8 +315,10 @@ def docker_up() -> int:
                            f"uses it, or choose another port, e.g. `{var}={port + 10000} make up`")
     choose_base_images()
     compose.images = {k: os.environ[k] for k in ("PYTHON_IMAGE", "REDIS_IMAGE")}
+    # compose_args: the whole command line of this lab's Compose project, for the tools that act on it
+    # (the scenario runner pauses redis, reads the PACS log, starts a second simulator container).
     write_state({"runtime": "docker", "project": project, "compose": compose.cmd, "images": compose.images,
-                 "started": time.time()})
+                 "compose_args": compose.base(profiles=True), "started": time.time()})
     t0 = time.monotonic()
     say(f"building images ({' '.join(compose.cmd)})")
     compose.run("build")

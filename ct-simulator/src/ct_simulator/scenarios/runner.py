@@ -325,6 +325,8 @@ class Runner:
                                        f"{r.stderr[-500:]}") from None
             else:
                 observed = probe.run(spec)
+            if sc.needs_registry_control:
+                self._registry_down_noticed(started_utc)
         finally:
             # -- restore, always --------------------------------------------------------
             errors = []
@@ -354,6 +356,20 @@ class Runner:
         if not marker:
             res.mismatches.append("the marker C-ECHO's rejection never reached the event stream")
         res.status = "fail" if res.mismatches else "pass"
+
+    def _registry_down_noticed(self, after: str, timeout: float = 15.0) -> bool:
+        """Keep the registry down until the PACS itself has said so (its own stdout line), as a real
+        outage would: a pause shorter than the PACS's look at its registry ends before it notices."""
+        if self.ctx.pacs_log is None:
+            return False
+        deadline = time.monotonic() + timeout
+        while True:
+            for type_, line in self.ctx.pacs_log.lines(after):
+                if type_.rstrip(":") == "settings-changed" and "(Redis) is unreachable" in line:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
     def _hold(self, calling: str, called: str) -> Any:
         from pynetdicom.presentation import build_context
