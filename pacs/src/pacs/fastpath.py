@@ -32,6 +32,52 @@ from pynetdicom.pdu import A_ABORT_RQ
 IDLE_WAIT = 0.05  # longest sleep with nothing queued: timers are checked at least this often
 
 
+class ThreadReuse:
+    """Runs each task on an idle thread if there is one, else on a new daemon thread.
+
+    An association costs two threads (its connection and its DUL); starting them is
+    a good part of an association's set-up time, so finished threads wait for the
+    next one instead of exiting. Daemon threads, unlike concurrent.futures' pool,
+    never hold up the process at exit (the PACS drains associations itself).
+    """
+
+    KEEP_IDLE = 64  # idle threads kept; beyond that a finished thread exits
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._count = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put((fn, args))
+                return
+            self._count += 1
+            n = self._count
+        threading.Thread(target=self._work, args=(fn, args), name=f"{self.name}-{n}", daemon=True).start()
+
+    def _work(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        while True:
+            try:
+                fn(*args)
+            except Exception:  # a task's own errors are its business; the thread goes on
+                import logging
+
+                logging.getLogger(__name__).exception("task on %s", self.name)
+            with self._lock:
+                if self._idle >= self.KEEP_IDLE:
+                    return
+                self._idle += 1
+            fn, args = self._tasks.get()
+
+
+DUL_THREADS = ThreadReuse("dul")
+
+
 class BellQueue(queue.Queue):  # type: ignore[type-arg]
     """A Queue that rings ``bell`` after every put."""
 
@@ -53,6 +99,20 @@ class LabDUL(DULServiceProvider):
         self.to_provider_queue = BellQueue(self.ring)
         self.event_queue = BellQueue(self.ring)
         self._own_ident: int | None = None
+        self._running = False
+        self._finished = threading.Event()
+
+    # The DUL runs on a reused thread rather than as its own Thread: start, is_alive
+    # and join keep their meaning for pynetdicom.
+    def start(self) -> None:
+        self._running = True
+        DUL_THREADS.submit(self.run_reactor)
+
+    def is_alive(self) -> bool:
+        return self._running
+
+    def join(self, timeout: float | None = None) -> None:
+        self._finished.wait(timeout)
         self.on_exit: Callable[[], None] | None = None
 
     def ring(self) -> None:
@@ -86,7 +146,7 @@ class LabDUL(DULServiceProvider):
             return False
         self._kill_thread = True
         self.ring()
-        if threading.current_thread() is not self:
+        if threading.get_ident() != self._own_ident:
             self.join()
         return True
 
@@ -100,6 +160,8 @@ class LabDUL(DULServiceProvider):
                     os.close(fd)
                 except OSError:
                     pass
+            self._running = False
+            self._finished.set()
             if self.on_exit is not None:
                 self.on_exit()
 

@@ -51,7 +51,7 @@ from dicomlab.registry import Registry
 from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
 from .contexts import contexts_for, contexts_for_services, why_refused
-from .fastpath import LabAssociation
+from .fastpath import LabAssociation, ThreadReuse
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
 from .storage import Storage
@@ -165,6 +165,11 @@ class LabServer(ThreadedAssociationServer):
 
     block_on_close = False
     daemon_threads = True
+    connection_threads = ThreadReuse("association")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """ThreadingMixIn starts a thread per connection; reuse finished ones instead."""
+        self.connection_threads.submit(self.process_request_thread, request, client_address)
 
     def service_actions(self) -> None:
         """pynetdicom runs a full ``gc.collect()`` here every 60 loop turns, which stops
