@@ -1,0 +1,121 @@
+"""The send path on the wire: every answer kept, PDUs the peer can take, failures named (real DCMTK peers)."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pydicom
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import decode, encode
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+from ct_simulator import outcome
+from ct_simulator.cli import main
+from ct_simulator.iod import StudyPlan, iter_instances
+from ct_simulator.network import Link
+from ct_simulator.sender import SendOptions, send
+from ct_simulator.syntaxes import encode_bytes
+from ct_simulator.wire import c_store_rq, frame, parse_command
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+UID = "1.2.826.0.1.3680043.8.498.1"
+
+
+def _send(port: int, *extra: str) -> list[str]:
+    return ["send", "--host", "127.0.0.1", "--port", str(port), "--called-aet", "STORESCP",
+            "--rows", "32", "--cols", "32", "--progress", "never", *extra]
+
+
+def test_back_to_back_sends_lose_no_answer(storescp):
+    """20 back-to-back sends of 300 small slices, no failure.
+
+    With pynetdicom's send_c_store, its reactor took ~1 C-STORE response in 4000 off the queue (the SCU
+    then waited out the DIMSE timeout for an instance the peer had stored): this caught it in most runs.
+    """
+    scp = storescp("--ignore")  # answers at once: the answers follow each other as fast as they can
+    link = Link("127.0.0.1", scp.port, called_aet="STORESCP", dimse_timeout=5)
+    failures = []
+    for run in range(20):
+        rep = send(StudyPlan(slices=300, rows=16, cols=16, seed=run), link, SendOptions())
+        if not rep.ok:
+            failures.append((run, rep.exit_code, rep.problem and rep.problem.message, dict(rep.statuses)))
+    assert failures == []
+
+
+def test_command_set_is_what_pynetdicom_encodes():
+    prim = C_STORE()
+    prim.MessageID, prim.AffectedSOPClassUID, prim.AffectedSOPInstanceUID = 7, CT, UID
+    prim.Priority = 0
+    prim.DataSet = BytesIO(b"\0\0")
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(prim)
+    theirs = encode(msg.command_set, True, True)
+    assert c_store_rq(7, CT, UID) == theirs
+    cmd = parse_command(theirs)
+    assert cmd[0x0110] == b"\x07\x00" and cmd[0x1000].rstrip(b"\0").decode() == UID
+
+
+def test_pdus_decode_with_pynetdicom_and_respect_the_peer_maximum():
+    payload = bytes(range(256)) * 40  # 10240 bytes
+    out = bytearray()
+    frame(3, payload, False, 4096, out)
+    pos, data, controls = 0, b"", []
+    while pos < len(out):
+        length = int.from_bytes(out[pos + 2:pos + 6], "big")
+        assert length + 6 <= 4096 + 6 and length <= 4096
+        pdu = P_DATA_TF()
+        pdu.decode(bytes(out[pos:pos + 6 + length]))
+        prim: P_DATA = pdu.to_primitive()
+        ((cx, pdv),) = prim.presentation_data_value_list
+        assert cx == 3
+        controls.append(pdv[0])
+        data += pdv[1:]
+        pos += 6 + length
+    assert data == payload
+    assert controls == [0x00, 0x00, 0x02]  # dataset fragments, the last one marked
+
+
+def test_encoded_dataset_decodes_to_the_generated_one():
+    inst = next(iter_instances(StudyPlan(slices=1, rows=32, cols=32, seed=3)))
+    for syntax, implicit in (("1.2.840.10008.1.2.1", False), ("1.2.840.10008.1.2", True)):
+        ds = decode(BytesIO(encode_bytes(inst.dataset, syntax)), implicit, True)
+        assert ds.SOPInstanceUID == inst.sop_instance_uid and ds.PixelData == inst.dataset.PixelData
+
+
+def test_small_peer_pdu_is_respected_and_arrives_byte_equal(storescp, capsys):
+    scp = storescp("--max-pdu", "4096")
+    assert main(_send(scp.port, "--slices", "3", "--seed", "9", "--rows", "96", "--cols", "96")) == 0
+    sent = {i.sop_instance_uid: i.dataset.PixelData for i in
+            iter_instances(StudyPlan(slices=3, rows=96, cols=96, seed=9))}
+    files = scp.files()
+    assert len(files) == 3
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert ds.PixelData == sent[ds.SOPInstanceUID]
+
+
+def test_peer_abort_mid_series_is_named(storescp, capsys):
+    scp = storescp("--abort-after")  # storescp aborts after receiving the first C-STORE-RQ
+    rc = main(_send(scp.port, "--slices", "5", "--json"))
+    out = capsys.readouterr().out
+    assert rc == outcome.EXIT_ABORTED, out
+    assert "was aborted by the peer while sending instance 1" in out
+    assert "A-ABORT from the service-user" in out or "closed the connection" in out
+
+
+def test_peer_abort_during_the_dataset_is_named(storescp, capsys):
+    scp = storescp("--abort-during")
+    rc = main(_send(scp.port, "--slices", "5", "--rows", "256", "--cols", "256"))
+    out = capsys.readouterr().out
+    assert rc == outcome.EXIT_ABORTED, out
+    assert "aborted by the peer while sending instance 1" in out
+
+
+def test_no_answer_within_the_dimse_timeout(storescp, capsys):
+    scp = storescp("--sleep-during", "3")
+    rc = main(_send(scp.port, "--slices", "3", "--dimse-timeout", "1"))
+    out = capsys.readouterr().out
+    assert rc == outcome.EXIT_TIMED_OUT, out
+    assert "to the C-STORE of instance 1 within 1 s (DIMSE timeout)" in out
