@@ -77,10 +77,15 @@ def test_pdus_decode_with_pynetdicom_and_respect_the_peer_maximum():
     assert controls == [0x00, 0x00, 0x02]  # dataset fragments, the last one marked
 
 
-def test_encoded_dataset_decodes_to_the_generated_one():
-    inst = next(iter_instances(StudyPlan(slices=1, rows=32, cols=32, seed=3)))
-    for syntax, implicit in (("1.2.840.10008.1.2.1", False), ("1.2.840.10008.1.2", True)):
-        ds = decode(BytesIO(encode_bytes(inst.dataset, syntax)), implicit, True)
+def test_encoded_dataset_is_byte_equal_to_pynetdicoms_encoding():
+    """The cached element encodings give exactly what pydicom/pynetdicom encode, series after series."""
+    syntaxes = (("1.2.840.10008.1.2.1", False, False), ("1.2.840.10008.1.2", True, False),
+                ("1.2.840.10008.1.2.1.99", False, True))
+    for inst in iter_instances(StudyPlan(studies=2, series=2, slices=3, rows=32, cols=32, seed=3,
+                                         patient_name="MÜLLER^JOSÉ")):
+        for syntax, implicit, deflated in syntaxes:
+            assert encode_bytes(inst.dataset, syntax) == encode(inst.dataset, implicit, True, deflated)
+        ds = decode(BytesIO(encode_bytes(inst.dataset, syntaxes[0][0])), False, True)
         assert ds.SOPInstanceUID == inst.sop_instance_uid and ds.PixelData == inst.dataset.PixelData
 
 
