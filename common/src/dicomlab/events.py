@@ -74,9 +74,8 @@ class Event:
     id: str = ""  # the stream id, once stored
 
     def to_stream(self) -> dict[str, str]:
-        d = asdict(self)
-        d.pop("id")
-        d["detail"] = json.dumps(self.detail, default=str)
+        d = {k: getattr(self, k) for k in _STREAM_FIELDS}
+        d["detail"] = json.dumps(self.detail, default=str) if self.detail else "{}"
         return {k: v for k, v in d.items() if v != ""}
 
     @classmethod
@@ -101,6 +100,9 @@ class Event:
         assoc = f" [{self.assoc_id}]" if self.assoc_id else ""
         text = " ".join(self.message.split())  # one line, always
         return f"{self.time} {self.source} {self.level.upper():7} {self.type}{assoc}{who}: {text}"
+
+
+_STREAM_FIELDS = [f for f in Event.__dataclass_fields__ if f != "id"]
 
 
 class _Pending:

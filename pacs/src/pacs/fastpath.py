@@ -78,16 +78,16 @@ class ThreadReuse:
 DUL_THREADS = ThreadReuse("dul")
 
 
-class BellQueue(queue.Queue):  # type: ignore[type-arg]
-    """A Queue that rings ``bell`` after every put."""
+def ring_on_put(q: "queue.Queue[Any]", bell: Callable[[], None]) -> "queue.Queue[Any]":
+    """Make ``q.put`` ring ``bell`` after each item (on this queue object only)."""
+    put = q.put
 
-    def __init__(self, bell: Callable[[], None]) -> None:
-        super().__init__()
-        self._bell = bell
+    def put_and_ring(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        put(item, block, timeout)
+        bell()
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self._bell()
+    q.put = put_and_ring  # type: ignore[method-assign]
+    return q
 
 
 class LabDUL(DULServiceProvider):
@@ -96,8 +96,8 @@ class LabDUL(DULServiceProvider):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self.to_provider_queue = BellQueue(self.ring)
-        self.event_queue = BellQueue(self.ring)
+        ring_on_put(self.to_provider_queue, self.ring)
+        ring_on_put(self.event_queue, self.ring)
         self._own_ident: int | None = None
         self._running = False
         self._finished = threading.Event()
@@ -211,9 +211,9 @@ class LabAssociation(Association):
         super().__init__(ae, mode)
         self._bell = threading.Event()
         self.dul = LabDUL(self)
-        self.dul.to_user_queue = BellQueue(self._bell.set)  # A-RELEASE, A-ABORT, ... for the reactor
+        ring_on_put(self.dul.to_user_queue, self._bell.set)  # A-RELEASE, A-ABORT, ... for the reactor
         self.dul.on_exit = self._bell.set
-        self.dimse.msg_queue = BellQueue(self._bell.set)  # decoded DIMSE messages
+        ring_on_put(self.dimse.msg_queue, self._bell.set)  # decoded DIMSE messages
 
     def kill(self) -> None:
         self._bell.set()
