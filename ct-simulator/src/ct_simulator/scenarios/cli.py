@@ -110,8 +110,7 @@ def main(a: argparse.Namespace) -> int:
     if runtime == "docker" and state.get("runtime") == "docker":
         # Compose: the modality "elsewhere" is a second simulator container on the lab network.
         compose = registryctl.compose_args(state)
-        listener = int(scp["port"])
-        ctx.elsewhere = lambda: container.ComposeModality(compose, listener)
+        ctx.elsewhere = lambda: container.ComposeModality(compose)
         ctx.drop_reason = container.drop_unavailable_reason()
         container.cleanup_stale(compose)
         elsewhere = "a second simulator container (`ct`, profile tools)" + \

@@ -50,11 +50,11 @@ class ComposeModality:
     """One second simulator container, used like a ``netns.Netns``."""
 
     _count = 0
+    inside_lab = True  # reaches the PACS by service name and listener port, not through the published port
 
-    def __init__(self, compose: list[str], listener_port: int) -> None:
+    def __init__(self, compose: list[str]) -> None:
         ComposeModality._count += 1
         self.compose = compose  # the full compose command of the lab (-f, --project-directory, -p, ...)
-        self.listener_port = listener_port
         project = compose[compose.index("-p") + 1] if "-p" in compose else "dicomlab"
         self.name = f"{project}_scenario_{os.getpid()}_{ComposeModality._count}"
         self.ns_ip = ""  # the address the PACS sees the modality come from
@@ -83,10 +83,6 @@ class ComposeModality:
             self.delete()
             raise
         return self
-
-    def target(self, port: int) -> tuple[str, int]:
-        """(host, port) of the PACS as the container reaches it: the service name, the listener port."""
-        return PACS_SERVICE, self.listener_port
 
     def exec(self, argv: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["docker", "exec", self.name, *argv], capture_output=True, text=True, timeout=timeout)

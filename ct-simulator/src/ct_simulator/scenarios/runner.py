@@ -164,10 +164,12 @@ class Runner:
         return self._wait_for(since, lambda e: e.get("calling_aet") == MARKER_AET
                               and e["type"] == "association-rejected") is not None
 
-    def _wait_listening(self, port: int, old: int | None = None, timeout: float = 15.0) -> str | None:
+    def _wait_listening(self, port: int, old: int | None = None, timeout: float = 15.0,
+                        elsewhere: Any = None) -> str | None:
         """Wait until the PACS reports listening on ``port``, then until ``old`` (on this host) refuses
         connections: with several PACS worker processes the others follow the first within their poll
-        interval (DESIGN: within 2 s). Returns a mismatch sentence when ``old`` keeps accepting."""
+        interval (DESIGN: within 2 s). Returns a mismatch sentence when ``old`` keeps accepting.
+        ``elsewhere``: look from there (a container on the lab network) instead of this host."""
         deadline = time.monotonic() + timeout
         while True:
             hb = (self.ctx.api.scp().get("listener") or {}).get("heartbeat") or {}
@@ -176,15 +178,19 @@ class Runner:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the PACS did not report listening on port {port} within {timeout:g} s")
             time.sleep(0.1)
-        if old is None or not self.ctx.direct_port:
+        if old is None or not (self.ctx.direct_port or elsewhere is not None):
             return None
         moved = time.monotonic()
         while True:
-            try:
-                with socket.create_connection((self.ctx.pacs_host, old), timeout=1):
-                    pass
-            except OSError:
-                return None
+            if elsewhere is not None:
+                if elsewhere.can_reach(elsewhere.host_ip, old, timeout=1) is not None:
+                    return None
+            else:
+                try:
+                    with socket.create_connection((self.ctx.pacs_host, old), timeout=1):
+                        pass
+                except OSError:
+                    return None
             if time.monotonic() - moved > 5.0:
                 return (f"the PACS still accepts connections on its old port {old} 5 s after reporting it "
                         f"listens on {port} (DESIGN: a port change re-binds within 2 s)")
@@ -231,13 +237,16 @@ class Runner:
                        "from (give --pacs-log FILE)")
         started_utc = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         scp_before = api.scp()
-        if "port" in (setup.get("scp") or {}) and not ctx.direct_port:
+        port_move = "port" in (setup.get("scp") or {}) and not ctx.direct_port
+        if port_move and ctx.elsewhere is None:
             raise Skip("the modality reaches the PACS through a published port mapping, so a listener port "
                        "change is not visible from here (run inside the lab network, or give --pacs-port "
                        "equal to the listener port)")
         # The modality elsewhere (a network namespace, or in Compose a second simulator container), made
         # first: its address goes into the node and the expectations.
-        ns = (ctx.elsewhere() if ctx.elsewhere is not None else netns_mod.Netns()) if sc.needs_netns else None
+        # A listener port move behind a published port mapping is seen from inside the lab network.
+        ns = (ctx.elsewhere() if ctx.elsewhere is not None else netns_mod.Netns()) \
+            if sc.needs_netns or port_move else None
         if ns is not None:
             ns.create()
         try:
@@ -288,7 +297,8 @@ class Runner:
             if scp_changes:
                 api.patch_scp(scp_changes)
                 if "port" in scp_changes:
-                    late = self._wait_listening(scp_changes["port"], old=int(scp_before["port"]))
+                    late = self._wait_listening(scp_changes["port"], old=int(scp_before["port"]),
+                                                elsewhere=ns if getattr(ns, "inside_lab", False) else None)
                     if late:
                         res.mismatches.append(late)
             port = action.get("port")
@@ -300,8 +310,14 @@ class Runner:
                 target_port = scp_changes["port"]
             elif isinstance(port, int):
                 target_port = port
-            if ns is not None:
+            if ns is not None and getattr(ns, "inside_lab", False):
+                # a container on the lab network: the PACS by its service name, at the listener's own ports
+                listener = int(scp_before["port"])
+                target_host = ns.host_ip
+                target_port = {"closed": target_port, "previous": listener}.get(port, scp_changes.get("port", listener))
+            elif ns is not None:
                 target_host, target_port = ns.target(target_port)
+            if ns is not None and sc.needs_netns:
                 why = ns.can_reach(target_host, target_port)
                 if why:
                     raise Skip(f"the PACS is not reachable from the {ns.describe()} at {target_host}:{target_port} "
