@@ -29,7 +29,7 @@ from . import outcome
 from .iod import Instance, StudyPlan, iter_instances
 from .network import Link, associate, release
 from .outcome import Problem, status_words
-from .syntaxes import DEFAULT_PROPOSAL, UnsupportedSyntax, can_encode, encode_bytes
+from .syntaxes import DEFAULT_PROPOSAL, UNCOMPRESSED, UnsupportedSyntax, can_encode, encode_bytes
 from .wire import NoAnswer, PeerAborted, ProtocolError, StoreChannel
 
 LOG = logging.getLogger(__name__)
@@ -177,18 +177,24 @@ class _Shared:
         self.producer.start()
 
     def _produce(self) -> None:
+        # Compressing changes the dataset (encode_for): with several associations, which might have
+        # accepted different syntaxes, only the association that takes an instance compresses it.
+        ahead_ok = self.options.associations == 1
         try:
             for inst in self.instances:
                 if self.stop.is_set():
                     return
                 item = _Item(inst)
                 syntax = self.syntax
-                if syntax is not None:
+                if syntax is not None and (ahead_ok or syntax in UNCOMPRESSED):
                     try:
                         item.encoded[syntax] = encode_bytes(inst.dataset, syntax)
                     except (UnsupportedSyntax, RuntimeError, ValueError) as exc:
                         item.error = exc
                 self.queue.put(item)
+        except Exception as exc:  # a bug in generation: said, not a silently short send
+            LOG.exception("generating the instances failed")
+            self.fail(Problem("error", f"generating the instances failed: {type(exc).__name__}: {exc}"))
         finally:
             self.queue.put(None)  # the end, for whichever association asks first
 

@@ -151,7 +151,7 @@ class StoreChannel:
         self.cx_id = context_id
         self.dimse_timeout = dimse_timeout
         self.max_pdu = int(assoc.acceptor.maximum_length or 0)  # what the peer receives
-        self.sock: socket.socket = assoc.dul.socket.socket
+        self.sock: socket.socket | None = assoc.dul.socket.socket if assoc.dul.socket else None
         self.message_id = 0
         self._buf = bytearray()
         self._parked = threading.Event()
@@ -161,6 +161,8 @@ class StoreChannel:
 
     # -- parking pynetdicom -------------------------------------------------------------
     def __enter__(self) -> StoreChannel:
+        if self.sock is None:
+            raise PeerAborted(detail="the connection was closed before the first C-STORE")
         dul = self.assoc.dul
         resume, parked = self._resume, self._parked
 
