@@ -106,12 +106,11 @@ _STREAM_FIELDS = [f for f in Event.__dataclass_fields__ if f != "id"]
 
 
 class _Pending:
-    __slots__ = ("event", "also", "done", "ok")
+    __slots__ = ("event", "also", "ok")
 
-    def __init__(self, event: Event, also: "Callable[[Any], None] | None", wait: bool) -> None:
+    def __init__(self, event: Event, also: "Callable[[Any], None] | None") -> None:
         self.event = event
         self.also = also
-        self.done = threading.Event() if wait else None
         self.ok = False
 
 
@@ -147,6 +146,7 @@ class EventLog:
         if background and client is not None:
             self._queue = deque()
             self._cv = threading.Condition()
+            self._write_lock = threading.Lock()
             self._dropped = 0
             self._down = False
             self._closing = False
@@ -161,13 +161,14 @@ class EventLog:
         (synchronous mode, or ``wait=True``) or not yet (background)."""
         ev = Event(type=type, message=message, source=kw.pop("source", self.source), **kw)
         if self._queue is not None:
-            item = _Pending(ev, also, wait)
-            with self._cv:
-                self._queue.append(item)
-                self._cv.notify()
+            item = _Pending(ev, also)
             self._print(ev.line())
-            if item.done is not None:
-                item.done.wait(10)
+            if wait:
+                self._write_now(item)
+            else:
+                with self._cv:
+                    self._queue.append(item)
+                    self._cv.notify()
             return ev
         stored = True
         if self.client is not None:
@@ -212,48 +213,67 @@ class EventLog:
     _busy = False
 
     def _write_loop(self) -> None:
-        assert self._queue is not None and self.client is not None
+        assert self._queue is not None
         while True:
             with self._cv:
                 while not self._queue:
                     self._cv.wait()
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
-                self._busy = True
-            try:
-                pipe = self.client.pipeline(transaction=False)
-                positions = []
-                for item in batch:
-                    if item.also is not None:
-                        item.also(pipe)
-                    positions.append(len(pipe.command_stack))
-                    pipe.xadd(keys.EVENTS, item.event.to_stream(), maxlen=self.maxlen, approximate=True)
-                results = pipe.execute()
-            except (redis.RedisError, OSError) as exc:
-                self._stalled(batch, exc)
-                continue
-            for item, pos in zip(batch, positions, strict=True):
-                entry_id = results[pos]
-                item.event.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                item.ok = True
-                if item.done is not None:
-                    item.done.set()
+            with self._write_lock:
+                with self._cv:
+                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+                    self._busy = bool(batch)
+                stored = self._write(batch) if batch else True
+            if not stored:
+                time.sleep(self.RETRY_SECONDS)  # the writer's own retry pace while Redis is away
+
+    def _write_now(self, item: _Pending) -> None:
+        """``emit(wait=True)``: what is queued, then this event, written by the caller's
+        own thread (no hand-off to the writer), still in order."""
+        assert self._queue is not None
+        with self._write_lock:
             with self._cv:
-                self._busy = False
-                if self._down:
-                    self._down = False
-                    self._print(f"{_now()} {self.source} INFO    events: the registry answers again; "
-                                "the events kept meanwhile are stored"
-                                + (f" ({self._dropped} older ones were dropped)" if self._dropped else "") + ".")
-                    self._dropped = 0
-                self._cv.notify_all()
+                if self._down:  # Redis is away: keep it for the writer, answer "not stored" now
+                    self._queue.append(item)
+                    self._cv.notify()
+                    return
+                batch = [*self._queue, item]
+                self._queue.clear()
+                self._busy = True
+            self._write(batch)
+
+    def _write(self, batch: "list[_Pending]") -> bool:
+        """One round trip for the batch; on failure it goes back in front of the queue."""
+        assert self.client is not None
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            positions = []
+            for item in batch:
+                if item.also is not None:
+                    item.also(pipe)
+                positions.append(len(pipe.command_stack))
+                pipe.xadd(keys.EVENTS, item.event.to_stream(), maxlen=self.maxlen, approximate=True)
+            results = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._stalled(batch, exc)
+            return False
+        for item, pos in zip(batch, positions, strict=True):
+            entry_id = results[pos]
+            item.event.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            item.ok = True
+        with self._cv:
+            self._busy = False
+            if self._down:
+                self._down = False
+                self._print(f"{_now()} {self.source} INFO    events: the registry answers again; "
+                            "the events kept meanwhile are stored"
+                            + (f" ({self._dropped} older ones were dropped)" if self._dropped else "") + ".")
+                self._dropped = 0
+            self._cv.notify_all()
+        return True
 
     def _stalled(self, batch: "list[_Pending]", exc: Exception) -> None:
         """Redis is away: put the batch back in front, keep at most BACKLOG, retry later."""
         assert self._queue is not None
-        for item in batch:
-            if item.done is not None:
-                item.done.set()  # the waiter learns it is not stored (ok False); it is kept to retry
-                item.done = None
         with self._cv:
             self._queue.extendleft(reversed(batch))
             while len(self._queue) > self.BACKLOG:
@@ -266,4 +286,3 @@ class EventLog:
         if first:
             self._print(f"{_now()} {self.source} WARNING events: the registry (Redis) is unreachable ({exc}); "
                         f"keeping up to {self.BACKLOG} events to store when it is back.")
-        time.sleep(self.RETRY_SECONDS)  # the writer's own retry pace, not a synchronisation
