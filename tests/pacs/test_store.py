@@ -209,3 +209,30 @@ def test_transfer_syntax_and_sop_class_refusals_are_named(pacs, registry):
     assert "JPEG 2000 Lossless" in by_reason["transfer-syntax-not-supported"].message
     assert "MR Image Storage" in by_reason["abstract-syntax-not-supported"].message
     assert wait_for(lambda: events_of(registry, "association-aborted", calling_aet="CT01"))
+
+
+@pytest.mark.parametrize("aet", ["CT01", "ODD", ""])
+@pytest.mark.parametrize("sop", ["1.2.3.4", "1.2.840.10008.5.1.4.1.1.2.123456789.1"])
+def test_part10_header_equals_pydicoms(aet, sop):
+    """The hand-encoded file meta is pydicom's, byte for byte."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    from pacs.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, part10_header
+
+    for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless):
+        meta = FileMetaDataset()
+        meta.FileMetaInformationVersion = b"\x00\x01"
+        meta.MediaStorageSOPClassUID = CT
+        meta.MediaStorageSOPInstanceUID = sop
+        meta.TransferSyntaxUID = ts
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        if aet:
+            meta.SourceApplicationEntityTitle = aet
+        buf = DicomBytesIO()
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+        buf.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        assert part10_header(CT, sop, ts, aet) == buf.getvalue()

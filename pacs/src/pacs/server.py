@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -233,6 +233,9 @@ class Pacs:
         self._watcher: threading.Thread | None = None
         self._registry_ok: bool | None = None
 
+        # pynetdicom's "standard" log handlers format every PDU and DIMSE message for its
+        # logger even when nothing is logged; our events say what matters, once.
+        _config.LOG_HANDLER_LEVEL = "none"
         ae = AE(ae_title=seed.ae_title)
         ae.require_called_aet = True  # with the sentinel title: the fail-closed backstop
         ae.require_calling_aet = []

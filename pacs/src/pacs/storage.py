@@ -12,15 +12,13 @@ import logging
 import os
 import re
 import secrets
+import struct
 import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
 from dicomlab.dicom import (
@@ -206,18 +204,37 @@ class Storage:
 
     @staticmethod
     def _header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_aet: str) -> bytes:
-        meta = FileMetaDataset()
-        meta.FileMetaInformationVersion = b"\x00\x01"
-        meta.MediaStorageSOPClassUID = UID(sop_class)
-        meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-        meta.TransferSyntaxUID = UID(transfer_syntax)
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-        if calling_aet:
-            meta.SourceApplicationEntityTitle = calling_aet
-        buf = DicomBytesIO()
-        buf.is_little_endian = True
-        buf.is_implicit_VR = False
-        buf.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(buf, meta, enforce_standard=True)
-        return buf.getvalue()
+        return part10_header(sop_class, sop_instance, transfer_syntax, calling_aet)
+
+
+def _explicit(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:
+    group, elem = tag
+    if vr in (b"OB", b"UN", b"SQ", b"UT", b"OW"):
+        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+_IMPL_UID = _padded(str(IMPLEMENTATION_CLASS_UID), b"\0")
+_IMPL_VERSION = _padded(IMPLEMENTATION_VERSION, b" ")
+
+
+def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_aet: str) -> bytes:
+    """Preamble, "DICM" and the File Meta Information group (PS3.10 §7.1), explicit VR
+    little endian. Equal byte for byte to pydicom's ``write_file_meta_info`` (a test
+    checks it); encoded here because building a FileMetaDataset per instance was ~8 %
+    of the PACS's time per C-STORE."""
+    body = b"".join((
+        _explicit((0x0002, 0x0001), b"OB", b"\x00\x01"),
+        _explicit((0x0002, 0x0002), b"UI", _padded(sop_class, b"\0")),
+        _explicit((0x0002, 0x0003), b"UI", _padded(sop_instance, b"\0")),
+        _explicit((0x0002, 0x0010), b"UI", _padded(transfer_syntax, b"\0")),
+        _explicit((0x0002, 0x0012), b"UI", _IMPL_UID),
+        _explicit((0x0002, 0x0013), b"SH", _IMPL_VERSION),
+        _explicit((0x0002, 0x0016), b"AE", _padded(calling_aet, b" ")) if calling_aet else b"",
+    ))
+    return b"\x00" * 128 + b"DICM" + _explicit((0x0002, 0x0000), b"UL", struct.pack("<I", len(body))) + body
