@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,47 @@ class LabRun:
         return body if isinstance(body, list) else (body or {}).get("studies", [])
 
 
-def run_end_to_end(lab: LabRun, stored_files) -> None:
+def scenario_rows(table: str) -> dict[str, str]:
+    """{scenario name: result cell} of the table `make scenarios` prints (rich box drawing)."""
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        # '│ name │ expected │ observed │ PASS 0.1s │ hint │' -> ['', name, expected, observed, result, hint, '']
+        if len(cells) == 7 and cells[1] and cells[4]:
+            rows[cells[1]] = cells[4]
+    return rows
+
+
+def run_make_scenarios(lab: LabRun, names: list[str], all_names: list[str]) -> float:
+    """`make scenarios [SCENARIOS=...]` against the lab: exit 0, a table row PASS for every scenario
+    asked for, no SKIP, the JUnit file clean. Returns the seconds it took."""
+    junit = lab.workdir / "scenarios.xml"
+    args = ["scenarios", f"SCENARIOS_JUNIT={junit}"]
+    if sorted(names) != sorted(all_names):
+        args.append("SCENARIOS=" + " ".join(names))
+    t0 = time.monotonic()
+    r = lab.make(*args, timeout=900, check=False)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, f"make scenarios exit {r.returncode}:\n{r.stdout[-8000:]}"
+    rows = scenario_rows(r.stdout)
+    assert set(rows) == set(names), f"missing from the table: {set(names) - set(rows)}; extra: {set(rows) - set(names)}"
+    not_green = {n: res for n, res in rows.items() if not res.startswith("PASS")}
+    assert not not_green, f"not PASS: {not_green}\n{r.stdout[-8000:]}"
+    assert "SKIP" not in r.stdout and "skip in CI" not in r.stdout
+    n = len(names)
+    assert f"{n} scenarios: {n} passed, 0 failed, 0 errors, 0 skipped -- all as expected" in r.stdout
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == \
+        (str(n), "0", "0", "0"), suite.attrib
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert set(cases) == set(names)
+    for name, case in cases.items():
+        assert all(case.find(tag) is None for tag in ("failure", "error", "skipped")), \
+            f"{name}: {ET.tostring(case, encoding='unicode')[:2000]}"
+    return took
+
+
+def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     """The lesson of the lab, start to finish, the way a person does it."""
     # make up: returns once every service is healthy, prints the page and a generated token.
     up = lab.make("up", timeout=1500)
@@ -248,6 +289,9 @@ def run_end_to_end(lab: LabRun, stored_files) -> None:
     for service in ("pacs", "admin-api", "ct-simulator"):
         assert service in logs.stdout, f"no {service} lines in the logs"
     assert "association-rejected" in logs.stdout
+
+    if before_down is not None:
+        before_down()
 
     # make down leaves nothing behind.
     lab.last_state = lab.state()
