@@ -13,7 +13,7 @@ from typing import Any
 
 from apiflask import APIFlask
 
-from . import config
+from . import config, docs_assets
 from .errors import init_errors
 from .resources import Resources
 
@@ -29,6 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         docs_path="/api/docs",
         docs_oauth2_redirect_path=None,
     )
+    docs_assets.configure(app)  # Swagger UI from this app, not a CDN (air-gapped networks)
     config.load(app, test_config)
 
     init_errors(app)
