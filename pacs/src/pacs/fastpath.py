@@ -101,6 +101,9 @@ class LabDUL(DULServiceProvider):
         self._own_ident: int | None = None
         self._running = False
         self._finished = threading.Event()
+        # set by the PACS before the A-ASSOCIATE-AC goes out: once in Sta6 (established),
+        # this thread runs the data phase on the socket itself (pacs.wire) and ends
+        self.wire: Callable[[LabDUL], None] | None = None
 
     # The DUL runs on a reused thread rather than as its own Thread: start, is_alive
     # and join keep their meaning for pynetdicom.
@@ -177,6 +180,12 @@ class LabDUL(DULServiceProvider):
                 self._idle_wait()
             if self._kill_thread:
                 break
+            if self.wire is not None and self.state_machine.current_state == "Sta6":
+                try:
+                    self.wire(self)
+                finally:
+                    self.state_machine.current_state = "Sta1"  # the connection is closed
+                break
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
             try:
@@ -227,6 +236,12 @@ class LabAssociation(Association):
             time.sleep(0.001)  # waiting for the peer to close (Sta13) or the ARTIM timer
 
     def _run_reactor(self) -> None:
+        if self.dul.wire is not None:  # the DUL thread serves the data phase: wait for its end
+            while self.dul.is_alive():
+                self._bell.wait(IDLE_WAIT)
+                self._bell.clear()
+            self.kill()
+            return
         # pynetdicom 3.0.4 Association._run_reactor, with time.sleep(1 ms) -> the bell
         self._is_paused = False
         busy = True

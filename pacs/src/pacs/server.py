@@ -55,6 +55,7 @@ from .fastpath import LabAssociation, ThreadReuse
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
 from .storage import Storage
+from .wire import A_ABORT_USER, DataPhase
 
 LOG = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -74,6 +75,7 @@ class Session:
     counted: bool = False
     refusal: str = ""  # "abort" / "dimse-failure": a refused node let in only to be turned away
     stores: int = 0  # C-STORE requests seen (for fault_abort_after)
+    wire_ready: threading.Event = field(default_factory=threading.Event)
     stored: int = 0
     failed: int = 0
 
@@ -204,6 +206,7 @@ class Pacs:
         slots: AssociationSlots | None = None,
         worker: int | None = None,
         shared_ports: Any = None,
+        wire: bool = True,
     ) -> None:
         """``worker``: this process's index when several share the port (None: the only one).
         Worker 0 (or the only process) speaks for the listener: start/stop, settings
@@ -217,6 +220,7 @@ class Pacs:
         self.poll_interval = poll_interval
         self.slots = slots or AssociationSlots()
         self.shared_ports = shared_ports  # each listener process's current port
+        self.wire = wire  # serve plain data phases on the socket (wire.py); False: pynetdicom throughout
         self.worker = worker
         self.primary = not worker  # None or 0
         if worker is not None:
@@ -353,6 +357,21 @@ class Pacs:
             self._listener_event(E.SETTINGS_CHANGED, f"Verbose logging {'on' if self.verbose else 'off'} "
                              "(applies from the next association).", detail={"verbose": self.verbose})
 
+    @staticmethod
+    def _abort_now(assoc: Any) -> None:
+        """A-ABORT an association from another thread, whichever loop serves it."""
+        dul = assoc.dul
+        if getattr(dul, "wire", None) is not None and dul.is_alive():
+            sock = dul.socket.socket if dul.socket is not None else None
+            if sock is not None:
+                try:
+                    sock.sendall(A_ABORT_USER)
+                    sock.shutdown(socket.SHUT_RDWR)  # the data phase's read fails: it records the abort
+                except OSError:
+                    pass
+            return
+        assoc.abort()
+
     def _wait_peers_on(self, port: int, timeout: float = 3.0) -> None:
         """The primary says a port moved only once every listener process moved."""
         if self.shared_ports is None or not self.primary:
@@ -406,7 +425,7 @@ class Pacs:
                              f"grace ({s.stored} instances stored and acknowledged; anything unacknowledged "
                              "must be resent).", level="warning", **s.who())
             try:
-                assoc.abort()
+                self._abort_now(assoc)
             except Exception:
                 LOG.exception("abort at shutdown")
         self._listener_event(E.LISTENER_STOPPED, f"PACS stopped; port {self.port} closed.",
@@ -438,6 +457,8 @@ class Pacs:
                         self._verbose_requested(assoc, rq, s)
                     except Exception:  # verbose output must never change the decision
                         LOG.exception("verbose logging")
+                elif not d.settings.faults() and self.wire:
+                    assoc.dul.wire = self._wire_runner(s)  # the data phase on the socket (wire.py)
                 return
             mode = d.settings.refusal_mode if d.settings is not None else "reject"
             if mode != "reject" and d.reason in AUTHORIZATION_REASONS:
@@ -534,6 +555,12 @@ class Pacs:
         self.events.emit(E.PDU, text, level="debug", **s.who())
 
     def _on_accepted(self, event: evt.Event) -> None:
+        try:
+            self._accepted(event)
+        finally:
+            _session(event.assoc).wire_ready.set()
+
+    def _accepted(self, event: evt.Event) -> None:
         assoc = event.assoc
         s = _session(assoc)
         d = s.decision
@@ -587,7 +614,8 @@ class Pacs:
         s = _session(event.assoc)
         if s.decision is None or not s.decision.accepted or s.refusal:
             return
-        self.events.emit(E.ASSOCIATION_ABORTED, f"Association aborted after {s.stored} stored instance(s): "
+        why = getattr(event.assoc, "lab_abort_reason", "") or "Association aborted"
+        self.events.emit(E.ASSOCIATION_ABORTED, f"{why} after {s.stored} stored instance(s): "
                          "every acknowledged instance is on disk; the modality must resend the rest.",
                          level="warning", outcome="aborted", detail={"stored": s.stored}, **s.who())
 
@@ -599,6 +627,9 @@ class Pacs:
                              reason="refusal-mode-dimse-failure", **s.who())
             return STATUS_NOT_AUTHORIZED
         self._fault_delay(s)
+        return self._echo(s)
+
+    def _echo(self, s: Session) -> int:
         self.events.emit(E.ECHO_RECEIVED, f"C-ECHO from {s.calling!r} at {s.peer}: answered Success.",
                          outcome="success", **s.who())
         return STATUS_SUCCESS
@@ -616,22 +647,27 @@ class Pacs:
         fault = self._store_fault(event, s)
         if fault is not None:
             return fault
+        status = self._store(s, rq.DataSet.getvalue(), str(event.context.transfer_syntax),
+                             str(event.context.abstract_syntax), str(rq.AffectedSOPInstanceUID))
+        self._fault_delay(s)
+        return status
+
+    def _store(self, s: Session, raw: bytes, transfer_syntax: str, abstract_syntax: str, sop_instance: str) -> int:
+        """Store one instance durably, index it, record it; the status to answer."""
         try:
-            raw = rq.DataSet.getvalue()
-            result = self.storage.store(raw, str(event.context.transfer_syntax), str(event.context.abstract_syntax),
-                                        str(rq.AffectedSOPInstanceUID), s.calling)
+            result = self.storage.store(raw, transfer_syntax, abstract_syntax, sop_instance, s.calling)
         except Exception as exc:  # never Success for what is not stored
             LOG.exception("C-STORE")
             s.failed += 1
-            self.events.emit(E.STORE_FAILED, f"C-STORE of {rq.AffectedSOPInstanceUID} failed: internal error "
+            self.events.emit(E.STORE_FAILED, f"C-STORE of {sop_instance} failed: internal error "
                              f"({type(exc).__name__}: {exc}); answered 0x0110 Processing failure.",
                              level="error", outcome="failed", detail={"status": STATUS_PROCESSING_FAILURE}, **s.who())
             return STATUS_PROCESSING_FAILURE  # Processing failure
         if not result.ok:
             s.failed += 1
-            self.events.emit(E.STORE_FAILED, f"C-STORE of {rq.AffectedSOPInstanceUID} answered "
+            self.events.emit(E.STORE_FAILED, f"C-STORE of {sop_instance} answered "
                              f"0x{result.status:04X}: {result.message}", level="error", outcome="failed",
-                             detail={"status": result.status, "sop_instance_uid": str(rq.AffectedSOPInstanceUID)},
+                             detail={"status": result.status, "sop_instance_uid": sop_instance},
                              **s.who())
             return result.status
         s.stored += 1
@@ -653,8 +689,29 @@ class Pacs:
             self.events.emit(E.STORE_FAILED, f"Instance {m['sop_instance_uid']} is stored on disk; Redis is "
                              "unreachable, so the study index is updated once it answers again (or run "
                              "`dicomlab-pacs reindex`).", level="warning", outcome="stored-unindexed", **s.who())
-        self._fault_delay(s)
         return STATUS_SUCCESS
+
+    # -- the data phase on the socket (wire.py), for associations with nothing special ----
+    def _wire_runner(self, s: Session) -> Any:
+        def run(dul: Any) -> None:
+            assoc = dul.assoc
+            s.wire_ready.wait(10)  # the association-accepted event goes first
+            sock = dul.socket.socket
+            phase = DataPhase(
+                assoc, sock,
+                echo=lambda a: self._echo(s),
+                store=lambda a, raw, ts, sop_class, sop_instance: self._counted_store(s, raw, ts, sop_class,
+                                                                                      sop_instance),
+                max_pdu_in=self.ae.maximum_pdu_size, idle_timeout=self.ae.network_timeout,
+            )
+            phase.run()
+            dul.socket.socket = None
+            dul.socket._is_connected = False
+        return run
+
+    def _counted_store(self, s: Session, raw: bytes, ts: str, sop_class: str, sop_instance: str) -> int:
+        s.stores += 1
+        return self._store(s, raw, ts, sop_class, sop_instance)
 
     # -- fault injection (listener settings fault_*, read per association) ------------
     def _faults(self, s: Session) -> ListenerSettings | None:
