@@ -97,6 +97,7 @@ def test_same_sop_instance_uid_replaces_and_says_so(pacs, registry):
     assert registry.get_study(study)["instances"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the point of the test
 @pytest.mark.parametrize(
     "keyword,bad_uid",
     [("SOPInstanceUID", "../../x"), ("SOPInstanceUID", "1.2.3/../../../../tmp/evil"), ("SOPInstanceUID", ".."),
