@@ -98,3 +98,31 @@ def test_connection_dropped_mid_message_is_an_abort_and_stores_nothing(accepted,
     ev = wait_for(lambda: events_of(registry, "association-aborted", calling_aet="CT01"))[-1]
     assert "0 stored" in ev.message
     assert not list(pacs.storage_dir.rglob("*.dcm"))
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC000, 0x0124])
+@pytest.mark.parametrize("cid,msg_id", [(1, 1), (3, 65535), (255, 7)])
+def test_responses_are_encoded_as_pynetdicom_encodes_them(status, cid, msg_id):
+    from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+    from pynetdicom.pdu import P_DATA_TF
+
+    from pacs.wire import response_pdu
+
+    def pynetdicom_bytes(primitive, message):
+        message.primitive_to_message(primitive)
+        out = b""
+        for pdata in message.encode_msg(cid, 16384):
+            pdu = P_DATA_TF()
+            pdu.from_primitive(pdata)
+            out += pdu.encode()
+        return out
+
+    for sop_instance in ("1.2.3.4", "1.2.826.0.1.3680043.8.498.12345678901234567890"):
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo, rsp.AffectedSOPClassUID = msg_id, CT
+        rsp.AffectedSOPInstanceUID, rsp.Status = sop_instance, status
+        assert response_pdu(cid, 0x8001, msg_id, CT, status, sop_instance) == pynetdicom_bytes(rsp, C_STORE_RSP())
+    echo = C_ECHO()
+    echo.MessageIDBeingRespondedTo, echo.AffectedSOPClassUID, echo.Status = msg_id, VERIFICATION, status
+    assert response_pdu(cid, 0x8030, msg_id, VERIFICATION, status) == pynetdicom_bytes(echo, C_ECHO_RSP())

@@ -39,6 +39,10 @@ IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1482.1")  # DICOM Lab
 IMPLEMENTATION_VERSION = "DICOMLAB_010"
 
 
+_INDEX_TAGS = [0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x00080060, 0x00081030, 0x0008103E,
+               0x00100010, 0x00100020, 0x0020000D, 0x0020000E, 0x00200011]  # what the index and path need
+
+
 def valid_uid(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.match(value))
 
@@ -96,7 +100,8 @@ class Storage:
                 BytesIO(parse_bytes),
                 is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
                 is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
-                stop_when=lambda tag, vr, length: tag > 0x0020FFFF,
+                stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
+                specific_tags=_INDEX_TAGS,
             )
             meta = {
                 "sop_class_uid": _text(ds, "SOPClassUID"),
