@@ -222,3 +222,19 @@ def test_workers_do_not_outlive_a_killed_supervisor(redis_url, registry, tmp_pat
 
     wait_for(lambda: all(gone(p) for p in workers), timeout=40, what="workers to exit")
     wait_for(lambda: not port_open(pacs.port), timeout=5, what="the port closed")
+
+
+def test_sigterm_aborts_an_idle_association_after_the_grace(redis_url, registry, tmp_path):
+    """An association that never releases holds the PACS only for PACS_SHUTDOWN_GRACE."""
+    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_SHUTDOWN_GRACE": "1"}).start()
+    add_node(registry, "CT01")
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(CT, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="PACS")
+    assert assoc.is_established
+    assert assoc.send_c_store(as_file(ct_dataset(generate_uid(), generate_uid(), 1))).Status == 0
+    pacs.proc.send_signal(signal.SIGTERM)
+    assert pacs.proc.wait(30) == 0
+    wait_for(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=10, what="the SCU to see the abort")
+    assert "Shutting down: aborted after 1 s grace (1 instances stored" in pacs.log()
+    assert len(list((tmp_path / "st").rglob("*.dcm"))) == 1
