@@ -75,7 +75,6 @@ class Session:
     counted: bool = False
     refusal: str = ""  # "abort" / "dimse-failure": a refused node let in only to be turned away
     stores: int = 0  # C-STORE requests seen (for fault_abort_after)
-    wire_ready: threading.Event = field(default_factory=threading.Event)
     stored: int = 0
     failed: int = 0
 
@@ -555,13 +554,10 @@ class Pacs:
         self.events.emit(E.PDU, text, level="debug", **s.who())
 
     def _on_accepted(self, event: evt.Event) -> None:
-        try:
-            self._accepted(event)
-        finally:
-            _session(event.assoc).wire_ready.set()
+        if getattr(event.assoc.dul, "wire", None) is None:  # with the data phase on the socket, that
+            self._accepted(event.assoc)  # thread records the acceptance first (no hand-off, in order)
 
-    def _accepted(self, event: evt.Event) -> None:
-        assoc = event.assoc
+    def _accepted(self, assoc: Any) -> None:
         s = _session(assoc)
         d = s.decision
         if s.refusal:
@@ -695,7 +691,7 @@ class Pacs:
     def _wire_runner(self, s: Session) -> Any:
         def run(dul: Any) -> None:
             assoc = dul.assoc
-            s.wire_ready.wait(10)  # the association-accepted event goes first
+            self._accepted(assoc)  # the association-accepted event goes first
             sock = dul.socket.socket
             phase = DataPhase(
                 assoc, sock,
