@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
@@ -39,7 +40,7 @@ IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1482.1")  # DICOM Lab
 IMPLEMENTATION_VERSION = "DICOMLAB_010"
 
 
-_INDEX_TAGS = [0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x00080060, 0x00081030, 0x0008103E,
+_INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x00080060, 0x00081030, 0x0008103E,
                0x00100010, 0x00100020, 0x0020000D, 0x0020000E, 0x00200011]  # what the index and path need
 
 
@@ -63,6 +64,18 @@ class StoreResult:
 def _text(ds: object, keyword: str) -> str:
     value = getattr(ds, keyword, "")
     return "" if value is None else str(value)
+
+
+def _raw_text(ds: Any, tag: int) -> str:
+    """An ASCII value (UI, DA, IS, CS, SH) as received, without pydicom's conversion and
+    validation (a backslash stays in it, so a multi-valued UID fails the UID check)."""
+    elem = ds.get_item(tag)
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("ascii", errors="replace").strip(" \0")
+    return str(value).strip(" \0")
 
 
 def _write_all(fd: int, header: bytes, raw: bytes) -> None:
@@ -104,18 +117,18 @@ class Storage:
                 specific_tags=_INDEX_TAGS,
             )
             meta = {
-                "sop_class_uid": _text(ds, "SOPClassUID"),
-                "sop_instance_uid": _text(ds, "SOPInstanceUID"),
-                "study_uid": _text(ds, "StudyInstanceUID"),
-                "series_uid": _text(ds, "SeriesInstanceUID"),
-                "patient_name": _text(ds, "PatientName"),
+                "sop_class_uid": _raw_text(ds, 0x00080016),
+                "sop_instance_uid": _raw_text(ds, 0x00080018),
+                "study_uid": _raw_text(ds, 0x0020000D),
+                "series_uid": _raw_text(ds, 0x0020000E),
+                "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
                 "patient_id": _text(ds, "PatientID"),
-                "study_date": _text(ds, "StudyDate"),
+                "study_date": _raw_text(ds, 0x00080020),
                 "study_description": _text(ds, "StudyDescription"),
-                "accession_number": _text(ds, "AccessionNumber"),
-                "modality": _text(ds, "Modality"),
+                "accession_number": _raw_text(ds, 0x00080050),
+                "modality": _raw_text(ds, 0x00080060),
                 "series_description": _text(ds, "SeriesDescription"),
-                "series_number": _text(ds, "SeriesNumber"),
+                "series_number": _raw_text(ds, 0x00200011),
                 "calling_aet": calling_aet,
             }
         except Exception as exc:
