@@ -129,3 +129,14 @@ def test_background_event_log_keeps_events_while_redis_is_away(tmp_path):
         assert "answers again" in out.getvalue()
     finally:
         own.stop()
+
+
+def test_light_index_updates_keep_the_counts(registry):
+    meta = {"study_uid": "1.2.9", "series_uid": "1.2.9.1", "sop_instance_uid": "1.2.9.1.1", "patient_name": "A^B",
+            "modality": "CT", "series_number": "2"}
+    registry.record_instance(meta)
+    for i in range(2, 5):
+        registry.record_instance({**meta, "sop_instance_uid": f"1.2.9.1.{i}"}, full=False)
+    s = registry.get_study("1.2.9")
+    assert s["instances"] == 4 and s["series"] == 1 and s["patient_name"] == "A^B"
+    assert s["series_list"][0]["instance_count"] == 4 and s["series_list"][0]["series_number"] == "2"

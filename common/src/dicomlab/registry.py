@@ -230,7 +230,8 @@ class Registry:
         return last[0][0] if last else "0-0"
 
     # -- study index ----------------------------------------------------------
-    def record_instance(self, meta: dict[str, str], pipe: "redis.client.Pipeline | None" = None) -> None:
+    def record_instance(self, meta: dict[str, str], pipe: "redis.client.Pipeline | None" = None,
+                        full: bool = True) -> None:
         """Count one stored instance in its study (a replaced instance counts once).
 
         Write-only commands, so they can ride in a caller's pipeline (``pipe``) with
@@ -243,6 +244,13 @@ class Registry:
         p = pipe if pipe is not None else self.client.pipeline(transaction=False)
         p.sadd(keys.study_instances(study), meta["sop_instance_uid"])
         p.sadd(keys.series_instances(study, series), meta["sop_instance_uid"])
+        p.zadd(keys.STUDIES, {study: time.time()})
+        if not full:  # the study and series fields were written for an earlier instance of the series
+            p.hset(keys.study(study), "last_received", f"{time.time():.3f}")
+            if pipe is None:
+                with _registry_errors():
+                    p.execute()
+            return
         p.hset(keys.study_series(study), series, json.dumps({
             "series_uid": series,
             "modality": meta.get("modality", ""),
@@ -259,7 +267,6 @@ class Registry:
             "calling_aet": meta.get("calling_aet", ""),
             "last_received": f"{time.time():.3f}",
         })
-        p.zadd(keys.STUDIES, {study: time.time()})
         if pipe is None:
             with _registry_errors():
                 p.execute()

@@ -75,6 +75,7 @@ class Session:
     counted: bool = False
     refusal: str = ""  # "abort" / "dimse-failure": a refused node let in only to be turned away
     stores: int = 0  # C-STORE requests seen (for fault_abort_after)
+    indexed_series: set[str] = field(default_factory=set)
     stored: int = 0
     failed: int = 0
 
@@ -668,13 +669,15 @@ class Pacs:
             return result.status
         s.stored += 1
         m = result.meta
+        full = m["series_uid"] not in s.indexed_series  # study and series fields: once per series here
+        s.indexed_series.add(m["series_uid"])
         # the event and the study index in one round trip
         ev = self.events.emit(
             E.STORE_REPLACED if result.replaced else E.STORE_RECEIVED,
             (f"Replaced instance {m['sop_instance_uid']} (same SOP Instance UID received again)"
              if result.replaced else f"Stored instance {m['sop_instance_uid']}")
             + f" of study {m['study_uid']} (patient {m['patient_name'] or '?'}, series {m['series_number'] or '?'}).",
-            also=lambda pipe: self.registry.record_instance(m, pipe),
+            also=lambda pipe: self.registry.record_instance(m, pipe, full=full),
             wait=True,  # indexed before Success goes out (and kept for later if Redis is away)
             outcome="stored",
             detail={"sop_instance_uid": m["sop_instance_uid"], "study_uid": m["study_uid"],
