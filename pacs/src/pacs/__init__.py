@@ -1,11 +1,15 @@
 """DICOM Lab PACS receiver: a Storage and Verification SCP that decides every
 association from the registry (Redis) and stores instances durably.
 
-- ``policy``    the association decision, in the order of DESIGN.md's table
-- ``contexts``  presentation contexts a node may have (per services, cached)
-- ``storage``   durable C-STORE: temporary file, fsync, rename, then Success
-- ``server``    the listener: pynetdicom server, live settings, handlers, shutdown
-- ``cli``       the command line (``dicomlab-pacs``, ``python -m pacs``)
+- ``policy``      the association decision, in the order of DESIGN.md's table
+- ``contexts``    presentation contexts a node may have (per services, cached)
+- ``storage``     durable C-STORE: temporary file, fsync, rename, then Success
+- ``server``      the listener: pynetdicom server, live settings, event handlers,
+                  refusal modes, fault injection, shutdown
+- ``fastpath``    pynetdicom's per-association loops woken by their queues, threads reused
+- ``wire``        the data phase of plain associations, served on the socket
+- ``supervisor``  several listener processes on one port
+- ``cli``         the command line (``dicomlab-pacs``, ``python -m pacs``)
 - ``healthcheck`` a C-ECHO to the listener that counts a rejection as alive
 """
 
