@@ -53,7 +53,11 @@ def test_bench_runs_and_prints_one_table(tmp_path: Path) -> None:
     assert [p["workload"] for p in data["profiles"]] == ["single-association ingest", "association accept rate"]
     for prof in data["profiles"]:
         if "skipped" not in prof:
-            assert Path(prof["svg"]).exists() and prof["self"] and prof["lines"]
+            # 4 tiny slices may take less time than one py-spy sample: the profile ran and
+            # wrote its files; hot spots are listed when there were samples
+            assert Path(prof["svg"]).exists()
+            assert isinstance(prof["samples"], int)
+            assert bool(prof["self"]) == bool(prof["lines"]) == (prof["samples"] > 0)
     # nothing left behind: the work folder is gone, no process refers to it
     assert not list(out.glob("work-*"))
     assert not leftovers(str(out)), leftovers(str(out))
