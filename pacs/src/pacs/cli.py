@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -67,23 +68,58 @@ def main(args: list[str] | None = None) -> int:
     if workers <= 1:
         return _serve(url, storage, seed, ns, worker=None, shared=None, ports=None, ready_fd=None)
 
-    def run_worker(index: int, shared: object, ports: object, ready_fd: int) -> int:
-        return _serve(url, storage, seed, ns, worker=index, shared=shared, ports=ports, ready_fd=ready_fd)
+    def run_worker(index: int, shared: object, ports: object, ready_fd: int, sock: object, load: object) -> int:
+        return _serve(url, storage, seed, ns, worker=index, shared=shared, ports=ports, ready_fd=ready_fd,
+                      listen_socket=sock, load=load)
 
     def say(text: str) -> None:
         EventLog(connect(url), source="pacs").emit(WORKER_EXITED, text, level="error", reason="worker")
 
-    return Supervisor(workers, run_worker, say).run()
+    try:
+        listen_socket = _shared_listening_socket(url, seed, ns.bind)
+    except OSError as exc:
+        print(f"pacs: cannot listen on {ns.bind}:{seed.port}: {exc.strerror or exc}. "
+              "Fix: free the port or choose another (PACS_PORT, or the listener settings).", file=sys.stderr)
+        return 1
+    return Supervisor(workers, run_worker, say, listen_socket=listen_socket).run()
+
+
+def _shared_listening_socket(url: str, seed: ListenerSettings, bind: str) -> socket.socket:
+    """The listening socket all listener processes accept from, on the stored port
+    (the seed's while Redis is away). No thread and no Redis connection survives
+    into the fork."""
+    client = connect(url)
+    try:
+        port = Registry(client).seed_listener(ListenerSettings(**seed.to_dict())).port
+    except RegistryUnavailable:
+        port = seed.port
+    finally:
+        client.close()
+        client.connection_pool.disconnect()
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # a restarted worker can join it
+    try:
+        sock.bind((bind, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)  # a process that loses the race to accept goes back to waiting
+    return sock
 
 
 def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Namespace, worker: int | None,
-           shared: object, ports: object, ready_fd: int | None) -> int:
+           shared: object, ports: object, ready_fd: int | None, listen_socket: object = None,
+           load: object = None) -> int:
     client = connect(url)
     registry = Registry(client)
     events = EventLog(client, source="pacs", background=True)
     slots = AssociationSlots(shared, worker or 0) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
-                slots=slots, worker=worker, shared_ports=ports)
+                slots=slots, worker=worker, shared_ports=ports,
+                inherited_socket=listen_socket, shared_load=load)  # type: ignore[arg-type]
     try:
         pacs.start()
     except OSError as exc:

@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import secrets
+import select
 import socket
 import socketserver
 import threading
@@ -153,6 +154,44 @@ class LabRequestHandler(RequestHandler):
             pacs.untrack(assoc)
 
 
+def _inherited_server_class(sock: socket.socket) -> type[LabServer]:
+    """A listener on the socket every listener process shares (made by the supervisor).
+
+    All processes wait on the same non-blocking socket and the first free one takes
+    each connection, so a busy process leaves new associations to an idle one: the
+    kernel's SO_REUSEPORT hash, by contrast, split 8 modalities 15:9 over two
+    processes in a measured run. A process that loses the race to accept simply
+    goes back to waiting.
+    """
+
+    class InheritedSocketServer(SharedPortServer):
+        def server_bind(self) -> None:
+            assert self.socket is not None
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()
+
+        def server_activate(self) -> None:  # already listening
+            pass
+
+        def get_request(self) -> Any:
+            """A process with more open associations than another one first leaves the
+            pending connection a few milliseconds to the less busy one."""
+            if self.lab_pacs.busier_than_peers():  # type: ignore[attr-defined]
+                ready, _, _ = select.select([self.socket], [], [], 0.003)
+                if not ready:
+                    raise BlockingIOError("taken by a less busy listener process")
+            return super().get_request()
+
+        def server_close(self) -> None:
+            # close this process's descriptor only: shutdown() would stop the socket
+            # for every process sharing it
+            assert self.socket is not None
+            self.socket.close()
+
+    return InheritedSocketServer
+
+
 # Policy rows 2-4: the node is not authorized (as opposed to rows 1 and 5, which are
 # transient); only these follow the listener's refusal_mode.
 AUTHORIZATION_REASONS = {"called-aet-mismatch", "unknown-calling-aet", "host-mismatch"}
@@ -207,6 +246,8 @@ class Pacs:
         worker: int | None = None,
         shared_ports: Any = None,
         wire: bool = True,
+        inherited_socket: socket.socket | None = None,
+        shared_load: Any = None,
     ) -> None:
         """``worker``: this process's index when several share the port (None: the only one).
         Worker 0 (or the only process) speaks for the listener: start/stop, settings
@@ -221,6 +262,9 @@ class Pacs:
         self.slots = slots or AssociationSlots()
         self.shared_ports = shared_ports  # each listener process's current port
         self.wire = wire  # serve plain data phases on the socket (wire.py); False: pynetdicom throughout
+        # the listening socket the supervisor opened before forking, shared by every listener process
+        self.inherited_socket = inherited_socket
+        self.shared_load = shared_load  # each listener process's open connections
         self.worker = worker
         self.primary = not worker  # None or 0
         if worker is not None:
@@ -303,9 +347,16 @@ class Pacs:
             return ListenerSettings(**{**self.seed.to_dict(), "port": self.port or self.seed.port})
 
     def _listen(self, port: int) -> None:
+        server_class: type[LabServer] = LabServer if self.worker is None else SharedPortServer
+        inherited = self.inherited_socket
+        if inherited is not None:
+            self.inherited_socket = None  # once: a later port change binds a socket of its own
+            if inherited.getsockname()[1] == port:
+                server_class = _inherited_server_class(inherited)
+            else:
+                inherited.close()
         server = self.ae.make_server(
-            (self.bind, port), evt_handlers=self.handlers,
-            server_class=LabServer if self.worker is None else SharedPortServer,
+            (self.bind, port), evt_handlers=self.handlers, server_class=server_class,
             request_handler=LabRequestHandler,
         )
         server.lab_pacs = self  # type: ignore[attr-defined]
@@ -393,6 +444,18 @@ class Pacs:
     def track(self, assoc: Any) -> None:
         with self._active_cv:
             self._active.add(assoc)
+            self._publish_load()
+
+    def _publish_load(self) -> None:
+        if self.shared_load is not None:
+            self.shared_load[self.worker or 0] = len(self._active)
+
+    def busier_than_peers(self) -> bool:
+        """More connections open here than in the least busy listener process."""
+        if self.shared_load is None:
+            return False
+        counts = list(self.shared_load)
+        return counts[self.worker or 0] > min(counts)
 
     def untrack(self, assoc: Any) -> None:
         s = getattr(assoc, "lab_session", None)
@@ -401,6 +464,7 @@ class Pacs:
             self.slots.give_back()
         with self._active_cv:
             self._active.discard(assoc)
+            self._publish_load()
             self._active_cv.notify_all()
 
     def shutdown(self) -> None:

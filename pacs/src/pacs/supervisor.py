@@ -37,16 +37,23 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, workers: int, run_worker: Callable[[int, Any, Any, int], int],
-                 say: Callable[[str], None]) -> None:
-        """``run_worker(index, shared_counters, shared_ports, ready_fd)`` runs in the child; it
+    def __init__(self, workers: int, run_worker: Callable[[int, Any, Any, int, Any, Any], int],
+                 say: Callable[[str], None], listen_socket: Any = None) -> None:
+        """``run_worker(index, shared_counters, shared_ports, ready_fd, listen_socket, load)`` runs
+        in the child (``listen_socket``: the socket they all accept from, or None; ``load``: each
+        worker's open connections); it
         writes its port to ``ready_fd`` once listening and returns an exit code."""
         self.n = workers
         self.run_worker = run_worker
         self.say = say
         self.shared = multiprocessing.get_context("fork").Array("i", workers)
         self.ports = multiprocessing.get_context("fork").Array("i", workers)
+        self.load = multiprocessing.get_context("fork").Array("i", workers)  # open connections, per worker
         self.pids: dict[int, int] = {}  # pid -> worker index
+        # Opened before the fork, accepted from by every worker. The supervisor closes its own
+        # copy once they are up, so the port closes when the workers move off it; a worker
+        # restarted later binds its own (SO_REUSEPORT) socket on the current port.
+        self.listen_socket = listen_socket
         self.stopping = False
 
     def _spawn(self, index: int) -> int:
@@ -58,7 +65,7 @@ class Supervisor:
             _die_with_parent()
             code = 1
             try:
-                code = self.run_worker(index, self.shared, self.ports, w)
+                code = self.run_worker(index, self.shared, self.ports, w, self.listen_socket, self.load)
             except BaseException as exc:  # a worker never returns into the supervisor's code
                 print(f"pacs worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             finally:
@@ -75,7 +82,11 @@ class Supervisor:
         self._ready_fds: dict[int, int] = {}
         for i in range(self.n):
             self._spawn(i)
-        if not self._wait_ready(timeout=60):
+        ready = self._wait_ready(timeout=60)
+        if self.listen_socket is not None:
+            self.listen_socket.close()
+            self.listen_socket = None
+        if not ready:
             self._stop_all()
             return 1
         while True:
@@ -114,6 +125,7 @@ class Supervisor:
                 continue
             with self.shared.get_lock():
                 self.shared[index] = 0  # its associations died with it
+            self.load[index] = 0
             code = os.waitstatus_to_exitcode(status)
             self.say(f"PACS worker {index} (pid {pid}) exited with {code}; its open associations were lost "
                      "(their unacknowledged instances must be resent). Restarting it.")
