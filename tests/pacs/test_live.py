@@ -238,3 +238,25 @@ def test_sigterm_aborts_an_idle_association_after_the_grace(redis_url, registry,
     wait_for(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=10, what="the SCU to see the abort")
     assert "Shutting down: aborted after 1 s grace (1 instances stored" in pacs.log()
     assert len(list((tmp_path / "st").rglob("*.dcm"))) == 1
+
+
+def test_open_associations_are_spread_over_the_listener_processes(redis_url, registry, tmp_path):
+    """A process with more open associations leaves a new one to the less busy process."""
+    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": "2"}).start()
+    held = []
+    try:
+        add_node(registry, "CT01")
+        for _ in range(8):
+            ae = AE(ae_title="CT01")
+            ae.add_requested_context("1.2.840.10008.1.1")
+            a = ae.associate("127.0.0.1", pacs.port, ae_title="PACS")
+            assert a.is_established
+            held.append(a)
+        accepted = wait_for(lambda: len(events_of(registry, "association-accepted")) == 8
+                            and events_of(registry, "association-accepted"))
+        per_process = [sum(e.assoc_id.endswith(f".{w}") for e in accepted) for w in (0, 1)]
+        assert min(per_process) >= 3, per_process
+    finally:
+        for a in held:
+            a.release()
+        assert pacs.stop() == 0

@@ -23,7 +23,6 @@ import itertools
 import logging
 import os
 import secrets
-import select
 import socket
 import socketserver
 import threading
@@ -177,11 +176,10 @@ def _inherited_server_class(sock: socket.socket) -> type[LabServer]:
         def get_request(self) -> Any:
             """A process with more open associations than another one first leaves the
             pending connection a few milliseconds to the less busy one."""
-            if self.lab_pacs.busier_than_peers():  # type: ignore[attr-defined]
-                ready, _, _ = select.select([self.socket], [], [], 0.003)
-                if not ready:
-                    raise BlockingIOError("taken by a less busy listener process")
-            return super().get_request()
+            pacs = self.lab_pacs  # type: ignore[attr-defined]
+            if pacs.busier_than_peers():
+                pacs._stop.wait(0.003)  # the less busy process accepts meanwhile, if it is free
+            return super().get_request()  # BlockingIOError when it did: back to waiting
 
         def server_close(self) -> None:
             # close this process's descriptor only: shutdown() would stop the socket
