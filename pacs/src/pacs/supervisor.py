@@ -2,8 +2,9 @@
 
 One Python process tops out near 0.4x DCMTK storescp (the GIL; see
 PERF-NOTES.md). The supervisor forks ``PACS_WORKERS`` listener processes before
-it starts any thread; each binds the same port with SO_REUSEPORT and the kernel
-spreads connections over them. Each worker is a complete ``Pacs``: it decides
+it starts any thread; they all accept from one listening socket opened before
+the fork (a busier one leaves new connections to the others), and a worker
+restarted later or moved to a new port binds its own SO_REUSEPORT socket. Each worker is a complete ``Pacs``: it decides
 every association from Redis itself. The association limit (policy row 5) is
 shared through a counter array made before the fork. The supervisor restarts a
 worker that dies (resetting its counter) and, on SIGTERM, forwards it to every
