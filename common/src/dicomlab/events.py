@@ -106,12 +106,11 @@ _STREAM_FIELDS = [f for f in Event.__dataclass_fields__ if f != "id"]
 
 
 class _Pending:
-    __slots__ = ("event", "also", "ok")
+    __slots__ = ("event", "also")
 
     def __init__(self, event: Event, also: "Callable[[Any], None] | None") -> None:
         self.event = event
         self.also = also
-        self.ok = False
 
 
 class EventLog:
@@ -259,7 +258,6 @@ class EventLog:
         for item, pos in zip(batch, positions, strict=True):
             entry_id = results[pos]
             item.event.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            item.ok = True
         with self._cv:
             self._busy = False
             if self._down:

@@ -35,6 +35,11 @@ def connect(url: str, timeout: float = 2.0) -> redis.Redis:
     )
 
 
+def _field(value: Any) -> str:
+    """A hash field value: JSON for lists and dicts, text for the rest."""
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
 @contextmanager
 def _registry_errors() -> Iterator[None]:
     try:
@@ -176,7 +181,7 @@ class Registry:
     def set_node_status(self, ae_title: str, **status: Any) -> None:
         """Record the last accepted / rejected association or echo of a node."""
         title = ae_title.strip(" ")
-        data = {k: (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in status.items()}
+        data = {k: _field(v) for k, v in status.items()}
         with _registry_errors():
             if self.client.sismember(keys.NODES, title):
                 self.client.hset(keys.node_status(title), mapping=data)
@@ -192,7 +197,7 @@ class Registry:
         title = ae_title.strip(" ")
         flat: list[str] = []
         for k, v in status.items():
-            flat += [k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)]
+            flat += [k, _field(v)]
         pipe.eval(self._STATUS_IF_NODE, 2, keys.NODES, keys.node_status(title), title, *flat)
 
     def get_node_status(self, ae_title: str) -> dict[str, str]:
@@ -339,7 +344,7 @@ class Registry:
         return job_id, json.loads(raw or "{}")
 
     def update_job(self, job_id: str, **fields_: Any) -> None:
-        data = {k: (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in fields_.items()}
+        data = {k: _field(v) for k, v in fields_.items()}
         with _registry_errors():
             self.client.hset(keys.sim_job(job_id), mapping=data)
 

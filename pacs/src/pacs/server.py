@@ -55,7 +55,7 @@ from .fastpath import LabAssociation, ThreadReuse
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
 from .storage import Storage
-from .wire import A_ABORT_USER, DataPhase
+from .wire import A_ABORT_USER, DataPhase, recv_up_to
 
 LOG = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -97,17 +97,8 @@ class FastSocket(AssociationSocket):
     ~130 calls and as many copies)."""
 
     def recv(self, nr_bytes: int) -> bytearray:
-        sock = cast(socket.socket, self.socket)
-        buf = bytearray(nr_bytes)
-        view = memoryview(buf)
-        got = 0
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if not n:  # the peer closed: return what came, as pynetdicom does
-                del view
-                return buf[:got]
-            got += n
-        return buf
+        # the peer closed: what came is returned, as pynetdicom does
+        return recv_up_to(cast(socket.socket, self.socket), nr_bytes)
 
 
 class LabRequestHandler(RequestHandler):
@@ -303,7 +294,7 @@ class Pacs:
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:
-        settings = self._current_settings(seed_if_missing=True)
+        settings = self._current_settings()
         self._listen(settings.port)
         self.ae_title = settings.ae_title
         self.verbose = settings.verbose
@@ -322,7 +313,7 @@ class Pacs:
         if self.primary:
             self.events.emit(type_, message, **kw)
 
-    def _current_settings(self, seed_if_missing: bool = False) -> ListenerSettings:
+    def _current_settings(self) -> ListenerSettings:
         """Settings from Redis (seeded from the environment where absent), or the
         seeds when Redis is down -- only to know which port to open: every
         association is still refused until Redis answers."""
@@ -377,7 +368,7 @@ class Pacs:
     def _apply_settings(self) -> None:
         if self._registry_ok is False and not self.registry.ping():
             return
-        settings = self._current_settings(seed_if_missing=True)
+        settings = self._current_settings()
         if self._registry_ok is False:
             return
         if settings.port != self.port:

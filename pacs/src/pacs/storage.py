@@ -81,9 +81,7 @@ def _raw_text(ds: Any, tag: int) -> str:
 def _write_all(fd: int, header: bytes, raw: bytes) -> None:
     """One writev for header + dataset, finishing any short write (a full disk raises)."""
     done = os.writev(fd, [header, raw])
-    data = memoryview(header + raw) if done < len(header) else memoryview(raw)[done - len(header):]
-    if done < len(header):
-        data = data[done:]
+    data = memoryview(header + raw)[done:] if done < len(header) + len(raw) else memoryview(b"")
     while data:
         n = os.write(fd, data)
         if n <= 0:
@@ -168,8 +166,8 @@ class Storage:
         tmp = folder / f".{meta['sop_instance_uid']}.{secrets.token_hex(4)}.tmp"
         try:
             self._make_dirs(folder)
-            header = self._header(meta["sop_class_uid"] or sop_class_uid, meta["sop_instance_uid"],
-                                  transfer_syntax, calling_aet)
+            header = part10_header(meta["sop_class_uid"] or sop_class_uid, meta["sop_instance_uid"],
+                                   transfer_syntax, calling_aet)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 _write_all(fd, header, raw)
@@ -219,10 +217,6 @@ class Storage:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-    @staticmethod
-    def _header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_aet: str) -> bytes:
-        return part10_header(sop_class, sop_instance, transfer_syntax, calling_aet)
 
 
 def _explicit(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:

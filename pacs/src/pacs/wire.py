@@ -68,15 +68,25 @@ class PeerGone(Exception):
     """The connection closed or failed under the data phase."""
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+def recv_up_to(sock: socket.socket, n: int) -> bytearray:
+    """``n`` bytes with ``recv_into``, in as few system calls as the kernel allows;
+    fewer only if the peer closed the connection first."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
         k = sock.recv_into(view[got:], n - got)
         if not k:
-            raise PeerGone("the peer closed the connection")
+            del view
+            return buf[:got]
         got += k
+    return buf
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = recv_up_to(sock, n)
+    if len(buf) < n:
+        raise PeerGone("the peer closed the connection")
     return buf
 
 
