@@ -115,6 +115,15 @@ def load_env(generate_token: bool = False) -> None:
         say(f"generated ADMIN_TOKEN into {path}")
 
 
+def running_state() -> dict | None:
+    """The environment loaded, and the state of the lab `make up` started; None (said) if none."""
+    load_env()
+    state = read_state()
+    if not state:
+        say("the lab is not running (make up)")
+    return state
+
+
 def read_state() -> dict | None:
     p = state_dir() / "state.json"
     try:
@@ -685,10 +694,8 @@ def cmd_down(_: argparse.Namespace) -> int:
 
 
 def cmd_ps(_: argparse.Namespace) -> int:
-    load_env()
-    state = read_state()
+    state = running_state()
     if not state:
-        say("the lab is not running (make up)")
         return 1
     if state["runtime"] == "docker":
         return Compose.from_state(state).run("ps", profiles=True, check=False).returncode
@@ -709,10 +716,8 @@ def cmd_ps(_: argparse.Namespace) -> int:
 
 
 def cmd_logs(ns: argparse.Namespace) -> int:
-    load_env()
-    state = read_state()
+    state = running_state()
     if not state:
-        say("the lab is not running (make up)")
         return 1
     if state["runtime"] == "docker":
         args = ["logs", "--tail", str(ns.tail)] + ([] if ns.no_follow else ["-f"])
@@ -740,10 +745,8 @@ def cmd_logs(ns: argparse.Namespace) -> int:
 
 
 def cmd_send(ns: argparse.Namespace) -> int:
-    load_env()
-    state = read_state()
+    state = running_state()
     if not state:
-        say("the lab is not running: make up")
         return 1
     called = os.environ.get("PACS_AE_TITLE") or "PACS"
     calling = os.environ.get("SIM_AE_TITLE") or "CT01"
