@@ -14,7 +14,7 @@ from marshmallow import ValidationError as MaValidationError
 
 from dicomlab.aetitle import AE_MAX_LENGTH, check_ae_title, check_host, check_port
 from dicomlab.errors import ValidationError as LabValidationError
-from dicomlab.settings import REFUSAL_MODES, SERVICES
+from dicomlab.settings import LIMITS, REFUSAL_MODES, SERVICES
 
 # One printable non-space character somewhere, no backslash, no control characters
 # (documentation for clients and test generators; the shared rule decides).
@@ -94,6 +94,16 @@ def _fault_int(top: int, description: str) -> fields.Integer:
     )
 
 
+def _limit(name: str, description: str) -> fields.Integer:
+    low, top = LIMITS[name]
+    return fields.Integer(
+        strict=True,
+        validate=validators.Range(low, top, error=f"{name} is a whole number from {low} to {top}"
+                                  + (" (0: off)." if low == 0 else ".")),
+        metadata={"description": description, "minimum": low, "maximum": top},
+    )
+
+
 class ScpPatch(Strict):
     ae_title = ae_title_field(description="the PACS's AE title (called AE title)")
     port = port_field()
@@ -113,6 +123,17 @@ class ScpPatch(Strict):
                               "nothing, e.g. 42752 = 0xA700 Out of Resources (0: off)")
     fault_stall = fields.Boolean(metadata={"description": "fault injection: stop answering C-STOREs (the "
                                            "modality's DIMSE timeout fires)"})
+    assoc_request_timeout = _limit("assoc_request_timeout", "seconds a new connection has to deliver its complete "
+                                   "A-ASSOCIATE-RQ (like DCMTK's ARTIM timer)")
+    max_pending_connections = _limit("max_pending_connections", "connections not yet decided, in total; more are "
+                                     "closed at once")
+    max_pending_per_address = _limit("max_pending_per_address", "connections not yet decided from one source "
+                                     "address; more are closed at once")
+    max_associations_per_node = _limit("max_associations_per_node", "simultaneous associations per calling AE "
+                                       "title, refused 2/3/2 beyond it (0: off)")
+    spool_threshold_bytes = _limit("spool_threshold_bytes", "a dataset larger than this is written to disk as it "
+                                   "arrives instead of held in memory")
+    max_instance_bytes = _limit("max_instance_bytes", "a larger instance is aborted (instance-too-large)")
 
 
 class ListenerInfo(Schema):
@@ -133,6 +154,12 @@ class ScpOut(Schema):
     fault_abort_after = fields.Integer()
     fault_status = fields.Integer()
     fault_stall = fields.Boolean()
+    assoc_request_timeout = fields.Integer()
+    max_pending_connections = fields.Integer()
+    max_pending_per_address = fields.Integer()
+    max_associations_per_node = fields.Integer()
+    spool_threshold_bytes = fields.Integer()
+    max_instance_bytes = fields.Integer()
     listener = fields.Nested(ListenerInfo)
 
 

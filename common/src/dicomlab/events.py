@@ -50,6 +50,14 @@ SEND_PROGRESS = "send-progress"
 SEND_FINISHED = "send-finished"
 SEND_FAILED = "send-failed"
 
+# Event reasons of the port limits (second stage): the association-rejected /
+# association-aborted events, and the connection events before any association.
+REASON_PDU_INVALID = "pdu-invalid"  # a PDU over its cap, of an unknown type, or malformed: A-ABORT, close
+REASON_REQUEST_TIMEOUT = "request-timeout"  # no complete A-ASSOCIATE-RQ within assoc_request_timeout
+REASON_TOO_MANY_PENDING = "too-many-pending"  # over max_pending_connections / _per_address (aggregated per 10 s)
+REASON_INSTANCE_TOO_LARGE = "instance-too-large"  # a dataset over max_instance_bytes: A-ABORT
+CONNECTION_CLOSED = "connection-closed"  # a connection closed before it became an association
+
 LEVELS = ("debug", "info", "warning", "error")
 
 

@@ -83,6 +83,18 @@ def _check_uid_list(value: Any, name: str) -> list[str]:
     return list(dict.fromkeys(value))
 
 
+# The port limits: name -> (lowest, highest) accepted value.
+LIMITS: dict[str, tuple[int, int]] = {
+    "assoc_request_timeout": (1, 3600),
+    "max_pending_connections": (1, 100_000),
+    "max_pending_per_address": (1, 100_000),
+    "max_associations_per_node": (0, 1000),
+    "spool_threshold_bytes": (64 * 1024, 1 << 40),
+    "max_instance_bytes": (1024 * 1024, 1 << 42),
+}
+INT_FIELDS = ("port", "max_associations", "fault_delay_ms", "fault_abort_after", "fault_status", *LIMITS)
+
+
 @dataclass
 class ListenerSettings:
     """The PACS listener, stored in the ``dicomlab:scp`` hash."""
@@ -99,6 +111,13 @@ class ListenerSettings:
     fault_abort_after: int = 0  # A-ABORT on the C-STORE after this many in one association (0: off)
     fault_status: int = 0  # answer every C-STORE with this status and store nothing (0: off)
     fault_stall: bool = False  # stop answering C-STOREs (the modality's DIMSE timeout fires)
+    # Limits at the DICOM port (second stage, "Limits at the DICOM port"):
+    assoc_request_timeout: int = 30  # seconds for a connection to deliver a complete A-ASSOCIATE-RQ (DCMTK's ARTIM)
+    max_pending_connections: int = 64  # connections not yet decided, in total
+    max_pending_per_address: int = 16  # connections not yet decided, per source address
+    max_associations_per_node: int = 0  # simultaneous associations per calling AE title (0: off)
+    spool_threshold_bytes: int = 16 * 1024 * 1024  # a dataset larger than this goes to disk as it arrives
+    max_instance_bytes: int = 4 * 1024 * 1024 * 1024  # a larger instance is aborted (instance-too-large)
 
     def validate(self) -> "ListenerSettings":
         self.ae_title = check_ae_title(self.ae_title, "ae_title")
@@ -119,6 +138,11 @@ class ListenerSettings:
                 raise ValidationError(f"{name} is a whole number from 0 to {top} (0: off).", name)
         if not isinstance(self.fault_stall, bool):
             raise ValidationError("fault_stall is true or false.", "fault_stall")
+        for name, (low, top) in LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top:
+                raise ValidationError(f"{name} is a whole number from {low} to {top}"
+                                      + (" (0: off)." if low == 0 else "."), name)
         return self
 
     def faults(self) -> dict[str, Any]:
@@ -135,7 +159,7 @@ class ListenerSettings:
             if f.name not in raw:
                 continue
             v = raw[f.name]
-            if f.name in ("port", "max_associations", "fault_delay_ms", "fault_abort_after", "fault_status"):
+            if f.name in INT_FIELDS:
                 setattr(out, f.name, int(v))
             elif f.name in ("verbose", "fault_stall"):
                 setattr(out, f.name, v == "1")

@@ -12,9 +12,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from dicomlab.settings import LIMITS
+
 # Listener settings the runner may change and must put back.
 SCP_WRITABLE = ("ae_title", "port", "verbose", "max_associations", "sop_classes", "transfer_syntaxes",
-                "refusal_mode", "fault_delay_ms", "fault_abort_after", "fault_status", "fault_stall")
+                "refusal_mode", "fault_delay_ms", "fault_abort_after", "fault_status", "fault_stall",
+                *LIMITS)
 NODE_WRITABLE = ("ae_title", "host", "port", "description", "services", "enabled")
 
 
