@@ -18,9 +18,28 @@ Worker class: gthread (a pool of OS threads per worker process).
   threads sit in long requests, so `timeout` never kills a worker because
   a stream is open; `graceful_timeout` stays short so `make down` does not
   wait on streams that never end.
+- The access log leaves out health checks that pass (`GET /api/health`
+  answered 2xx): Compose and `make up` probe it every few seconds, and
+  `make logs` should show what people and modalities do. A failing
+  health check is still logged.
 """
 
 import os
+
+from gunicorn.glogging import Logger
+
+HEALTH_PATH = "/api/health"
+
+
+class QuietHealthLogger(Logger):
+    """gunicorn's logger without the access lines of passing health checks."""
+
+    def access(self, resp, req, environ, request_time):
+        status = getattr(resp, "status_code", None) or 0
+        if environ.get("PATH_INFO") == HEALTH_PATH and 200 <= status < 300:
+            return
+        super().access(resp, req, environ, request_time)
+
 
 bind = f"0.0.0.0:{os.environ.get('ADMIN_PORT', '8080')}"
 worker_class = "gthread"
@@ -32,6 +51,7 @@ timeout = 30
 graceful_timeout = 5
 keepalive = 5
 accesslog = "-"
+logger_class = QuietHealthLogger
 errorlog = "-"
 loglevel = os.environ.get("ADMIN_API_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

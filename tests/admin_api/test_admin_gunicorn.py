@@ -63,3 +63,24 @@ def test_gunicorn_serves_the_page_docs_and_auth(gunicorn_server):
     r = requests.post(url + "/api/nodes", headers={**AUTH, "Content-Type": "application/json"}, data="x" * 200_000,
                       timeout=5)
     assert r.status_code == 413
+
+
+def test_access_log_leaves_out_passing_health_checks_and_keeps_the_rest(redis_server):
+    from admin_helpers import Gunicorn
+
+    server = Gunicorn(redis_server.url)  # its own log: the session server's is shared
+    try:
+        for _ in range(5):
+            assert requests.get(server.url + "/api/health", timeout=5).status_code == 200
+        assert requests.get(server.url + "/api/health?probe=marker", timeout=5).status_code == 200
+        assert requests.get(server.url + "/api/nodes", timeout=5).status_code == 401
+        assert requests.get(server.url + "/api/nodes", headers=AUTH, timeout=5).status_code == 200
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and server.log().count('"GET /api/nodes') < 2:
+            time.sleep(0.1)
+        log = server.log()
+    finally:
+        server.stop()
+    assert '"GET /api/nodes HTTP/1.1" 401' in log, log
+    assert '"GET /api/nodes HTTP/1.1" 200' in log, log
+    assert "/api/health" not in log, log
