@@ -24,6 +24,7 @@ from dicomlab.registry import node_state
 from dicomlab.settings import Node
 
 from . import schemas as s
+from .address import public_address
 from .auth import auth
 from .echo import send_echo
 from .resources import resources
@@ -114,10 +115,12 @@ def scp_out() -> dict[str, Any]:
     reg = resources().registry
     settings = reg.get_listener().to_dict()
     heartbeat = reg.get_heartbeat()
+    live_port = int(heartbeat["port"]) if heartbeat and heartbeat.get("port") else settings["port"]
     settings["listener"] = {
         "host": current_app.config["PACS_HOST"],
         "running": heartbeat is not None,
         "heartbeat": heartbeat,
+        "public": public_address(current_app.config, settings["ae_title"], live_port),
     }
     return settings
 

@@ -8,6 +8,7 @@ from flask import Flask
 
 from dicomlab.settings import EnvConfig
 
+from . import address
 from .errors import http_error_schema, validation_error_schema
 
 DEFAULTS: dict[str, Any] = {
@@ -53,5 +54,6 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config.from_prefixed_env("ADMIN_API")
     if test_config:
         app.config.from_mapping(test_config)
+    address.load(app)  # where a modality outside reaches the PACS (after test overrides: they win)
     if not app.config.get("ADMIN_TOKEN"):
         raise RuntimeError("ADMIN_TOKEN is required: set it in the environment (make up generates one into .env).")

@@ -136,10 +136,20 @@ class ScpPatch(Strict):
     max_instance_bytes = _limit("max_instance_bytes", "a larger instance is aborted (instance-too-large)")
 
 
+class PublicAddress(Schema):
+    host = fields.String(metadata={"description": "the host a modality outside the lab network calls"})
+    port = fields.Integer(metadata={"description": "the port it calls (Compose: the published port)"})
+    published = fields.Boolean(metadata={"description": "a port mapping publishes the PACS (Compose)"})
+    target = fields.Integer(allow_none=True, metadata={"description": "the container port the mapping forwards to"})
+    current = fields.Boolean(metadata={"description": "the address reaches the live listener"})
+    text = fields.String(metadata={"description": "one sentence for a person, with the fix when not current"})
+
+
 class ListenerInfo(Schema):
     host = fields.String(metadata={"description": "where the PACS runs (PACS_HOST)"})
     running = fields.Boolean(metadata={"description": "the PACS reported itself listening in the last seconds"})
     heartbeat = fields.Dict(allow_none=True)
+    public = fields.Nested(PublicAddress, metadata={"description": "where a modality outside must send"})
 
 
 class ScpOut(Schema):

@@ -109,6 +109,10 @@ async function loadScp() {
   $("#scp-faults").textContent = on.length ? `Misbehaving on purpose: ${on.join(", ")}.` : "Behaving normally.";
   const l = s.listener || {};
   $("#scp-info").textContent = `PACS at ${l.host || "?"} : ${s.port} — ${l.running ? "listening" : "not reporting"}`;
+  // Where a modality outside must send (Compose: the published port; it says when that is stale).
+  const pub = l.public || {};
+  $("#scp-address").textContent = pub.text || "";
+  $("#scp-address").className = pub.current === false ? "err" : "muted";
   const h = $("#health");
   h.textContent = l.running ? `PACS listening: ${s.ae_title} on port ${s.port}` : "PACS not reporting";
   h.className = `pill ${l.running ? "ok" : "bad"}`;
