@@ -59,6 +59,10 @@ ps: ## The lab's services and their health
 send: ## The CT simulator sends one study (SLICES=16) to the PACS
 	@$(LAB_PY) scripts/lab.py send --slices $(SLICES)
 
+.PHONY: reset
+reset: ## Stop the lab and remove its stored settings, nodes and studies: the next make up is a first start
+	@$(LAB_PY) scripts/lab.py reset
+
 # The misconfiguration catalogue (ct-simulator scenarios), against the lab `make up` started.
 # SCENARIOS=name1 name2 runs only those; the JUnit XML goes to SCENARIOS_JUNIT.
 SCENARIOS ?=

@@ -1,6 +1,6 @@
 """Start, stop and look at the whole lab: as Docker Compose, or as local processes.
 
-    python scripts/lab.py up | down | ps | logs [--no-follow] | send [--slices N] | env
+    python scripts/lab.py up | down | ps | logs [--no-follow] | send [--slices N] | reset | env
 
 ``make up`` / ``make down`` / ... call this. The runtime is ``LAB_RUNTIME``
 (``docker`` or ``local``); unset, Docker where an engine answers and a Compose
@@ -215,6 +215,157 @@ def print_ready(admin_port: str, extra: list[str]) -> None:
     print("               make logs | make ps | make down")
 
 
+# -- the listener in force: stored in Redis; the environment only seeds it ----------------------
+#
+# The rule (DESIGN.md): settings stored in Redis win over the environment. PACS_PORT and
+# PACS_AE_TITLE seed an empty registry and nothing else. `make up` reads what is stored, uses it
+# (Compose publishes the stored port), prints it, and says in one line when the environment asks
+# for something else; `make ps` and `make send` read the running lab the same way.
+
+SEEDED = (("PACS_PORT", "port", "port"), ("PACS_AE_TITLE", "ae_title", "AE title"))
+SCP_KEY = "dicomlab:scp"  # dicomlab.keys.SCP (lab.py runs without the lab's packages too)
+# Run in the pacs image with the pacs service's REDIS_URL: the stored hash as JSON, {} when empty.
+READ_STORED = ("import json, os; from dicomlab import keys; from dicomlab.registry import connect; "
+               "print(json.dumps(connect(os.environ['REDIS_URL']).hgetall(keys.SCP)))")
+
+
+def lab_admin_port(state: dict | None) -> str:
+    return str((state or {}).get("admin_port") or os.environ.get("ADMIN_PORT") or "8080")
+
+
+def api_listener(admin_port: str) -> dict | None:
+    """GET /api/scp of the running lab: stored settings, heartbeat, where a modality outside
+    must send. None when the admin API does not answer."""
+    req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/api/scp",
+                                 headers={"Authorization": f"Bearer {os.environ.get('ADMIN_TOKEN', '')}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            data = json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "port" in data else None
+
+
+def parse_stored(out: str) -> dict[str, str] | None:
+    for line in reversed(out.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return {str(k): str(v) for k, v in data.items()}
+    return None
+
+
+def stored_listener(state: dict, compose: "Compose | None" = None, running: bool = True) -> dict[str, str] | None:
+    """The stored listener hash read from Redis itself ({} when nothing is stored yet, None when
+    it cannot be read). Local: the lab's own client; Compose: Python in the pacs image, with the
+    pacs service's own REDIS_URL (a one-off container before the PACS runs)."""
+    if state.get("runtime") == "docker":
+        compose = compose or Compose.from_state(state)
+        args = (["exec", "-T", "pacs", "python"] if running else
+                ["run", "--rm", "--no-deps", "-T", "--entrypoint", "python", "pacs"])
+        try:
+            r = compose.run(*args, "-c", READ_STORED, capture=True, check=False, timeout=120)
+        except subprocess.TimeoutExpired:
+            return None
+        return parse_stored(r.stdout) if r.returncode == 0 else None
+    try:
+        import redis
+    except ImportError:
+        return None
+    try:
+        c = redis.Redis.from_url(state["redis_url"], decode_responses=True, socket_connect_timeout=2,
+                                 socket_timeout=2)
+        try:
+            return c.hgetall(SCP_KEY)
+        finally:
+            c.close()
+    except (redis.RedisError, OSError, KeyError):
+        return None
+
+
+def live_listener(state: dict) -> dict | None:
+    """The listener in force for a running lab: ``ae_title``, ``port`` (where the PACS listens:
+    its heartbeat, else the stored port), ``stored`` (the hash), ``running`` and ``public`` (where
+    a modality outside must send, when the admin API answers). None when nothing answers."""
+    data = api_listener(lab_admin_port(state))
+    if data:
+        info = data.get("listener") or {}
+        hb = info.get("heartbeat") or {}
+        return {"ae_title": data["ae_title"], "port": int(hb.get("port") or data["port"]),
+                "stored": {"ae_title": data["ae_title"], "port": str(data["port"])},
+                "running": bool(info.get("running")), "public": info.get("public")}
+    raw = stored_listener(state)
+    if not raw or not raw.get("port"):
+        return None
+    return {"ae_title": raw.get("ae_title") or "PACS", "port": int(raw["port"]), "stored": raw,
+            "running": None, "public": None}
+
+
+def seed_notice(stored: dict[str, str] | None) -> str | None:
+    """One line when the environment sets PACS_PORT / PACS_AE_TITLE and Redis stores another
+    value: which one is in force (the stored one) and how to change that."""
+    diffs = []
+    for var, field, words in SEEDED:
+        wanted = (os.environ.get(var) or "").strip()
+        have = str((stored or {}).get(field) or "").strip()
+        if wanted and have and wanted != have:
+            diffs.append((f"{var}={wanted}", f"{words} {have}"))
+    if not diffs:
+        return None
+    one = len(diffs) == 1
+    return (f"{' and '.join(e for e, _ in diffs)} in the environment, but Redis stores "
+            f"{' and '.join(s for _, s in diffs)}: the stored {'value is' if one else 'values are'} in force "
+            "(stored settings win; the environment only seeds an empty registry). Change "
+            f"{'it' if one else 'them'} on the web page, or `make reset` to start again from the environment.")
+
+
+def listener_lines(runtime: str, live: dict | None, env: dict[str, str]) -> list[str]:
+    """What `make up` prints about the PACS: the settings in force and where to send."""
+    if live is None:
+        return ["PACS         listener settings unknown: the admin API and Redis do not answer (make logs)"]
+    ae, port = live["ae_title"], live["port"]
+    public = live.get("public") or {}
+    if runtime == "docker":
+        published = public.get("port") or env.get("PACS_PUBLISHED_PORT") or "11112"
+        lines = [f"PACS         127.0.0.1:{published}  AE title {ae}  (published to port {port} of the pacs "
+                 f"container; on the lab network pacs:{port})"]
+    else:
+        lines = [f"PACS         127.0.0.1:{port}  AE title {ae}  (listening on {env.get('PACS_BIND') or '0.0.0.0'}, "
+                 "PACS_BIND)"]
+    lines.append("             stored in Redis: change the AE title and port on the web page")
+    if public.get("current") is False:
+        lines.append(f"  !          {public.get('text')}")
+    return lines
+
+
+def docker_stored_listener(compose: Compose, state: dict, timeout: float) -> dict[str, str] | None:
+    """Start Redis alone and read the stored listener, before the PACS's port is published."""
+    compose.run("up", "-d", "--no-deps", "redis", check=False)
+    for _ in deadline_loop(timeout, 1.0):
+        if docker_health(compose, "redis") == "healthy":
+            break
+    else:
+        return None
+    return stored_listener(state, compose, running=False)
+
+
+def docker_publish_stored(compose: Compose, state: dict, timeout: float) -> dict[str, str]:
+    """The Compose variables that publish the stored listener: PACS_PORT and PACS_AE_TITLE set to
+    what Redis stores (the pacs mapping's container port is ${PACS_PORT}), after the one-line
+    notice when the environment asks for something else. Nothing stored yet: the environment seeds."""
+    stored = docker_stored_listener(compose, state, timeout)
+    if stored is None:
+        say("could not read the stored listener settings from Redis: publishing PACS_PORT of the "
+            "environment; `make ps` says whether that reaches the PACS")
+        return {}
+    notice = seed_notice(stored)
+    if notice:
+        say(notice)
+    return {var: stored[field] for var, field, _ in SEEDED if stored.get(field)}
+
+
 # -- docker runtime -----------------------------------------------------------------------------
 
 
@@ -226,12 +377,15 @@ class Compose:
         self.cmd = cmd
         self.project = project
         self.images = images or {}  # the base images `up` chose: later commands must see the same file
+        self.env: dict[str, str] = {}  # the stored listener `up` published (PACS_PORT, ...): the same, too
 
     @classmethod
     def from_state(cls, state: dict | None) -> "Compose":
         state = state or {}
-        return cls(state.get("project") or os.environ.get("COMPOSE_PROJECT_NAME") or "dicomlab",
-                   state.get("images"))
+        compose = cls(state.get("project") or os.environ.get("COMPOSE_PROJECT_NAME") or "dicomlab",
+                      state.get("images"))
+        compose.env = dict(state.get("compose_env") or {})
+        return compose
 
     def base(self, profiles: bool = False) -> list[str]:
         args = [*self.cmd, "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(ROOT),
@@ -245,7 +399,7 @@ class Compose:
     def run(self, *args: str, profiles: bool = False, check: bool = True, capture: bool = False,
             timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         full = [*self.base(profiles), *args]
-        env = {**os.environ, **self.images}
+        env = {**os.environ, **self.images, **self.env}
         env.setdefault("ADMIN_TOKEN", "not-needed-here")  # the file requires one; only `up` uses it
         r = subprocess.run(full, text=True, capture_output=capture, timeout=timeout, cwd=ROOT, env=env)
         if check and r.returncode != 0:
@@ -326,14 +480,19 @@ def docker_up() -> int:
     compose.images = {k: os.environ[k] for k in ("PYTHON_IMAGE", "REDIS_IMAGE")}
     # compose_args: the whole command line of this lab's Compose project, for the tools that act on it
     # (the scenario runner pauses redis, reads the PACS log, starts a second simulator container).
-    write_state({"runtime": "docker", "project": project, "compose": compose.cmd, "images": compose.images,
-                 "compose_args": compose.base(profiles=True), "started": time.time()})
+    state = {"runtime": "docker", "project": project, "compose": compose.cmd, "images": compose.images,
+             "compose_args": compose.base(profiles=True), "admin_port": lab_admin_port(None),
+             "started": time.time()}
+    write_state(state)
     t0 = time.monotonic()
     say(f"building images ({' '.join(compose.cmd)})")
     compose.run("build")
     say(f"built in {time.monotonic() - t0:.0f} s; starting")
-    up = compose.run("up", "-d", "--remove-orphans", check=False)
     timeout = float(os.environ.get("LAB_UP_TIMEOUT", "180"))
+    compose.env = docker_publish_stored(compose, state, timeout)
+    state["compose_env"] = compose.env
+    write_state(state)
+    up = compose.run("up", "-d", "--remove-orphans", check=False)
     health: dict[str, str] = {}
     for _ in deadline_loop(timeout, 1.0):
         health = {s: docker_health(compose, s) for s in SERVICES}
@@ -349,9 +508,9 @@ def docker_up() -> int:
                if up.returncode != 0 else f"not every service became healthy in {timeout:.0f} s")
         raise LabError(f"{why}: {health}. `make down` stops what started.")
     say(f"every service healthy ({time.monotonic() - t0:.0f} s)")
+    live = live_listener(state)
     print_ready(os.environ.get("ADMIN_PORT", "8080"), [
-        f"PACS         127.0.0.1:{os.environ.get('PACS_PUBLISHED_PORT', '11112')}  AE title "
-        f"{os.environ.get('PACS_AE_TITLE', 'PACS')} (port {os.environ.get('PACS_PORT', '104')} on the lab network)",
+        *listener_lines("docker", live, dict(os.environ)),
         f"CT node      AE title {os.environ.get('SIM_AE_TITLE', 'CT01')}, host ct-simulator, "
         f"port {os.environ.get('SIM_PORT', '104')}",
     ])
@@ -581,9 +740,15 @@ def local_up() -> int:
         why = "a service exited" if sup.poll() is not None else f"not healthy after {timeout:.0f} s: {sorted(pending)}"
         raise LabError(f"the local lab did not start ({why}); the log is above and in {log_path}")
     say(f"every service healthy ({time.monotonic() - t0:.1f} s); logs: make logs ({log_path})")
+    live = live_listener(state)
+    if live:
+        notice = seed_notice(live["stored"])
+        if notice:
+            say(notice)
+        state["pacs_port"] = str(live["port"])  # where it listens, whatever PACS_PORT said
+        write_state(state)
     print_ready(env["ADMIN_PORT"], [
-        f"PACS         127.0.0.1:{env['PACS_PORT']}  AE title {env.get('PACS_AE_TITLE') or 'PACS'} "
-        f"(listening on {env['PACS_BIND']}, PACS_BIND)",
+        *listener_lines("local", live, env),
         f"CT node      AE title {env.get('SIM_AE_TITLE') or 'CT01'}, host 127.0.0.1, port {env['SIM_PORT']}",
         f"registry     REDIS_URL={env['REDIS_URL']}",
     ])
@@ -698,7 +863,9 @@ def cmd_ps(_: argparse.Namespace) -> int:
     if not state:
         return 1
     if state["runtime"] == "docker":
-        return Compose.from_state(state).run("ps", profiles=True, check=False).returncode
+        rc = Compose.from_state(state).run("ps", profiles=True, check=False).returncode
+        print_listener(state)
+        return rc
     env = dict(os.environ, REDIS_URL=state["redis_url"], ADMIN_PORT=state["admin_port"],
                PACS_PORT=state["pacs_port"], SIM_PORT=state["sim_port"])
     checks = local_checks(env)
@@ -712,7 +879,23 @@ def cmd_ps(_: argparse.Namespace) -> int:
         health = ("healthy" if checks[name]() else "unhealthy") if up else "stopped"
         rc |= health != "healthy"
         print(f"{name:14} {pid or '-':>8}  {health}")
+    print_listener(state)
     return rc
+
+
+def print_listener(state: dict) -> None:
+    """`make ps`: the listener in force and where a modality outside must send."""
+    live = live_listener(state)
+    print()
+    if live is None:
+        print("listener  unknown: neither the admin API nor Redis answers")
+        return
+    how = {True: "listening", False: "not reporting", None: "read from Redis"}[live["running"]]
+    print(f"listener  AE title {live['ae_title']}, port {live['port']} ({how}; stored in Redis, "
+          "changed on the web page)")
+    public = live.get("public")
+    if public:
+        print(f"modality  {public['text']}")
 
 
 def cmd_logs(ns: argparse.Namespace) -> int:
@@ -748,10 +931,13 @@ def cmd_send(ns: argparse.Namespace) -> int:
     state = running_state()
     if not state:
         return 1
-    called = os.environ.get("PACS_AE_TITLE") or "PACS"
+    # The listener in force (stored in Redis), not the environment's seeds.
+    live = live_listener(state) or {}
+    called = live.get("ae_title") or os.environ.get("PACS_AE_TITLE") or "PACS"
     calling = os.environ.get("SIM_AE_TITLE") or "CT01"
     if state["runtime"] == "docker":
-        port = os.environ.get("PACS_PORT") or "104"
+        port = str(live.get("port") or (state.get("compose_env") or {}).get("PACS_PORT")
+                   or os.environ.get("PACS_PORT") or "104")
         args = ["send", "--host", "pacs", "--port", port, "--called-aet", called, "--calling-aet", calling,
                 "--slices", str(ns.slices), *ns.extra]
         tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
@@ -759,9 +945,39 @@ def cmd_send(ns: argparse.Namespace) -> int:
                                              check=False).returncode
     env = dict(os.environ, REDIS_URL=state["redis_url"], PYTHONUNBUFFERED="1")
     exe = str(Path(sys.executable).parent / "ct-simulator")
-    args = [exe, "send", "--host", "127.0.0.1", "--port", state["pacs_port"], "--called-aet", called,
+    port = str(live.get("port") or state["pacs_port"])
+    args = [exe, "send", "--host", "127.0.0.1", "--port", port, "--called-aet", called,
             "--calling-aet", calling, "--slices", str(ns.slices), *ns.extra]
     return subprocess.run(args, env=env).returncode
+
+
+def cmd_reset(_: argparse.Namespace) -> int:
+    """Back to the first start: the lab stopped, its registry (listener settings, nodes, events,
+    study index) and its received studies removed. The env file (the token) stays."""
+    load_env()
+    state = read_state()
+    runtime = state["runtime"] if state else choose_runtime(for_up=False)
+    if runtime == "docker":
+        if not docker_answers():
+            raise LabError("no Docker engine answers: the Compose volumes cannot be removed now")
+        compose = Compose.from_state(state)
+        compose.run("down", "--remove-orphans", "--volumes", profiles=True)
+        clear_state()
+        say(f"reset the Compose project {compose.project!r}: stopped, its volumes (registry, storage) removed; "
+            "the next `make up` is a first start")
+        return 0
+    local_down(state, quiet=True)
+    removed = []
+    for path in (Path(os.environ.get("PACS_STORAGE_DIR") or ROOT / "data" / "storage").resolve(), state_dir()):
+        if path in (Path("/"), Path.home().resolve(), ROOT) or path in ROOT.parents:
+            raise LabError(f"refusing to remove {path} (PACS_STORAGE_DIR / LAB_STATE_DIR): choose a folder of its own")
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(str(path))
+    external = " (REDIS_URL is external: its dicomlab:* keys are left as they are)" if os.environ.get("REDIS_URL") else ""
+    say(f"reset the local lab: stopped; removed {', '.join(removed) or 'nothing (no data yet)'}{external}; "
+        "the next `make up` is a first start")
+    return 0
 
 
 def cmd_env(_: argparse.Namespace) -> int:
@@ -792,6 +1008,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("extra", nargs=argparse.REMAINDER, help="more `ct-simulator send` options")
     sd.set_defaults(func=cmd_send)
     sub.add_parser("env", help="shell exports for the running lab").set_defaults(func=cmd_env)
+    sub.add_parser("reset", help="stop the lab and remove its stored state: the next `up` is a first start"
+                   ).set_defaults(func=cmd_reset)
     sv = sub.add_parser("_supervise")
     sv.add_argument("plan")
     sv.set_defaults(func=lambda ns: supervise(ns.plan))
