@@ -55,6 +55,13 @@ def change_port_then_down_and_up(lab: LabRun, new_port: int) -> None:
         # The mapping was fixed when the container was created: the page says so and how to fix it.
         assert public["current"] is False and public["target"] == first_port, public
         assert "make up" in public["text"]
+        # The fix the page gives: `make up` again, lab running, publishes the new port.
+        again = lab.make("up", timeout=1500)
+        assert f"published to port {new_port} of the pacs container" in again.stdout, again.stdout
+        public = _scp(lab)["listener"]["public"]
+        assert public["current"] is True and public["target"] == new_port, public
+        r = _echoscu("HOSTSCU", lab.pacs_published)
+        assert "Association Rejected" in r.stdout and "Peer aborted" not in r.stdout, r.stdout
     else:
         assert public["current"] is True and public["port"] == new_port, public
 
