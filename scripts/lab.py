@@ -229,6 +229,11 @@ READ_STORED = ("import json, os; from dicomlab import keys; from dicomlab.regist
                "print(json.dumps(connect(os.environ['REDIS_URL']).hgetall(keys.SCP)))")
 
 
+def shown(value: object) -> str:
+    """A value read from the lab, safe to print on a terminal (no control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
 def lab_admin_port(state: dict | None) -> str:
     return str((state or {}).get("admin_port") or os.environ.get("ADMIN_PORT") or "8080")
 
@@ -311,7 +316,7 @@ def seed_notice(stored: dict[str, str] | None) -> str | None:
         wanted = (os.environ.get(var) or "").strip()
         have = str((stored or {}).get(field) or "").strip()
         if wanted and have and wanted != have:
-            diffs.append((f"{var}={wanted}", f"{words} {have}"))
+            diffs.append((f"{var}={shown(wanted)}", f"{words} {shown(have)}"))
     if not diffs:
         return None
     one = len(diffs) == 1
@@ -325,7 +330,7 @@ def listener_lines(runtime: str, live: dict | None, env: dict[str, str]) -> list
     """What `make up` prints about the PACS: the settings in force and where to send."""
     if live is None:
         return ["PACS         listener settings unknown: the admin API and Redis do not answer (make logs)"]
-    ae, port = live["ae_title"], live["port"]
+    ae, port = shown(live["ae_title"]), live["port"]
     public = live.get("public") or {}
     if runtime == "docker":
         published = public.get("port") or env.get("PACS_PUBLISHED_PORT") or "11112"
@@ -336,7 +341,7 @@ def listener_lines(runtime: str, live: dict | None, env: dict[str, str]) -> list
                  "PACS_BIND)"]
     lines.append("             stored in Redis: change the AE title and port on the web page")
     if public.get("current") is False:
-        lines.append(f"  !          {public.get('text')}")
+        lines.append(f"  !          {shown(public.get('text'))}")
     return lines
 
 
@@ -891,11 +896,11 @@ def print_listener(state: dict) -> None:
         print("listener  unknown: neither the admin API nor Redis answers")
         return
     how = {True: "listening", False: "not reporting", None: "read from Redis"}[live["running"]]
-    print(f"listener  AE title {live['ae_title']}, port {live['port']} ({how}; stored in Redis, "
+    print(f"listener  AE title {shown(live['ae_title'])}, port {live['port']} ({how}; stored in Redis, "
           "changed on the web page)")
     public = live.get("public")
     if public:
-        print(f"modality  {public['text']}")
+        print(f"modality  {shown(public['text'])}")
 
 
 def cmd_logs(ns: argparse.Namespace) -> int:

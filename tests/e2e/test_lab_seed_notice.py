@@ -45,3 +45,11 @@ def test_parse_stored_takes_the_json_line_of_the_one_off_container():
     assert runtime.parse_stored('noise\n{"port": "104", "ae_title": "PACS"}\n') == {"port": "104", "ae_title": "PACS"}
     assert runtime.parse_stored("{}\n") == {}
     assert runtime.parse_stored("Traceback ...\nredis.exceptions.ConnectionError\n") is None
+
+
+def test_values_read_from_the_lab_are_printed_without_control_characters(monkeypatch):
+    monkeypatch.setenv("PACS_AE_TITLE", "PACS")
+    line = runtime.seed_notice({"ae_title": "EVIL\x1b[2J", "port": "104"})
+    assert line is not None and "\x1b" not in line and "AE title EVIL?[2J" in line
+    lines = runtime.listener_lines("local", {"ae_title": "X\x07", "port": 104, "public": None}, {})
+    assert "\x07" not in "".join(lines) and "AE title X?" in lines[0]
