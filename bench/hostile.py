@@ -263,13 +263,17 @@ class Hostile:
             finally:
                 self.end_flood(proc)
         where = f"{self.ns.halfopen_sources} address{'es' if self.ns.halfopen_sources > 1 else ''}"
-        flood = f"{n} half-open from {where}: {_fate(last)} (after the connects: {_fate(first)})"
+        flood = f"{n} half-open from {where}: {_fate(last)}"
+        if _fate(first) != _fate(last):
+            flood += f" (after the connects: {_fate(first)})"
         rate = loaded.value or 0.0
         ratio = rate / plain.value if plain.value else None
         accept = Row(HALFOPEN_ACCEPT, label, rate, "assoc/s", f"plain {plain.value or 0:.0f}/s; loaded: "
                      f"{loaded.detail}; {flood}", ratio=ratio, note="; ".join(x for x in (plain.note, loaded.note) if x))
         accept.ratio_to = "plain"
+        accept.extra = {"plain": plain.value, "flood": last, "flood_after_connects": first}
         rss = self.rss_row(HALFOPEN_RSS, label, base, peak, flood)
+        rss.extra["flood"] = last
         if ours:
             accept.target = f"≥ {ACCEPT_RATIO_TARGET}× its plain rate"
             accept.met = ratio is not None and ratio >= ACCEPT_RATIO_TARGET
@@ -287,14 +291,17 @@ class Hostile:
             finally:
                 self.end_flood(proc)
         what = f"{n} × A-ASSOCIATE-RQ header claiming {mib} MiB, held {self.ns.hold_seconds:g} s: {_fate(last)}"
-        return [self.rss_row(CLAIMS_RSS, label, base, peak, what)]
+        row = self.rss_row(CLAIMS_RSS, label, base, peak, what)
+        row.extra["flood"] = last
+        return [row]
 
     def rss_row(self, workload: str, label: str, base: int, peak: RssPeak, what: str):  # type: ignore[no-untyped-def]
         from .run import Row
 
         growth = max(0, peak.peak - base) / MiB
         row = Row(workload, label, growth, "MiB", f"baseline {base / MiB:.0f} MiB, peak {peak.peak / MiB:.0f} MiB "
-                  f"over {peak.procs} process{'es' if peak.procs != 1 else ''}; {what}")
+                  f"over {peak.procs} process{'es' if peak.procs != 1 else ''}; {what}",
+                  extra={"baseline_mib": base / MiB, "peak_mib": peak.peak / MiB, "processes": peak.procs})
         if label == "PACS (ours)":
             row.target = f"≤ {RSS_TARGET_MIB} MiB"
             row.met = growth <= RSS_TARGET_MIB
@@ -329,7 +336,8 @@ class Hostile:
         rss = self.rss_row(BIG_RSS, label, base, peak, what)
         ok = rc == 0 and stored >= 2
         t = Row(BIG_TIME, label, elapsed if ok else None, "s", f"{what} in {elapsed:.1f} s "
-                f"({size / MiB / elapsed:.0f} MiB/s, storescu wall time)")
+                f"({size / MiB / elapsed:.0f} MiB/s, storescu wall time)",
+                extra={"frames": self.frames, "bytes": size, "stored": stored})
         if not ok:
             t.note = rss.note = f"storescu exit {rc}, {max(0, stored - 1)}/1 stored: {_tail(log)}"
             self.b.keep_logs(recv, _failed(), f"bigingest-{recv.key}")

@@ -20,7 +20,9 @@ def _value(r: dict[str, Any]) -> str:
     if r["value"] is None:
         return "—"
     v = r["value"]
-    return f"{v:,.0f} {r['unit']}" if abs(v) >= 10 or v == 0 else f"{v:.2g} {r['unit']}"
+    if abs(v) >= 10 or v == 0:
+        return f"{v:,.0f} {r['unit']}"
+    return f"{v:.1f} {r['unit']}" if r["unit"] == "MiB" or abs(v) >= 1 else f"{v:.2g} {r['unit']}"
 
 
 def _ratio(r: dict[str, Any]) -> str:

@@ -74,6 +74,7 @@ class Row:
     note: str = ""
     runs: list[float] = field(default_factory=list)
     ratio_to: str = "DCMTK"
+    extra: dict[str, object] = field(default_factory=dict)  # structured figures behind the detail
 
 
 @dataclass
