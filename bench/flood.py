@@ -33,6 +33,7 @@ import json
 import resource
 import selectors
 import socket
+import struct
 import sys
 import time
 from collections import Counter
@@ -143,8 +144,14 @@ class Holder:
                 "connect_errors": dict(self.errors)}
 
     def close(self) -> None:
+        """Close with a reset (SO_LINGER 0): no TIME_WAIT left on a thousand ports after the bench."""
+        linger = struct.pack("ii", 1, 0)
         for c in self.conns:
             if c.state in ("open", "connecting"):
+                try:
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                except OSError:
+                    pass
                 c.sock.close()
 
 

@@ -187,7 +187,8 @@ class Hostile:
                 self.warm_up(recv)
                 rows = fn(recv, label, key == "pacs")
             except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError) as exc:
-                why = f"{type(exc).__name__}: {exc}"[:400]
+                why = " ".join(f"{type(exc).__name__}: {exc}".split())
+                why = why if len(why) <= 400 else f"{why[:150]} … {why[-250:]}"
                 self.b.say(f"  {why}")
                 rows = [Row(wl, label, None, unit, note=why) for wl, unit in self.rows_of(name)]
                 self.b.keep_logs(recv, _failed(), f"{name}-{key}")

@@ -62,7 +62,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [f"# {_title(data['environment'])}", "", "| " + " | ".join(HEAD) + " |",
              "|" + "---|" * len(HEAD)]
     for r in data["rows"]:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+        lines.append("| " + " | ".join(" ".join(c.replace("|", "\\|").split()) for c in _cells(r)) + " |")
     for prof in data.get("profiles") or []:
         lines += ["", f"## PACS profile: {prof['workload']}"]
         if prof.get("skipped"):
