@@ -91,5 +91,5 @@ $(VENV)/.bench: bench/requirements.txt $(VENV)/.installed
 	touch $@
 
 .PHONY: bench
-bench: venv $(VENV)/.bench ## Performance beside DCMTK and Orthanc, one table (BENCH_SLICES=300, BENCH_REPEAT=5, BENCH_ARGS=...)
+bench: venv $(VENV)/.bench ## Performance beside DCMTK and Orthanc, one table (BENCH_SLICES=300, BENCH_REPEAT=5, BENCH_ARGS=..., e.g. "--only hostile")
 	$(PY) -m bench.run $(BENCH_ARGS)

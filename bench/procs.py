@@ -21,8 +21,10 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
+    """A port free on every address (not only 127.0.0.1: Orthanc's HTTP server binds all of them, and
+    the hostile workloads' floods use ports on 127.0.0.2...). Bound for a moment, never listened on."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return s.getsockname()[1]
 
 

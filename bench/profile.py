@@ -14,10 +14,17 @@ import shutil
 import signal
 import subprocess
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .procs import Children, poll
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .receivers import Receiver
+    from .run import Bench, Measure
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -118,3 +125,33 @@ def hotspots(raw: Path, top: int = 15) -> tuple[int, list[Hotspot], list[Hotspot
 
     lines = [Hotspot(f, 100 * n / samples, 100 * n / samples) for f, n in line_c.most_common(top)]
     return samples, table(self_c), table(total_c), lines
+
+
+def profile_pacs(bench: "Bench", workload: str, fn: "Callable[[Receiver], Measure]", name: str) -> dict[str, object]:
+    """One more run of ``workload`` against a fresh PACS with py-spy attached; the hot spots."""
+    from .receivers import NodeSpec, PacsReceiver
+    from .run import ECHO_AE, SENDER_AE
+
+    if py_spy() is None:
+        return {"workload": workload, "skipped": "py-spy not installed (pip install py-spy)"}
+    bench.say(f"profiling the PACS under the {workload} workload (py-spy)")
+    nodes = [NodeSpec(SENDER_AE), NodeSpec(ECHO_AE)]
+    recv = PacsReceiver(bench.kids, bench.work, nodes, extra_env=bench.pacs_env)
+    rec: Recorder | None = None
+    try:
+        recv.start()
+        rec = Recorder(bench.kids, recv.pid, bench.out, rate=bench.ns.profile_rate, name=name).start()
+        m = fn(recv)
+        rec.stop()
+    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
+        return {"workload": workload, "skipped": f"{type(exc).__name__}: {exc}"[:400]}
+    finally:
+        if rec is not None:
+            rec.stop()
+        recv.stop()
+    samples, by_self, by_total, lines = hotspots(rec.raw, top=bench.ns.hotspots)
+    return {"workload": workload, "svg": str(rec.svg), "raw": str(rec.raw), "samples": samples,
+            "rate_hz": bench.ns.profile_rate, "result_under_profiler": m.value,
+            "detail": "; ".join(x for x in (m.detail, m.note) if x),
+            "self": [asdict(h) for h in by_self], "total": [asdict(h) for h in by_total],
+            "lines": [asdict(h) for h in lines]}

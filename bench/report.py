@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from . import hostile
+from .receivers import ROOT, tool
+
+if TYPE_CHECKING:
+    from .run import Bench
 
 
 def _value(r: dict[str, Any]) -> str:
     if r["value"] is None:
         return "—"
-    return f"{r['value']:,.0f} {r['unit']}"
+    v = r["value"]
+    if abs(v) >= 10 or v == 0:
+        return f"{v:,.0f} {r['unit']}"
+    return f"{v:.1f} {r['unit']}" if r["unit"] == "MiB" or abs(v) >= 1 else f"{v:.2g} {r['unit']}"
 
 
 def _ratio(r: dict[str, Any]) -> str:
-    return "" if r["ratio"] is None else f"{r['ratio']:.2f}×"
+    return "" if r["ratio"] is None else f"{r['ratio']:.2f}× {r.get('ratio_to', 'DCMTK')}"
 
 
 def _met(r: dict[str, Any]) -> str:
@@ -25,12 +38,20 @@ def _detail(r: dict[str, Any]) -> str:
 
 
 def _title(env: dict[str, Any]) -> str:
-    return (f"DICOM Lab bench — {env['slices']} CT slices {env['size']}, {env['modalities']}×"
-            f"{env['images_per_modality']} concurrent, accept {env['accept_seconds']:g} s × {env['accept_clients']} "
-            f"clients, median of {env['repeat']}; {env['cpus']} CPUs, commit {env['commit']}")
+    ran = set(str(env.get("workloads", "")).split(","))
+    parts = []
+    if ran & {"single", "concurrent", "sim", "profile"}:
+        parts.append(f"{env['slices']} CT slices {env['size']}, {env['modalities']}×{env['images_per_modality']} "
+                     f"concurrent, median of {env['repeat']}")
+    if ran & {"accept", "halfopen"}:
+        parts.append(f"accept {env['accept_seconds']:g} s × {env['accept_clients']} clients")
+    if ran & set(hostile.WORKLOADS):
+        parts.append(f"{env['halfopen']} half-open from {env['halfopen_sources']} address(es), {env['claims']} × "
+                     f"{env['claim_mib']} MiB claims, {env['big_instance_mib']} MiB instance")
+    return f"DICOM Lab bench — {'; '.join(parts)}; {env['cpus']} CPUs, commit {env['commit']}"
 
 
-HEAD = ["workload", "subject", "result", "vs DCMTK", "target", "met", "detail"]
+HEAD = ["workload", "subject", "result", "ratio", "target", "met", "detail"]
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
@@ -41,7 +62,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [f"# {_title(data['environment'])}", "", "| " + " | ".join(HEAD) + " |",
              "|" + "---|" * len(HEAD)]
     for r in data["rows"]:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+        lines.append("| " + " | ".join(" ".join(c.replace("|", "\\|").split()) for c in _cells(r)) + " |")
     for prof in data.get("profiles") or []:
         lines += ["", f"## PACS profile: {prof['workload']}"]
         if prof.get("skipped"):
@@ -69,8 +90,8 @@ def print_rich(data: dict[str, Any]) -> None:
         console = Console(width=170)
     table = Table(title=_title(data["environment"]), show_lines=False, title_justify="left")
     for h in HEAD:
-        table.add_column(h, justify="right" if h in ("result", "vs DCMTK") else "left",
-                         overflow="fold", no_wrap=h in ("result", "vs DCMTK", "met"))
+        table.add_column(h, justify="right" if h in ("result", "ratio") else "left",
+                         overflow="fold", no_wrap=h in ("result", "ratio", "met"))
     last = None
     for r in data["rows"]:
         if last is not None and r["workload"] != last:
@@ -99,3 +120,32 @@ def print_rich(data: dict[str, Any]) -> None:
                       f"{ln['self_pct']:.1f}" if ln else "")
         console.print(t)
         console.print(f"flame graph: {prof['svg']}; raw stacks: {prof['raw']}")
+
+
+def environment(bench: "Bench") -> dict[str, object]:
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+            return out.strip().splitlines()[0] if out.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    import pydicom
+    import pynetdicom
+
+    commit = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "pacs", "common", "ct-simulator"],
+                           capture_output=True, text=True).stdout.split("\n")
+    changed = sorted({line[3:].split("/")[0] for line in dirty if line.strip()})
+    if commit and changed:
+        commit += f" + uncommitted changes in {', '.join(changed)}"
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "pynetdicom": pynetdicom.__version__,
+            "pydicom": pydicom.__version__, "dcmtk": version([tool("storescu"), "--version"]),
+            "orthanc": "" if "orthanc" in bench.skipped else version([tool("Orthanc"), "--version"]),
+            "commit": commit, "slices": bench.ns.slices, "size": f"{bench.ns.rows}x{bench.ns.cols}",
+            "modalities": bench.ns.modalities, "images_per_modality": bench.ns.images_per_modality,
+            "accept_seconds": bench.ns.accept_seconds, "accept_clients": bench.ns.accept_clients,
+            "repeat": bench.ns.repeat, "pacs_env": bench.pacs_env,
+            "pacs_workers": bench.pacs_env.get("PACS_WORKERS") or os.environ.get("PACS_WORKERS")
+            or "the PACS's default", "workloads": ",".join(bench.ns.workloads), **hostile.environment(bench.ns)}
