@@ -59,6 +59,7 @@ def test_old_format_data_is_migrated_once(redis_url, registry):
     assert registry.get_node_status("MR 1")["last_association"] == "rejected"
     assert not c.exists(raw + "MR 1", raw + "MR 1:status", raw + "CT01:status:status")
 
+    assert not c.exists(keys.SCHEMA_LOCK)
     before = {k: c.hgetall(k) for k in c.scan_iter("dicomlab:node:*")}
     assert migrate(c) == []  # idempotent: the second start moves nothing
     assert {k: c.hgetall(k) for k in c.scan_iter("dicomlab:node:*")} == before
@@ -67,6 +68,16 @@ def test_old_format_data_is_migrated_once(redis_url, registry):
     registry.delete_node("CT01:status")
     assert registry.get_node_status("CT01")["last_association"] == "accepted"
     assert registry.node_titles() == {"CT01", "X%3Astatus", "X:status", "MR 1"}
+
+
+def test_a_migration_under_way_elsewhere_is_left_to_it(registry):
+    c = registry.client
+    c.sadd(keys.NODES, "MR 1")
+    c.hset("dicomlab:node:MR 1", mapping=Node(ae_title="MR 1", host="10.0.0.9").to_redis())
+    c.set(keys.SCHEMA_LOCK, "1", ex=60)  # another admin API process is migrating
+    assert migrate(c) == [] and c.exists("dicomlab:node:MR 1") and not c.exists(keys.SCHEMA)
+    c.delete(keys.SCHEMA_LOCK)
+    assert migrate(c) and registry.get_node("MR 1").host == "10.0.0.9"
 
 
 def test_the_admin_api_migrates_when_it_starts(redis_url, registry):

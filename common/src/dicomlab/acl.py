@@ -63,7 +63,7 @@ USERS: dict[str, tuple[Grant, ...]] = {
     "admin": (
         Grant(("~dicomlab:scp",), "+@read +@write"),
         Grant(("~dicomlab:nodes", "~dicomlab:node:*"), "+@read +@write +eval +evalsha"),
-        Grant(("~dicomlab:schema",), "+@read +@write"),
+        Grant(("~dicomlab:schema", "~dicomlab:schema:lock"), "+@read +@write"),
         Grant(("~dicomlab:events",), "+@read +xadd"),
         Grant(("%R~dicomlab:studies", "%R~dicomlab:study:*", "%R~dicomlab:scp:heartbeat"), "+@read"),
         Grant(("~dicomlab:sim:jobs",), "+rpush"),

@@ -14,6 +14,7 @@
     dicomlab:sim:job:<id>              hash  one send request and its progress
     dicomlab:scp:heartbeat             string  set by the PACS while it listens (with expiry)
     dicomlab:schema                    string  the version of this schema (2: AE titles encoded)
+    dicomlab:schema:lock               string  held while the admin API migrates (dicomlab.migrate)
 
 An AE title goes into a key name encoded (``encode_ae``): percent-encoding of ``%``, ``:``,
 space, the glob characters ``*?[]\\`` and anything outside printable ASCII. So a node called
@@ -38,6 +39,7 @@ SIM_JOBS = f"{PREFIX}:sim:jobs"
 
 SCHEMA = f"{PREFIX}:schema"
 SCHEMA_VERSION = "2"
+SCHEMA_LOCK = f"{PREFIX}:schema:lock"
 NODE_PREFIX = f"{PREFIX}:node:"
 
 EVENTS_MAXLEN = 10_000

@@ -12,7 +12,9 @@ registered title that encodes differently (``keys.encode_ae``) to the encoded na
   ``node:<encoded>:status``.
 
 Titles with ``%`` are moved first: their old key names can be the new names of other titles.
-When done, ``dicomlab:schema`` says ``2``, so the next start does nothing (idempotent).
+When done, ``dicomlab:schema`` says ``2``, so the next start does nothing (idempotent); the
+lock ``dicomlab:schema:lock`` keeps two admin API processes from migrating at once. Until it
+has run, the PACS does not find a node whose title needed encoding (it rejects it, and says so).
 The admin API runs it when it starts (its Redis user manages the nodes).
 """
 
@@ -32,6 +34,17 @@ def migrate(client: redis.Redis) -> list[str]:
     """Move old-format node keys; returns one line per key moved (empty when there was nothing)."""
     if client.get(keys.SCHEMA) == keys.SCHEMA_VERSION:
         return []
+    # One migrator at a time (gunicorn starts several admin API processes at once); the others
+    # leave it to the one holding the lock.
+    if not client.set(keys.SCHEMA_LOCK, "1", nx=True, ex=60):
+        return []
+    try:
+        return _move(client)
+    finally:
+        client.delete(keys.SCHEMA_LOCK)
+
+
+def _move(client: redis.Redis) -> list[str]:
     moved: list[str] = []
     titles = client.smembers(keys.NODES)
     for title in sorted(titles, key=lambda t: ("%" not in t, t)):
