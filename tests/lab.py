@@ -69,19 +69,22 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """A real redis-server on a free loopback port; can be stopped and restarted."""
 
-    def __init__(self) -> None:
+    def __init__(self, acl_file: Path | None = None, binary: str | None = None) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="lab-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.acl_file = acl_file  # users (dicomlab.acl.render): the default user is off, so no ping
+        self.binary = binary
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
+        extra = ["--aclfile", str(self.acl_file)] if self.acl_file else ["--protected-mode", "no"]
         self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no"],
+            [self.binary or redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -90,6 +93,8 @@ class RedisServer:
             try:
                 client.ping()
                 break
+            except redis.AuthenticationError:
+                break  # it answers (NOAUTH): the ACL file is loaded
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("redis-server did not start") from None

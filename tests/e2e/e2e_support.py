@@ -241,7 +241,10 @@ def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     up = lab.make("up", timeout=1500)
     lab.token = lab.read_token()
     assert lab.url("/") in up.stdout, "make up does not print the web page URL"
-    assert lab.token in up.stdout, "make up does not print the admin token"
+    # make up's output goes to a pipe here, not a terminal: it says where the token is, never the token
+    assert lab.token not in up.stdout, "make up printed the admin token into a log"
+    assert "ADMIN_TOKEN" in up.stdout and lab.env["LAB_ENV_FILE"] in up.stdout, "make up does not say where the token is"
+    assert (Path(lab.env["LAB_ENV_FILE"]).stat().st_mode & 0o777) == 0o600
     status, _ = lab.api("GET", "/api/health", token=False)
     assert status == 200
     status, _ = lab.api("GET", "/api/nodes", token=False)

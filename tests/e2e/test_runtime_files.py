@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -82,15 +84,117 @@ def test_pyproject_deps_leaves_out_the_labs_own_packages():
 def test_env_file_token_is_generated_once(tmp_path, monkeypatch):
     envf = tmp_path / "lab.env"
     envf.write_text("PACS_AE_TITLE=PACS\n")
+    envf.chmod(0o644)
     monkeypatch.setenv("LAB_ENV_FILE", str(envf))
-    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
+    for var in runtime.SECRET_VARS:
+        monkeypatch.delenv(var, raising=False)
+    old_umask = os.umask(0)  # the file is 0600 whatever the umask
+    try:
+        runtime.load_env(generate_token=True)
+    finally:
+        os.umask(old_umask)
+    first = runtime.read_env_file(envf)
+    assert len(first["ADMIN_TOKEN"]) >= 24 and (envf.stat().st_mode & 0o777) == 0o600
+    for var in runtime.SECRET_VARS[1:]:
+        assert len(first[var]) >= 40, var
+    assert [p.name for p in tmp_path.iterdir()] == ["lab.env"], "a temporary file was left behind"
+    for var in runtime.SECRET_VARS:
+        monkeypatch.delenv(var)
     runtime.load_env(generate_token=True)
-    first = runtime.read_env_file(envf)["ADMIN_TOKEN"]
-    assert len(first) >= 24 and (envf.stat().st_mode & 0o777) == 0o600
-    monkeypatch.delenv("ADMIN_TOKEN")
-    runtime.load_env(generate_token=True)
-    assert runtime.read_env_file(envf)["ADMIN_TOKEN"] == first
-    assert runtime.read_env_file(envf)["PACS_AE_TITLE"] == "PACS"
+    again = runtime.read_env_file(envf)
+    assert {k: again[k] for k in runtime.SECRET_VARS} == {k: first[k] for k in runtime.SECRET_VARS}
+    assert again["PACS_AE_TITLE"] == "PACS"
+
+
+def test_env_file_is_written_atomically_with_mode_0600_from_the_start(tmp_path, monkeypatch):
+    """The temporary file is created O_EXCL with 0600 (never readable by others, not even for a
+    moment) in the same folder, then renamed over the env file."""
+    envf = tmp_path / "lab.env"
+    envf.write_text("KEEP=1\n")
+    opened = []
+    real_open = os.open
+
+    def spy(path, flags, mode=0o777, *a, **k):
+        opened.append((Path(path), flags, mode))
+        return real_open(path, flags, mode, *a, **k)
+
+    monkeypatch.setattr(runtime.os, "open", spy)
+    runtime.write_private_file(envf, "KEEP=1\nADMIN_TOKEN=abc\n")
+    (path, flags, mode), = opened
+    assert path.parent == tmp_path and path != envf
+    assert flags & os.O_EXCL and flags & os.O_CREAT and mode == 0o600
+    assert envf.read_text() == "KEEP=1\nADMIN_TOKEN=abc\n" and (envf.stat().st_mode & 0o777) == 0o600
+    assert not path.exists()
+
+
+def test_a_short_admin_token_is_refused_with_a_clear_error(tmp_path, monkeypatch):
+    envf = tmp_path / "lab.env"
+    envf.write_text("ADMIN_TOKEN=short\n")
+    monkeypatch.setenv("LAB_ENV_FILE", str(envf))
+    for var in runtime.SECRET_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(runtime.LabError, match="at least 16"):
+        runtime.load_env(generate_token=True)
+
+
+def test_the_token_is_printed_only_to_a_terminal(monkeypatch, capsys):
+    monkeypatch.setenv("ADMIN_TOKEN", "t" * 32)
+    runtime.print_ready("8080", [])
+    out = capsys.readouterr().out
+    assert "t" * 32 not in out and "ADMIN_TOKEN" in out and str(runtime.env_file()) in out
+    monkeypatch.setattr(runtime.sys.stdout, "isatty", lambda: True)
+    assert "t" * 32 in runtime.token_line()
+
+
+def test_each_local_service_gets_its_own_redis_user_and_no_other_secret(monkeypatch):
+    env = {"REDIS_URL": "redis://127.0.0.1:7000/0", "ADMIN_TOKEN": "a" * 20, "REDIS_PACS_PASSWORD": "pp",
+           "REDIS_ADMIN_PASSWORD": "aa", "REDIS_SIM_PASSWORD": "ss", "PATH": "/bin"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    pacs = runtime.service_env(env, "pacs", True)
+    admin = runtime.service_env(env, "admin-api", True)
+    sim = runtime.service_env(env, "ct-simulator", True)
+    assert pacs["REDIS_URL"] == "redis://pacs:pp@127.0.0.1:7000/0"
+    assert admin["REDIS_URL"] == "redis://admin:aa@127.0.0.1:7000/0" and admin["ADMIN_TOKEN"] == "a" * 20
+    assert sim["REDIS_URL"] == "redis://sim:ss@127.0.0.1:7000/0"
+    for e in (pacs, admin, sim, runtime.service_env(env, "redis", True)):
+        assert not any(k.startswith("REDIS_") and k.endswith("_PASSWORD") for k in e)
+    assert "ADMIN_TOKEN" not in pacs and "ADMIN_TOKEN" not in sim
+    assert runtime.service_env(env, "pacs", False)["REDIS_URL"] == env["REDIS_URL"]  # a REDIS_URL given: as is
+
+
+HARDENED = ("redis", "pacs", "admin-api", "ct-simulator", "ct")
+
+
+@pytest.mark.parametrize("name", HARDENED)
+def test_every_service_is_hardened(compose, name):
+    svc = compose["services"][name]
+    assert svc["read_only"] is True
+    assert svc["cap_drop"] == ["ALL"] and "cap_add" not in svc
+    assert svc["security_opt"] == ["no-new-privileges:true"]
+    assert svc["mem_limit"] and int(svc["pids_limit"]) > 0
+    log = svc["logging"]
+    assert log["driver"] == "json-file" and log["options"]["max-size"] and int(log["options"]["max-file"]) >= 1
+
+
+def test_redis_is_closed_on_an_internal_network(compose):
+    assert compose["networks"]["registry"] == {"internal": True}
+    redis_svc = compose["services"]["redis"]
+    assert redis_svc["networks"] == ["registry"] and "ports" not in redis_svc
+    assert "--aclfile" in redis_svc["command"] and "--protected-mode" not in redis_svc["command"]
+    assert any(v.endswith(":/etc/redis/users.acl:ro") for v in redis_svc["volumes"])
+    users = {"pacs": "pacs", "admin-api": "admin", "ct-simulator": "sim", "ct": "sim"}
+    for name, user in users.items():
+        assert compose["services"][name]["environment"]["REDIS_URL"].startswith(f"redis://{user}:${{REDIS_"), name
+    assert compose["services"]["ct-simulator"]["networks"] == ["registry"]
+
+
+def test_admin_api_has_no_storage_volume_and_never_reads_storage(compose):
+    assert "volumes" not in compose["services"]["admin-api"]
+    assert "PACS_STORAGE_DIR" not in compose["services"]["admin-api"]["environment"]
+    for path in (ROOT / "admin-api" / "src").rglob("*.py"):
+        text = path.read_text()
+        assert "STORAGE_DIR" not in text and "storage_dir" not in text, path
 
 
 @pytest.mark.docker
@@ -99,7 +203,9 @@ def test_compose_accepts_the_file(tmp_path):
     need(cmd is not None, "no docker compose / docker-compose: run scripts/docker-engine.sh")
     r = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "--profile", "tools", "config", "--services"],
                        cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin:/usr/local/bin",
-                                                                           "ADMIN_TOKEN": "x"})
+                                                                           "ADMIN_TOKEN": "x", "REDIS_PACS_PASSWORD": "p",
+                                                                           "REDIS_ADMIN_PASSWORD": "a",
+                                                                           "REDIS_SIM_PASSWORD": "s"})
     assert r.returncode == 0, r.stderr
     assert set(r.stdout.split()) == {"redis", "pacs", "admin-api", "ct-simulator", "ct"}
 

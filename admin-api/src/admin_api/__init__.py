@@ -13,7 +13,7 @@ from typing import Any
 
 from apiflask import APIFlask
 
-from . import config, docs_assets
+from . import config, docs_assets, headers
 from .errors import init_errors
 from .resources import Resources
 
@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     config.load(app, test_config)
 
     init_errors(app)
+    headers.init_app(app)
     Resources.init_app(app)
 
     from .api import bp as api_bp

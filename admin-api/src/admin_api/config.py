@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Flask
 
-from dicomlab.settings import EnvConfig
+from dicomlab.errors import LabError
+from dicomlab.settings import EnvConfig, check_admin_token
 
 from . import address
 from .errors import http_error_schema, validation_error_schema
@@ -55,5 +56,7 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
     if test_config:
         app.config.from_mapping(test_config)
     address.load(app)  # where a modality outside reaches the PACS (after test overrides: they win)
-    if not app.config.get("ADMIN_TOKEN"):
-        raise RuntimeError("ADMIN_TOKEN is required: set it in the environment (make up generates one into .env).")
+    try:
+        check_admin_token(app.config.get("ADMIN_TOKEN"))
+    except LabError as exc:
+        raise RuntimeError(str(exc)) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 from .aetitle import check_ae_title, check_host, check_port
 from .dicom import DEFAULT_STORAGE_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
-from .errors import ValidationError
+from .errors import LabError, ValidationError
 
 SERVICES = ("C-ECHO", "C-STORE")
 
@@ -216,3 +216,17 @@ class Node:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ADMIN_TOKEN_MIN_LENGTH = 16
+
+
+def check_admin_token(token: str | None) -> str:
+    """The admin API's bearer token, or ``LabError`` saying what is wrong with it."""
+    if not token:
+        raise LabError("ADMIN_TOKEN is required: set it in the environment (make up generates one into .env).")
+    if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        raise LabError(f"ADMIN_TOKEN is {len(token)} characters long; it must have at least "
+                       f"{ADMIN_TOKEN_MIN_LENGTH} (a guessable token opens the lab's control plane). Remove it from "
+                       ".env and `make up` generates a new one, or set a longer one.")
+    return token
