@@ -32,7 +32,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
-from dicomlab.events import REASON_INTERNAL_ERROR
+from dicomlab.events import REASON_DIMSE_INVALID, REASON_INTERNAL_ERROR
 
 IDLE_WAIT = 0.05  # longest sleep with nothing queued: timers are checked at least this often
 
@@ -259,6 +259,18 @@ class LabAssociation(Association):
             self.dul.ring()
             time.sleep(0.001)  # waiting for the peer to close (Sta13) or the ARTIM timer
 
+    def _abort_invalid(self, msg: Any) -> None:
+        """A request pynetdicom cannot serve (e.g. no MessageID): A-ABORT (source 2) and an
+        association-aborted event, where upstream's ``_serve_request`` only logs a warning."""
+        self.lab_abort_reason = (f"Association aborted: the peer sent a {msg.msg_type} request without "
+                                 f"{_missing(msg)}")
+        self.lab_abort_code = REASON_DIMSE_INVALID
+        self.acse.send_abort(0x02)
+        self.is_aborted = True
+        self.is_established = False
+        evt.trigger(self, evt.EVT_ABORTED, {})
+        self.kill()
+
     def _run_reactor(self) -> None:
         if self.dul.wire is not None:  # the DUL thread serves the data phase: wait for its end
             while self.dul.is_alive():
@@ -282,6 +294,9 @@ class LabAssociation(Association):
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
                 busy = True
+                if not msg.is_valid_request:  # upstream logs a warning and never answers
+                    self._abort_invalid(msg)
+                    return
                 self._serve_request(msg, context_id)  # type: ignore[arg-type]
 
             if self.is_established and self.acse.is_release_requested():
@@ -316,6 +331,12 @@ class LabAssociation(Association):
                     self.abort()
                 self.kill()
                 return
+
+
+def _missing(msg: Any) -> str:
+    names = [k for k in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID") if hasattr(msg, k)
+             and getattr(msg, k, None) in (None, "")]
+    return ", ".join(names) or "a required element"
 
 
 def _abort_words(primitive: Any) -> str:
