@@ -399,3 +399,31 @@ def test_full_disk_while_spooling_answers_out_of_resources(small_disk, redis_url
         still_serving(p)
     finally:
         p.stop()
+
+
+# -- the two ways into storage write the same file ----------------------------------------
+@pytest.mark.parametrize("ts", [EXPLICIT, IMPLICIT, DEFLATED])
+def test_spooled_and_in_memory_stores_write_identical_files(tmp_path, ts):
+    from pacs.storage import Storage
+
+    uid = generate_uid()
+    raw = dataset_header(uid, ts) + (b"" if ts == IMPLICIT else pixel_element(300_000))
+    if ts == DEFLATED:
+        z = zlib.compressobj(wbits=-15)
+        raw = z.compress(raw) + z.flush()
+    a, b = Storage(tmp_path / "a", fsync=False), Storage(tmp_path / "b", fsync=False)
+    ra = a.store(raw, ts, CT, uid, "CT01")
+    spool = b.spool(ts, CT, uid, "CT01")
+    for off in range(0, len(raw), 7777):
+        spool.write(memoryview(raw)[off:off + 7777])
+    rb = spool.commit()
+    assert ra.ok and rb.ok, (ra.message, rb.message)
+    assert ra.meta == {**rb.meta, "path": ra.meta["path"]}
+    assert ra.path.read_bytes() == rb.path.read_bytes()
+    assert not list(a.incoming.iterdir()) and not list(b.incoming.iterdir())
+    # the same checks on both ways: a request UID that differs from the dataset's
+    other = b.spool(ts, CT, generate_uid(), "CT01")
+    other.write(raw)
+    bad = other.commit()
+    assert bad.status == 0xC000 and a.store(raw, ts, CT, generate_uid()).status == 0xC000
+    assert not list(b.incoming.iterdir())

@@ -56,7 +56,7 @@ from .fastpath import LabAssociation, ThreadReuse
 from .guard import PduGuard
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
-from .spooling import discard_partial, receive_chunked, spool_from_file
+from .spooling import discard_partial, receive_chunked, received_dataset
 from .storage import Spool, Storage
 from .wire import A_ABORT_USER, DataPhase, recv_up_to
 
@@ -721,10 +721,7 @@ class Pacs:
             return fault
         ts, sop_class, sop_instance = (str(event.context.transfer_syntax), str(event.context.abstract_syntax),
                                        str(rq.AffectedSOPInstanceUID))
-        raw: bytes | Spool = (spool_from_file(self.storage, event.dataset_path, ts, sop_class, sop_instance,
-                                              s.calling)
-                              if _config.STORE_RECV_CHUNKED_DATASET else rq.DataSet.getvalue())
-        status = self._store(s, raw, ts, sop_class, sop_instance)
+        status = self._store(s, received_dataset(event, self.storage, s.calling), ts, sop_class, sop_instance)
         self._fault_delay(s)
         return status
 

@@ -74,3 +74,11 @@ def discard_partial(assoc: Any) -> None:
         os.unlink(f.name)
     except OSError:
         pass
+
+
+def received_dataset(event: Any, storage: Storage, calling_aet: str) -> bytes | Spool:
+    """The dataset of an EVT_C_STORE: a Spool filled from pynetdicom's file, or its bytes."""
+    if not _config.STORE_RECV_CHUNKED_DATASET:
+        return event.request.DataSet.getvalue()  # type: ignore[no-any-return]
+    return spool_from_file(storage, event.dataset_path, str(event.context.transfer_syntax),
+                           str(event.context.abstract_syntax), str(event.request.AffectedSOPInstanceUID), calling_aet)
