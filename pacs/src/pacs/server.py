@@ -104,7 +104,9 @@ class FastSocket(AssociationSocket):
         # the peer closed: what came is returned, as pynetdicom does. After the
         # A-ASSOCIATE-RQ, every PDU length is checked before it is read (guard.py).
         sock = cast(socket.socket, self.socket)
-        guard = self.__dict__.get("pdu_guard") or self.__dict__.setdefault("pdu_guard", PduGuard(self.assoc))
+        guard = getattr(self, "pdu_guard", None)
+        if guard is None:
+            guard = self.pdu_guard = PduGuard(self.assoc)
         return guard.recv(sock, nr_bytes, lambda n: recv_up_to(sock, n))
 
 

@@ -234,6 +234,9 @@ class DataPhase:
             self._serve()
         except Abort as a:
             self._abort(a.pdu, a.words, a.reason)
+        except TimeoutError:
+            self._abort(A_ABORT_USER, "Association aborted: no data from the modality within the network timeout"
+                        + self._in_flight())
         except (PeerGone, OSError):
             # closed without A-RELEASE or A-ABORT (or torn down at shutdown): an abort
             self._ended("Association aborted: the connection closed without A-RELEASE or A-ABORT"
@@ -260,12 +263,7 @@ class DataPhase:
 
     def _serve(self) -> None:
         while True:
-            try:
-                header = _recv_exact(self.sock, PDU_HEADER)
-            except TimeoutError:
-                self._abort(A_ABORT_USER, "Association aborted: no data from the modality within the "
-                            "network timeout.")
-                return
+            header = _recv_exact(self.sock, PDU_HEADER)
             pdu_type, _, length = struct.unpack(">BBI", header)
             bad = check_pdu(pdu_type, length, self.max_pdu_in)
             if bad is not None:
@@ -293,29 +291,31 @@ class DataPhase:
         length, off = len(body), 0
         while off < length:
             if off + 6 > length:
-                raise Abort(A_ABORT_INVALID, "Association aborted: malformed P-DATA-TF item.", REASON_PDU_INVALID)
+                raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent a malformed P-DATA-TF item",
+                            REASON_PDU_INVALID)
             (item_len,) = struct.unpack_from(">I", body, off)
             if item_len < 2 or off + 4 + item_len > length:
-                raise Abort(A_ABORT_INVALID, "Association aborted: malformed P-DATA-TF item.", REASON_PDU_INVALID)
+                raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent a malformed P-DATA-TF item",
+                            REASON_PDU_INVALID)
             cid, mch = body[off + 4], body[off + 5]
             fragment = body[off + 6: off + 4 + item_len]
             off += 4 + item_len
             m = self.msg
             if cid not in self.contexts or (m.context_id is not None and cid != m.context_id):
-                raise Abort(A_ABORT_INVALID, f"Association aborted: data on presentation context {cid}, "
-                            "which was not accepted (or mixed within one message).", REASON_PDU_INVALID)
+                raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent data on presentation "
+                            f"context {cid}, which was not accepted (or mixed within one message)", REASON_PDU_INVALID)
             m.context_id = cid
             if mch & 0x01:
                 if m.cs is not None:
                     raise Abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: {self._who()} sent command set "
-                                "fragments after the command set was complete.", REASON_DIMSE_INVALID)
+                                "fragments after the command set was complete", REASON_DIMSE_INVALID)
                 m.command += fragment
                 if mch & 0x02:
                     self._command_complete(m)
             else:
                 if m.cs is None or not m.wants_data:
                     raise Abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: {self._who()} sent dataset "
-                                "fragments without a command set that announces a dataset.", REASON_DIMSE_INVALID)
+                                "fragments without a command set that announces a dataset", REASON_DIMSE_INVALID)
                 self._add_data(m, fragment)
                 m.done = bool(mch & 0x02)
             if m.done:
@@ -334,22 +334,22 @@ class DataPhase:
             sop_instance = cs.get("AffectedSOPInstanceUID")
         except Exception as exc:
             raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a command set "
-                        f"that cannot be decoded ({type(exc).__name__}: {exc}).", REASON_DIMSE_INVALID) from None
+                        f"that cannot be decoded ({type(exc).__name__}: {exc})", REASON_DIMSE_INVALID) from None
         missing = [name for name, v in (("CommandField (0000,0100)", field), ("MessageID (0000,0110)", message_id),
                                         ("CommandDataSetType (0000,0800)", data_type)) if v is None]
         if field == C_STORE_RQ and not sop_instance:
             missing.append("AffectedSOPInstanceUID (0000,1000)")
         if missing:
             raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a command set "
-                        f"without {', '.join(missing)}.", REASON_DIMSE_INVALID)
+                        f"without {', '.join(missing)}", REASON_DIMSE_INVALID)
         if field not in (C_STORE_RQ, C_ECHO_RQ):  # only Verification and storage contexts are ever accepted
             raise Abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: DIMSE command 0x{field:04X} is not "
-                        "supported by this PACS (C-ECHO and C-STORE only).", REASON_DIMSE_INVALID)
+                        "supported by this PACS (C-ECHO and C-STORE only)", REASON_DIMSE_INVALID)
         m.cs = cs
         m.wants_data = int(data_type) != NO_DATASET
         if m.wants_data != (field == C_STORE_RQ):
             raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a "
-                        f"{'C-STORE-RQ without' if field == C_STORE_RQ else 'C-ECHO-RQ with'} a dataset.",
+                        f"{'C-STORE-RQ without' if field == C_STORE_RQ else 'C-ECHO-RQ with'} a dataset",
                         REASON_DIMSE_INVALID)
         m.done = not m.wants_data
 
