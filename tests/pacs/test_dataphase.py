@@ -101,7 +101,8 @@ def status_of(body: bytes) -> int:
 
 
 def leftovers(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Files under the storage root, and in the PACS's temporary folder next to it."""
+    return sorted(p for d in (root, root.parent / "tmp") for p in d.rglob("*") if p.is_file())
 
 
 def rss(pid: int, field: str = "VmRSS") -> int:
@@ -118,7 +119,9 @@ def engine(request):
 
 
 def start_pacs(redis_url: str, storage: Path, registry, engine: str, **settings) -> PacsProcess:
-    env = {"PACS_WORKERS": "1", "PACS_FASTPATH": "0" if engine == "stock" else "1"}
+    tmp = storage.parent / "tmp"  # the PACS's temporary folder (pynetdicom's chunked datasets)
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {"PACS_WORKERS": "1", "PACS_FASTPATH": "0" if engine == "stock" else "1", "TMPDIR": str(tmp)}
     p = PacsProcess(redis_url, storage, extra_env=env).start()
     add_node(registry, "CT01")
     changes = {**settings, **({"verbose": True} if engine == "verbose" else {})}

@@ -296,7 +296,7 @@ class Pacs:
         ae.network_timeout = 120
         ae.add_supported_context(Verification)  # replaced per association by contexts_for()
         self.ae = ae
-        receive_chunked(storage)  # pynetdicom's loops write each dataset to .incoming as it arrives
+        receive_chunked()  # pynetdicom's loops write each dataset to a temporary file as it arrives
         self.handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),

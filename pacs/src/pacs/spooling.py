@@ -5,11 +5,16 @@ With it, pynetdicom 3.0.4 (``DIMSEMessage.decode_msg``) writes each C-STORE
 dataset to a ``NamedTemporaryFile`` as its fragments arrive -- preamble, its
 own file meta, then the dataset -- and hands the EVT_C_STORE handler the path
 (``event.dataset_path``); the association never holds the dataset in memory.
-We point Python's temporary folder at ``<storage>/.incoming`` so that file lives
-on the storage volume, then copy the dataset part (bounded chunks) into a
-``storage.Spool``, which puts our own file meta in front and installs it like
-every other instance. It is used for every size there: these loops are not the
-fast path, and one way is simpler to trust.
+The handler copies the dataset part (bounded chunks) into a ``storage.Spool``,
+which puts our own file meta in front and installs it like every other instance.
+It is used for every size there: these loops are not the fast path, and one way
+is simpler to trust.
+
+pynetdicom's file stays in the system's temporary folder (its default), not in
+``<storage>/.incoming``: a write error there happens inside pynetdicom's DIMSE
+decoder, where it can only abort the association (and stock pynetdicom's DUL
+thread just dies), whereas a full or read-only storage volume must be answered
+0xA700 Out of Resources -- which it is, by the copy into the Spool.
 
 pynetdicom deletes its file after the handler returns, but not when the
 association is aborted in the middle of a dataset: ``discard_partial`` removes
@@ -20,7 +25,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +35,9 @@ from .storage import Spool, Storage
 CHUNK = 1024 * 1024
 
 
-def receive_chunked(storage: Storage) -> None:
-    """Process-wide: pynetdicom writes received datasets to files in ``.incoming``."""
+def receive_chunked() -> None:
+    """Process-wide: pynetdicom writes each received C-STORE dataset to a temporary file."""
     _config.STORE_RECV_CHUNKED_DATASET = True
-    tempfile.tempdir = str(storage.incoming)
 
 
 def dataset_offset(path: Path) -> int:
