@@ -233,8 +233,13 @@ class Storage:
 
     # -- the one write path ----------------------------------------------------------
     def _temporary(self, label: str) -> tuple[Path, int]:
+        """A new temporary file in ``.incoming`` (made again if someone removed it)."""
         tmp = self.incoming / f"{label[:64]}.{secrets.token_hex(6)}.tmp"
-        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            self.incoming.mkdir(exist_ok=True)
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
     @staticmethod
     def _drop(tmp: Path | None, fd: int | None) -> None:
