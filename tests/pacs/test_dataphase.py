@@ -430,3 +430,29 @@ def test_spooled_and_in_memory_stores_write_identical_files(tmp_path, ts):
     bad = other.commit()
     assert bad.status == 0xC000 and a.store(raw, ts, CT, generate_uid()).status == 0xC000
     assert not list(b.incoming.iterdir())
+
+
+@pytest.mark.parametrize("pdu_type,length,verdict", [
+    (0x04, MAX_PDU + 6, None), (0x04, MAX_PDU + 7, 6), (0x04, 5, 6), (0x04, 6, None),
+    (0x05, 4, None), (0x05, 0, 6), (0x06, 4, None), (0x07, 4, None), (0x07, 5, 6),
+    (0x01, 100, 2), (0x02, 100, 2), (0x03, 4, 2), (0x00, 4, 1), (0x08, 4, 1), (0xFF, 0, 1),
+])
+def test_the_pdu_rule(pdu_type, length, verdict):
+    from pacs.wire import check_pdu
+
+    bad = check_pdu(pdu_type, length, MAX_PDU)
+    assert (bad[0] if bad else None) == verdict
+
+
+def test_reads_are_capped_before_allocation():
+    from pacs.wire import recv_up_to
+
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(ValueError):
+            recv_up_to(a, 1 << 40, cap=MAX_PDU + 6)  # would be a 1 TiB bytearray
+        b.sendall(b"abc")
+        b.close()
+        assert recv_up_to(a, 6, cap=6) == b"abc"
+    finally:
+        a.close()
