@@ -13,6 +13,14 @@ reactor on a ``threading.Event``. The loop bodies are pynetdicom 3.0's own,
 unchanged but for the wait; that is why these are subclasses, used by our
 request handler (``LabRequestHandler._create_association``): the change belongs
 in pynetdicom, and this is how we make it from outside.
+
+Two more departures from upstream, both for "no silent end": an exception in
+the DUL loop -- including in the state machine's action, where pynetdicom 3.0.4
+lets a DIMSE message that fails to decode kill the thread -- sends an A-ABORT
+(source 2) and fires EVT_ABORTED with the reason (``LabDUL._abort_on_error``,
+mirroring ``DULServiceProvider.run_reactor``'s ``except``); and a request that
+``Association._serve_request`` would only log as invalid (no MessageID, ...) is
+aborted with an event (``LabAssociation._abort_invalid``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,15 @@ one thread, with one copy of each dataset. The command set is decoded with
 ``pynetdicom.dsutils.decode``; the two responses (C-ECHO-RSP, C-STORE-RSP) are
 encoded here, byte for byte as pynetdicom encodes them (tested).
 
+Bounded against any peer: each PDU header is checked (``check_pdu``, the rule
+``guard.PduGuard`` applies under pynetdicom's loops too) before its body is read,
+and a read never allocates more than the cap; a dataset over the association's
+``spool_threshold_bytes`` goes to a ``storage.Spool`` as it arrives, one over
+``max_instance_bytes`` is aborted; whatever goes wrong -- a command set that
+cannot be decoded or lacks a field, an exception anywhere -- ends in an A-ABORT
+(source 2) and an association-aborted event with the reason in words
+(``Pacs._on_aborted`` reads ``assoc.lab_abort_reason`` / ``lab_abort_code``).
+
 PS3.8 §9.3: PDU header = type (1), reserved (1), length (4, big endian).
 P-DATA-TF item = length (4), presentation context ID (1), message control
 header (1: bit 0 command, bit 1 last fragment), fragment.
