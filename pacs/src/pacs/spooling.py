@@ -83,5 +83,7 @@ def received_dataset(event: Any, storage: Storage, calling_aet: str) -> bytes | 
     """The dataset of an EVT_C_STORE: a Spool filled from pynetdicom's file, or its bytes."""
     if not _config.STORE_RECV_CHUNKED_DATASET:
         return event.request.DataSet.getvalue()  # type: ignore[no-any-return]
+    if getattr(event.request, "_dataset_path", None) is None:  # a C-STORE-RQ without a dataset
+        return b""  # answered 0xC000 Cannot understand, as in the other engines
     return spool_from_file(storage, event.dataset_path, str(event.context.transfer_syntax),
                            str(event.context.abstract_syntax), str(event.request.AffectedSOPInstanceUID), calling_aet)
