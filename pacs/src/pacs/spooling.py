@@ -84,6 +84,6 @@ def received_dataset(event: Any, storage: Storage, calling_aet: str) -> bytes | 
     if not _config.STORE_RECV_CHUNKED_DATASET:
         return event.request.DataSet.getvalue()  # type: ignore[no-any-return]
     if getattr(event.request, "_dataset_path", None) is None:  # a C-STORE-RQ without a dataset
-        return b""  # answered 0xC000 Cannot understand, as in the other engines
+        return b""  # answered 0xC000 Cannot understand (the wire engine aborts it)
     return spool_from_file(storage, event.dataset_path, str(event.context.transfer_syntax),
                            str(event.context.abstract_syntax), str(event.request.AffectedSOPInstanceUID), calling_aet)
