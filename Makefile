@@ -28,6 +28,11 @@ system-deps: ## Install the Debian packages the tests use (when root and missing
 test: system-deps venv ## Install what the tests need, then run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-stock
+test-stock: system-deps venv ## The policy, store and fault tests on stock pynetdicom loops (PACS_FASTPATH=0)
+	PACS_FASTPATH=0 $(PY) -m pytest tests/pacs/test_policy.py tests/pacs/test_store.py tests/pacs/test_faults.py \
+		$(PYTEST_ARGS)
+
 # -- running the lab: scripts/lab.py does the work, in either runtime ------------------------------
 # LAB_RUNTIME=docker|local chooses; unset, Docker where an engine answers, local processes otherwise.
 LAB_PY = $(if $(wildcard $(PY)),$(PY),python3)

@@ -80,8 +80,8 @@ def test_echo_on_the_socket_path(accepted, registry):
 
 @pytest.mark.parametrize("bad,why", [
     (struct.pack(">BBI", 4, 0, 8) + struct.pack(">IBB", 900, 1, 3) + b"xx", "malformed P-DATA-TF item"),
-    (struct.pack(">BBI", 4, 0, 10_000_000), "exceeds the negotiated maximum"),
-    (struct.pack(">BBI", 9, 0, 0), "unexpected PDU type 0x09"),
+    (struct.pack(">BBI", 4, 0, 10_000_000), "over the negotiated maximum"),
+    (struct.pack(">BBI", 9, 0, 0), "unrecognized PDU type 0x09"),
     (command(0x0020, 3), "DIMSE command 0x0020 is not supported"),  # C-FIND-RQ
     (struct.pack(">BBI", 4, 0, 6) + struct.pack(">IBB", 2, 5, 3), "presentation context 5"),
 ])

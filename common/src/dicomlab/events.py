@@ -56,6 +56,8 @@ REASON_PDU_INVALID = "pdu-invalid"  # a PDU over its cap, of an unknown type, or
 REASON_REQUEST_TIMEOUT = "request-timeout"  # no complete A-ASSOCIATE-RQ within assoc_request_timeout
 REASON_TOO_MANY_PENDING = "too-many-pending"  # over max_pending_connections / _per_address (aggregated per 10 s)
 REASON_INSTANCE_TOO_LARGE = "instance-too-large"  # a dataset over max_instance_bytes: A-ABORT
+REASON_DIMSE_INVALID = "dimse-invalid"  # a command set that cannot be decoded, lacks a field, or is unsupported
+REASON_INTERNAL_ERROR = "internal-error"  # an exception inside an association: A-ABORT
 CONNECTION_CLOSED = "connection-closed"  # a connection closed before it became an association
 
 LEVELS = ("debug", "info", "warning", "error")

@@ -57,6 +57,12 @@ def main(args: list[str] | None = None) -> int:
     storage = Storage(ns.storage or env.storage_dir)
     if ns.command == "reindex":
         return reindex(Registry(connect(url)), storage)
+    fastpath = os.environ.get("PACS_FASTPATH", "1").strip() or "1"
+    if fastpath not in ("0", "1"):
+        print(f"pacs: configuration error: PACS_FASTPATH is 0 or 1, not {fastpath!r}", file=sys.stderr)
+        return 2
+    ns.fastpath = fastpath == "1"
+    storage.purge_incoming()  # temporary files a crash left behind; no listener runs yet
 
     seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
     workers = ns.workers if ns.workers is not None else int(
@@ -119,7 +125,7 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     slots = AssociationSlots(shared, worker or 0) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
                 slots=slots, worker=worker, shared_ports=ports,
-                inherited_socket=listen_socket, shared_load=load)  # type: ignore[arg-type]
+                inherited_socket=listen_socket, shared_load=load, fastpath=ns.fastpath)  # type: ignore[arg-type]
     try:
         pacs.start()
     except OSError as exc:

@@ -13,10 +13,19 @@ reactor on a ``threading.Event``. The loop bodies are pynetdicom 3.0's own,
 unchanged but for the wait; that is why these are subclasses, used by our
 request handler (``LabRequestHandler._create_association``): the change belongs
 in pynetdicom, and this is how we make it from outside.
+
+Two more departures from upstream, both for "no silent end": an exception in
+the DUL loop -- including in the state machine's action, where pynetdicom 3.0.4
+lets a DIMSE message that fails to decode kill the thread -- sends an A-ABORT
+(source 2) and fires EVT_ABORTED with the reason (``LabDUL._abort_on_error``,
+mirroring ``DULServiceProvider.run_reactor``'s ``except``); and a request that
+``Association._serve_request`` would only log as invalid (no MessageID, ...) is
+aborted with an event (``LabAssociation._abort_invalid``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import select
@@ -25,9 +34,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
+
+from dicomlab.events import REASON_DIMSE_INVALID, REASON_INTERNAL_ERROR
 
 IDLE_WAIT = 0.05  # longest sleep with nothing queued: timers are checked at least this often
 
@@ -193,26 +206,45 @@ class LabDUL(DULServiceProvider):
                     pass
                 elif self._is_transport_event():
                     self._idle_timer.restart()
-            except Exception:
-                abort_pdu = A_ABORT_RQ()
-                abort_pdu.source = 0x02
-                abort_pdu.reason_diagnostic = 0x00
                 try:
-                    self.socket.send(abort_pdu.encode())  # type: ignore[union-attr]
-                except Exception:
-                    pass
-                self.assoc.is_aborted = True
-                self.assoc.is_established = False
-                self.assoc._kill = True
-                self._kill_thread = True
+                    event = self.event_queue.get(block=False)
+                except queue.Empty:
+                    sleep = True
+                    continue
+                # upstream lets an exception here (a DIMSE message that fails to decode, in
+                # DT-2) end the thread silently; here it aborts like one in the reads above
+                self.state_machine.do_action(event)
+            except Exception as exc:
+                self._abort_on_error(exc)
                 return
-            try:
-                event = self.event_queue.get(block=False)
-            except queue.Empty:
-                sleep = True
-                continue
-            self.state_machine.do_action(event)
             sleep = False
+
+    def _abort_on_error(self, exc: Exception) -> None:
+        """pynetdicom 3.0.4 run_reactor's ``except Exception`` (A-ABORT, source 2, bypassing
+        the state machine), where upstream's error log becomes an association-aborted event."""
+        logging.getLogger(__name__).debug("DUL", exc_info=exc)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        try:
+            self.socket.send(abort_pdu.encode())  # type: ignore[union-attr]
+        except Exception:
+            pass
+        assoc = self.assoc
+        if not getattr(assoc, "lab_abort_reason", ""):
+            assoc.lab_abort_reason = (f"Association aborted: the DICOM upper layer failed on what the peer sent "
+                                      f"({type(exc).__name__}: {exc})")
+            assoc.lab_abort_code = REASON_INTERNAL_ERROR
+        was_established = assoc.is_established
+        assoc.is_aborted = True
+        assoc.is_established = False
+        assoc._kill = True
+        self._kill_thread = True
+        if was_established or getattr(assoc, "lab_abort_code", ""):
+            try:
+                evt.trigger(assoc, evt.EVT_ABORTED, {})
+            except Exception:
+                pass
 
 
 class LabAssociation(Association):
@@ -234,6 +266,18 @@ class LabAssociation(Association):
         while self.dul.is_alive() and not self.dul.stop_dul():
             self.dul.ring()
             time.sleep(0.001)  # waiting for the peer to close (Sta13) or the ARTIM timer
+
+    def _abort_invalid(self, msg: Any) -> None:
+        """A request pynetdicom cannot serve (e.g. no MessageID): A-ABORT (source 2) and an
+        association-aborted event, where upstream's ``_serve_request`` only logs a warning."""
+        self.lab_abort_reason = (f"Association aborted: the peer sent a {msg.msg_type} request without "
+                                 f"{_missing(msg)}")
+        self.lab_abort_code = REASON_DIMSE_INVALID
+        self.acse.send_abort(0x02)
+        self.is_aborted = True
+        self.is_established = False
+        evt.trigger(self, evt.EVT_ABORTED, {})
+        self.kill()
 
     def _run_reactor(self) -> None:
         if self.dul.wire is not None:  # the DUL thread serves the data phase: wait for its end
@@ -258,22 +302,23 @@ class LabAssociation(Association):
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
                 busy = True
+                if not msg.is_valid_request:  # upstream logs a warning and never answers
+                    self._abort_invalid(msg)
+                    return
                 self._serve_request(msg, context_id)  # type: ignore[arg-type]
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
                 self.is_released = True
                 self.is_established = False
-                from pynetdicom import evt
-
                 evt.trigger(self, evt.EVT_RELEASED, {})
                 self.kill()
                 return
 
             if self.acse.is_aborted():
-                from pynetdicom import evt
-
-                self.dul.receive_pdu(wait=False)
+                primitive = self.dul.receive_pdu(wait=False)
+                if not getattr(self, "lab_abort_reason", ""):
+                    self.lab_abort_reason = _abort_words(primitive)
                 self.is_aborted = True
                 self.is_established = False
                 evt.trigger(self, evt.EVT_ABORTED, {})
@@ -294,3 +339,19 @@ class LabAssociation(Association):
                     self.abort()
                 self.kill()
                 return
+
+
+def _missing(msg: Any) -> str:
+    names = [k for k in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID") if hasattr(msg, k)
+             and getattr(msg, k, None) in (None, "")]
+    return ", ".join(names) or "a required element"
+
+
+def _abort_words(primitive: Any) -> str:
+    """Who aborted, from the A-ABORT / A-P-ABORT primitive pynetdicom hands the association."""
+    if isinstance(primitive, A_P_ABORT):
+        return ("Association aborted by the DICOM upper layer (A-P-ABORT): the peer sent an invalid or "
+                "unexpected PDU or DIMSE message, or the connection closed")
+    if isinstance(primitive, A_ABORT):
+        return f"Association aborted by the peer (A-ABORT, source {primitive.abort_source})"
+    return "Association aborted"

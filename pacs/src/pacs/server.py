@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from pynetdicom import AE, _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -52,9 +53,11 @@ from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
 from .contexts import contexts_for, contexts_for_services, why_refused
 from .fastpath import LabAssociation, ThreadReuse
+from .guard import PduGuard
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
-from .storage import Storage
+from .spooling import discard_partial, receive_chunked, received_dataset
+from .storage import Spool, Storage
 from .wire import A_ABORT_USER, DataPhase, recv_up_to
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class Session:
     indexed_series: set[str] = field(default_factory=set)
     stored: int = 0
     failed: int = 0
+    ended: bool = False  # an association-released / -aborted event was written
 
     def who(self) -> dict[str, str]:
         return {"assoc_id": self.id, "calling_aet": self.calling, "called_aet": self.called, "peer": self.peer}
@@ -97,8 +101,13 @@ class FastSocket(AssociationSocket):
     ~130 calls and as many copies)."""
 
     def recv(self, nr_bytes: int) -> bytearray:
-        # the peer closed: what came is returned, as pynetdicom does
-        return recv_up_to(cast(socket.socket, self.socket), nr_bytes)
+        # the peer closed: what came is returned, as pynetdicom does. After the
+        # A-ASSOCIATE-RQ, every PDU length is checked before it is read (guard.py).
+        sock = cast(socket.socket, self.socket)
+        guard = getattr(self, "pdu_guard", None)
+        if guard is None:
+            guard = self.pdu_guard = PduGuard(self.assoc)
+        return guard.recv(sock, nr_bytes, lambda n: recv_up_to(sock, n))
 
 
 class LabRequestHandler(RequestHandler):
@@ -110,7 +119,8 @@ class LabRequestHandler(RequestHandler):
     def _create_association(self) -> LabAssociation:
         # pynetdicom's RequestHandler._create_association, with FastSocket, and without
         # deep-copying the server's contexts: EVT_REQUESTED sets each association's.
-        assoc = LabAssociation(self.ae, MODE_ACCEPTOR)
+        fastpath = self.server.lab_pacs.fastpath  # type: ignore[attr-defined]
+        assoc = (LabAssociation if fastpath else Association)(self.ae, MODE_ACCEPTOR)  # stock: PACS_FASTPATH=0
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(FastSocket(assoc, client_socket=self.request))
@@ -237,6 +247,7 @@ class Pacs:
         wire: bool = True,
         inherited_socket: socket.socket | None = None,
         shared_load: Any = None,
+        fastpath: bool = True,
     ) -> None:
         """``worker``: this process's index when several share the port (None: the only one).
         Worker 0 (or the only process) speaks for the listener: start/stop, settings
@@ -250,7 +261,9 @@ class Pacs:
         self.poll_interval = poll_interval
         self.slots = slots or AssociationSlots()
         self.shared_ports = shared_ports  # each listener process's current port
-        self.wire = wire  # serve plain data phases on the socket (wire.py); False: pynetdicom throughout
+        # fastpath False (PACS_FASTPATH=0): pynetdicom's stock Association and DUL loops throughout
+        self.fastpath = fastpath
+        self.wire = wire and fastpath  # serve plain data phases on the socket (wire.py)
         # the listening socket the supervisor opened before forking, shared by every listener process
         self.inherited_socket = inherited_socket
         self.shared_load = shared_load  # each listener process's open connections
@@ -283,6 +296,7 @@ class Pacs:
         ae.network_timeout = 120
         ae.add_supported_context(Verification)  # replaced per association by contexts_for()
         self.ae = ae
+        receive_chunked()  # pynetdicom's loops write each dataset to a temporary file as it arrives
         self.handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -448,6 +462,12 @@ class Pacs:
 
     def untrack(self, assoc: Any) -> None:
         s = getattr(assoc, "lab_session", None)
+        discard_partial(assoc)
+        if s is not None and s.decision is not None and s.decision.accepted and not s.ended and not s.refusal:
+            self.events.emit(E.ASSOCIATION_ABORTED, f"Association with {s.calling!r} at {s.peer} ended without "
+                             f"A-RELEASE or A-ABORT after {s.stored} stored instance(s): every acknowledged "
+                             "instance is on disk; the modality must resend the rest.", level="warning",
+                             outcome="aborted", reason=E.REASON_INTERNAL_ERROR, **s.who())
         if s is not None and s.counted:
             s.counted = False
             self.slots.give_back()
@@ -655,6 +675,7 @@ class Pacs:
 
     def _on_released(self, event: evt.Event) -> None:
         s = _session(event.assoc)
+        s.ended = True
         self.events.emit(E.ASSOCIATION_RELEASED, f"Association released by {s.calling!r} after "
                          f"{time.monotonic() - s.started:.1f} s: {s.stored} instance(s) stored"
                          + (f", {s.failed} failed" if s.failed else "") + ".",
@@ -662,12 +683,15 @@ class Pacs:
 
     def _on_aborted(self, event: evt.Event) -> None:
         s = _session(event.assoc)
-        if s.decision is None or not s.decision.accepted or s.refusal:
+        code = getattr(event.assoc, "lab_abort_code", "")  # pdu-invalid, instance-too-large, ...: always said
+        if s.ended or (not code and (s.decision is None or not s.decision.accepted or s.refusal)):
             return
+        s.ended = True
         why = getattr(event.assoc, "lab_abort_reason", "") or "Association aborted"
-        self.events.emit(E.ASSOCIATION_ABORTED, f"{why} after {s.stored} stored instance(s): "
+        self.events.emit(E.ASSOCIATION_ABORTED, f"{why}; after {s.stored} stored instance(s): "
                          "every acknowledged instance is on disk; the modality must resend the rest.",
-                         level="warning", outcome="aborted", detail={"stored": s.stored}, **s.who())
+                         level="warning", outcome="aborted", detail={"stored": s.stored},
+                         **({"reason": code} if code else {}), **s.who())
 
     def _on_echo(self, event: evt.Event) -> int:
         s = _session(event.assoc)
@@ -697,15 +721,19 @@ class Pacs:
         fault = self._store_fault(event, s)
         if fault is not None:
             return fault
-        status = self._store(s, rq.DataSet.getvalue(), str(event.context.transfer_syntax),
-                             str(event.context.abstract_syntax), str(rq.AffectedSOPInstanceUID))
+        ts, sop_class, sop_instance = (str(event.context.transfer_syntax), str(event.context.abstract_syntax),
+                                       str(rq.AffectedSOPInstanceUID))
+        status = self._store(s, received_dataset(event, self.storage, s.calling), ts, sop_class, sop_instance)
         self._fault_delay(s)
         return status
 
-    def _store(self, s: Session, raw: bytes, transfer_syntax: str, abstract_syntax: str, sop_instance: str) -> int:
-        """Store one instance durably, index it, record it; the status to answer."""
+    def _store(self, s: Session, raw: bytes | Spool, transfer_syntax: str, abstract_syntax: str,
+               sop_instance: str) -> int:
+        """Store one instance durably (``raw``: its bytes, or the Spool they were written to), index it,
+        record it; the status to answer."""
         try:
-            result = self.storage.store(raw, transfer_syntax, abstract_syntax, sop_instance, s.calling)
+            result = (raw.commit() if isinstance(raw, Spool)
+                      else self.storage.store(raw, transfer_syntax, abstract_syntax, sop_instance, s.calling))
         except Exception as exc:  # never Success for what is not stored
             LOG.exception("C-STORE")
             s.failed += 1
@@ -745,6 +773,9 @@ class Pacs:
 
     # -- the data phase on the socket (wire.py), for associations with nothing special ----
     def _wire_runner(self, s: Session) -> Any:
+        assert s.decision is not None and s.decision.settings is not None
+        settings = s.decision.settings
+
         def run(dul: Any) -> None:
             assoc = dul.assoc
             self._accepted(assoc)  # the association-accepted event goes first
@@ -755,13 +786,15 @@ class Pacs:
                 store=lambda a, raw, ts, sop_class, sop_instance: self._counted_store(s, raw, ts, sop_class,
                                                                                       sop_instance),
                 max_pdu_in=self.ae.maximum_pdu_size, idle_timeout=self.ae.network_timeout,
+                spool=lambda ts, sop_class, sop_instance: self.storage.spool(ts, sop_class, sop_instance, s.calling),
+                spool_threshold=settings.spool_threshold_bytes, max_instance_bytes=settings.max_instance_bytes,
             )
             phase.run()
             dul.socket.socket = None
             dul.socket._is_connected = False
         return run
 
-    def _counted_store(self, s: Session, raw: bytes, ts: str, sop_class: str, sop_instance: str) -> int:
+    def _counted_store(self, s: Session, raw: bytes | Spool, ts: str, sop_class: str, sop_instance: str) -> int:
         s.stores += 1
         return self._store(s, raw, ts, sop_class, sop_instance)
 

@@ -1,19 +1,38 @@
 """Durable C-STORE: the received dataset bytes, unchanged, behind a Part 10
-preamble and file meta, written to a temporary file in the target folder,
-fsync'd, renamed into place (and the folder fsync'd) -- only then Success.
+preamble and file meta, written to a temporary file, fsync'd, renamed into place
+(and the folder fsync'd) -- only then Success.
 
 Layout: ``<root>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
 UIDs are checked before they become path parts.
+
+One write path for every instance (``Storage._install``): the temporary file
+lives in ``<root>/.incoming/``, on the same filesystem as the studies, so the
+final ``rename`` into the series folder is atomic (POSIX rename within one
+filesystem; the file is fdatasync'd before it, the series folder fsync'd after
+it). Two ways fill that file:
+
+- ``Storage.store(raw, ...)``: a dataset held in memory (the fast path for
+  ordinary instances): one ``writev`` of header + dataset.
+- ``Storage.spool(...)`` -> ``Spool``: a large dataset written fragment by
+  fragment as it arrives (``write``), then ``commit()`` (parse the header
+  fields from the file's beginning, the same checks, install) or ``discard()``.
+
+Both understand the dataset the same way (``_understand``: only the header
+fields the index and the path need, never the pixel data) and both leave nothing
+behind on any failure. A Deflated dataset is inflated only as far as those
+fields need, at most ``HEADER_LIMIT`` bytes (``bounded.Inflated``); beyond that it is
+answered 0xC000 Cannot understand. Orphans in ``.incoming`` (a crash mid-write)
+are removed by ``purge_incoming`` when the PACS starts.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import secrets
 import struct
-import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -32,12 +51,15 @@ from dicomlab.dicom import (
     STATUS_SUCCESS,
 )
 
+from .bounded import HEADER_LIMIT, HeaderTooLarge, Inflated, ReadBound, chunks
+
 LOG = logging.getLogger(__name__)
 
 # A UID as a path part: digits and dots only, at most 64 characters (PS3.5 §9.1).
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1482.1")  # DICOM Lab
 IMPLEMENTATION_VERSION = "DICOMLAB_010"
+INCOMING = ".incoming"  # temporary files, on the storage filesystem
 
 
 _INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x00080060, 0x00081030, 0x0008103E,
@@ -83,10 +105,84 @@ def _write_all(fd: int, header: bytes, raw: bytes) -> None:
     done = os.writev(fd, [header, raw])
     data = memoryview(header + raw)[done:] if done < len(header) + len(raw) else memoryview(b"")
     while data:
-        n = os.write(fd, data)
-        if n <= 0:
-            raise OSError(28, "No space left on device")
-        data = data[n:]
+        data = data[_write_some(fd, data):]
+
+
+def _write_some(fd: int, data: Any) -> int:
+    n = os.write(fd, data)
+    if n <= 0:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return n
+
+
+def _understand(source: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
+                calling_aet: str) -> dict[str, str] | StoreResult:
+    """The index and path fields of a dataset (``source``: its bytes, or a file
+    positioned at it), checked against the C-STORE request; or why not."""
+    try:
+        if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
+            fp: Any = Inflated(chunks(source))
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            fp = BytesIO(source)
+        else:
+            fp = ReadBound(source)
+        ds = read_dataset(
+            fp,
+            is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
+            is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
+            stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
+            specific_tags=_INDEX_TAGS,
+        )
+        meta = {
+            "sop_class_uid": _raw_text(ds, 0x00080016),
+            "sop_instance_uid": _raw_text(ds, 0x00080018),
+            "study_uid": _raw_text(ds, 0x0020000D),
+            "series_uid": _raw_text(ds, 0x0020000E),
+            "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
+            "patient_id": _text(ds, "PatientID"),
+            "study_date": _raw_text(ds, 0x00080020),
+            "study_description": _text(ds, "StudyDescription"),
+            "accession_number": _raw_text(ds, 0x00080050),
+            "modality": _raw_text(ds, 0x00080060),
+            "series_description": _text(ds, "SeriesDescription"),
+            "series_number": _raw_text(ds, 0x00200011),
+            "calling_aet": calling_aet,
+        }
+    except HeaderTooLarge as exc:
+        return StoreResult(
+            STATUS_CANNOT_UNDERSTAND,
+            f"The dataset's header fields (up to Series Number) were not found within its first "
+            f"{HEADER_LIMIT // (1024 * 1024)} MiB ({exc}); not stored.",
+        )
+    except Exception as exc:
+        return StoreResult(
+            STATUS_CANNOT_UNDERSTAND,
+            f"The dataset could not be parsed ({type(exc).__name__}: {exc}); not stored.",
+        )
+    for key, label in (("study_uid", "Study Instance UID"), ("series_uid", "Series Instance UID"),
+                       ("sop_instance_uid", "SOP Instance UID")):
+        if not valid_uid(meta[key]):
+            return StoreResult(
+                STATUS_CANNOT_UNDERSTAND,
+                f"{label} {meta[key]!r} is missing or not a valid UID (digits and dots, at most 64); "
+                "not stored.",
+                meta=meta,
+            )
+    if meta["sop_instance_uid"] != sop_instance_uid.strip("\0 "):
+        return StoreResult(
+            STATUS_CANNOT_UNDERSTAND,
+            f"The dataset's SOP Instance UID {meta['sop_instance_uid']} differs from the C-STORE "
+            f"request's {sop_instance_uid}; not stored.",
+            meta=meta,
+        )
+    if meta["sop_class_uid"] and meta["sop_class_uid"] != sop_class_uid.strip("\0 "):
+        return StoreResult(
+            STATUS_DATASET_MISMATCH,
+            f"The dataset's SOP Class UID {meta['sop_class_uid']} differs from the presentation "
+            f"context's {sop_class_uid}; not stored.",
+            meta=meta,
+        )
+    return meta
 
 
 class Storage:
@@ -94,6 +190,19 @@ class Storage:
         self.root = Path(root).resolve()
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self.incoming = self.root / INCOMING
+        self.incoming.mkdir(exist_ok=True)
+
+    def purge_incoming(self) -> int:
+        """Remove temporary files a crash left behind (only at start: none is in use then)."""
+        count = 0
+        for p in self.incoming.iterdir():
+            try:
+                p.unlink()
+                count += 1
+            except OSError:
+                pass
+        return count
 
     def store(
         self,
@@ -104,93 +213,77 @@ class Storage:
         calling_aet: str = "",
     ) -> StoreResult:
         """Store one received dataset (``raw``: its bytes as received)."""
-        # -- understand it: only the header, never the pixel data ------------
+        meta = _understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
+        if isinstance(meta, StoreResult):
+            return meta
+        header = part10_header(sop_class_uid.strip("\0 "), meta["sop_instance_uid"], transfer_syntax, calling_aet)
+        tmp = fd = None
         try:
-            parse_bytes = zlib.decompress(raw, -zlib.MAX_WBITS) if transfer_syntax == DEFLATED_EXPLICIT_VR_LE else raw
-            ds = read_dataset(
-                BytesIO(parse_bytes),
-                is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
-                is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
-                stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
-                specific_tags=_INDEX_TAGS,
-            )
-            meta = {
-                "sop_class_uid": _raw_text(ds, 0x00080016),
-                "sop_instance_uid": _raw_text(ds, 0x00080018),
-                "study_uid": _raw_text(ds, 0x0020000D),
-                "series_uid": _raw_text(ds, 0x0020000E),
-                "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
-                "patient_id": _text(ds, "PatientID"),
-                "study_date": _raw_text(ds, 0x00080020),
-                "study_description": _text(ds, "StudyDescription"),
-                "accession_number": _raw_text(ds, 0x00080050),
-                "modality": _raw_text(ds, 0x00080060),
-                "series_description": _text(ds, "SeriesDescription"),
-                "series_number": _raw_text(ds, 0x00200011),
-                "calling_aet": calling_aet,
-            }
-        except Exception as exc:
-            return StoreResult(
-                STATUS_CANNOT_UNDERSTAND,
-                f"The dataset could not be parsed ({type(exc).__name__}: {exc}); not stored.",
-            )
-        for key, label in (("study_uid", "Study Instance UID"), ("series_uid", "Series Instance UID"),
-                           ("sop_instance_uid", "SOP Instance UID")):
-            if not valid_uid(meta[key]):
-                return StoreResult(
-                    STATUS_CANNOT_UNDERSTAND,
-                    f"{label} {meta[key]!r} is missing or not a valid UID (digits and dots, at most 64); "
-                    "not stored.",
-                    meta=meta,
-                )
-        if meta["sop_instance_uid"] != sop_instance_uid.strip("\0 "):
-            return StoreResult(
-                STATUS_CANNOT_UNDERSTAND,
-                f"The dataset's SOP Instance UID {meta['sop_instance_uid']} differs from the C-STORE "
-                f"request's {sop_instance_uid}; not stored.",
-                meta=meta,
-            )
-        if meta["sop_class_uid"] and meta["sop_class_uid"] != sop_class_uid.strip("\0 "):
-            return StoreResult(
-                STATUS_DATASET_MISMATCH,
-                f"The dataset's SOP Class UID {meta['sop_class_uid']} differs from the presentation "
-                f"context's {sop_class_uid}; not stored.",
-                meta=meta,
-            )
-
-        # -- write it durably ---------------------------------------------------
-        folder = self.root / meta["study_uid"] / meta["series_uid"]
-        final = folder / f"{meta['sop_instance_uid']}.dcm"
-        if final.parent.parent.parent != self.root:  # belt and braces after the UID check
-            return StoreResult(STATUS_CANNOT_UNDERSTAND, "Refused a path outside the storage root.", meta=meta)
-        tmp = folder / f".{meta['sop_instance_uid']}.{secrets.token_hex(4)}.tmp"
-        try:
-            self._make_dirs(folder)
-            header = part10_header(meta["sop_class_uid"] or sop_class_uid, meta["sop_instance_uid"],
-                                   transfer_syntax, calling_aet)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                _write_all(fd, header, raw)
-                if self.fsync:
-                    os.fdatasync(fd)  # the data and the size; the rename is made durable below
-            finally:
-                os.close(fd)
-            replaced = final.exists()
-            os.replace(tmp, final)
-            if self.fsync:
-                self._fsync_dir(folder)
+            tmp, fd = self._temporary(meta["sop_instance_uid"])
+            _write_all(fd, header, raw)
         except OSError as exc:
+            self._drop(tmp, fd)
+            return self._no_room(meta, exc)
+        return self._install(tmp, fd, meta)
+
+    def spool(self, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
+              calling_aet: str = "") -> "Spool":
+        """A dataset to be written as its fragments arrive (see ``Spool``)."""
+        return Spool(self, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
+
+    # -- the one write path ----------------------------------------------------------
+    def _temporary(self, label: str) -> tuple[Path, int]:
+        """A new temporary file in ``.incoming`` (made again if someone removed it)."""
+        tmp = self.incoming / f"{label[:64]}.{secrets.token_hex(6)}.tmp"
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            self.incoming.mkdir(exist_ok=True)
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    @staticmethod
+    def _drop(tmp: Path | None, fd: int | None) -> None:
+        """No partial file on any failure."""
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if tmp is not None:
             try:
                 tmp.unlink()
             except OSError:
                 pass
-            return StoreResult(
-                STATUS_OUT_OF_RESOURCES,
-                f"Could not write {meta['sop_instance_uid']} to {folder} ({exc.strerror or exc}); "
-                "answered Out of Resources and kept nothing. Fix: free disk space or check the storage "
-                "volume; the modality can resend.",
-                meta=meta,
-            )
+
+    def _no_room(self, meta: dict[str, str], exc: OSError) -> StoreResult:
+        return StoreResult(
+            STATUS_OUT_OF_RESOURCES,
+            f"Could not write {meta.get('sop_instance_uid') or 'the instance'} to {self.root} "
+            f"({exc.strerror or exc}); answered Out of Resources and kept nothing. Fix: free disk space or "
+            "check the storage volume; the modality can resend.",
+            meta=meta,
+        )
+
+    def _install(self, tmp: Path, fd: int, meta: dict[str, str]) -> StoreResult:
+        """A filled temporary file (open as ``fd``) made durable under its final name."""
+        folder = self.root / meta["study_uid"] / meta["series_uid"]
+        final = folder / f"{meta['sop_instance_uid']}.dcm"
+        if final.parent.parent.parent != self.root:  # belt and braces after the UID check
+            self._drop(tmp, fd)
+            return StoreResult(STATUS_CANNOT_UNDERSTAND, "Refused a path outside the storage root.", meta=meta)
+        try:
+            if self.fsync:
+                os.fdatasync(fd)  # the data and the size; the rename is made durable below
+            os.close(fd)
+            fd = None  # type: ignore[assignment]
+            self._make_dirs(folder)
+            replaced = final.exists()
+            os.replace(tmp, final)  # atomic: .incoming and the series folder share the filesystem
+            if self.fsync:
+                self._fsync_dir(folder)
+        except OSError as exc:
+            self._drop(tmp, fd)
+            return self._no_room(meta, exc)
         meta["path"] = str(final)
         return StoreResult(STATUS_SUCCESS, "stored", path=final, replaced=replaced, meta=meta)
 
@@ -217,6 +310,79 @@ class Storage:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class Spool:
+    """One dataset written to ``<root>/.incoming`` as its fragments arrive, never held
+    whole in memory: ``write(fragment)`` ..., then ``commit() -> StoreResult`` or
+    ``discard()``. A write error (a full disk) is remembered: later writes are
+    dropped, and ``commit`` answers Out of Resources and keeps nothing."""
+
+    def __init__(self, storage: Storage, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
+                 calling_aet: str) -> None:
+        self.storage = storage
+        self.transfer_syntax, self.sop_class_uid = transfer_syntax, sop_class_uid
+        self.sop_instance_uid, self.calling_aet = sop_instance_uid, calling_aet
+        self.size = 0  # dataset bytes received
+        self._error: OSError | None = None
+        self._tmp: Path | None = None
+        self._fd: int | None = None
+        try:
+            # the request's UIDs; _understand checks the dataset's against them before install
+            self._header = part10_header(sop_class_uid.strip("\0 "), sop_instance_uid.strip("\0 "),
+                                         transfer_syntax, calling_aet)
+        except UnicodeEncodeError:
+            self._header = b""  # not ASCII: _understand refuses it; only count until then
+            return
+        try:
+            self._tmp, self._fd = storage._temporary("spool")
+            self._write(self._header)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self._error = exc
+        Storage._drop(self._tmp, self._fd)
+        self._tmp = self._fd = None
+
+    def _write(self, data: Any) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[_write_some(self._fd, view):]  # type: ignore[arg-type]
+
+    def write(self, fragment: Any) -> None:
+        self.size += len(fragment)
+        if self._fd is None:
+            return
+        try:
+            self._write(fragment)
+        except OSError as exc:
+            self._fail(exc)
+
+    def discard(self) -> None:
+        Storage._drop(self._tmp, self._fd)
+        self._tmp = self._fd = None
+
+    def commit(self) -> StoreResult:
+        """Check the dataset as ``Storage.store`` does and install it; nothing is left
+        behind unless the result is Success."""
+        try:
+            if self._error is not None:
+                return self.storage._no_room({"sop_instance_uid": self.sop_instance_uid.strip("\0 ")}, self._error)
+            if self._tmp is None or self._fd is None:
+                return StoreResult(STATUS_CANNOT_UNDERSTAND, "The C-STORE request's UIDs are not ASCII (or the "
+                                   "dataset was discarded); not stored.")
+            with open(self._tmp, "rb") as f:
+                f.seek(len(self._header))
+                meta = _understand(f, self.transfer_syntax, self.sop_class_uid, self.sop_instance_uid,
+                                   self.calling_aet)
+            if isinstance(meta, StoreResult):
+                return meta
+            tmp, fd = self._tmp, self._fd
+            self._tmp = self._fd = None  # _install owns them now (and drops them on failure)
+            return self.storage._install(tmp, fd, meta)
+        finally:
+            self.discard()
 
 
 def _explicit(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:

@@ -10,6 +10,15 @@ one thread, with one copy of each dataset. The command set is decoded with
 ``pynetdicom.dsutils.decode``; the two responses (C-ECHO-RSP, C-STORE-RSP) are
 encoded here, byte for byte as pynetdicom encodes them (tested).
 
+Bounded against any peer: each PDU header is checked (``check_pdu``, the rule
+``guard.PduGuard`` applies under pynetdicom's loops too) before its body is read,
+and a read never allocates more than the cap; a dataset over the association's
+``spool_threshold_bytes`` goes to a ``storage.Spool`` as it arrives, one over
+``max_instance_bytes`` is aborted; whatever goes wrong -- a command set that
+cannot be decoded or lacks a field, an exception anywhere -- ends in an A-ABORT
+(source 2) and an association-aborted event with the reason in words
+(``Pacs._on_aborted`` reads ``assoc.lab_abort_reason`` / ``lab_abort_code``).
+
 PS3.8 §9.3: PDU header = type (1), reserved (1), length (4, big endian).
 P-DATA-TF item = length (4), presentation context ID (1), message control
 header (1: bit 0 command, bit 1 last fragment), fragment.
@@ -20,12 +29,20 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.dsutils import decode
+
+from dicomlab.events import (
+    REASON_DIMSE_INVALID,
+    REASON_INSTANCE_TOO_LARGE,
+    REASON_INTERNAL_ERROR,
+    REASON_PDU_INVALID,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -68,9 +85,49 @@ class PeerGone(Exception):
     """The connection closed or failed under the data phase."""
 
 
-def recv_up_to(sock: socket.socket, n: int) -> bytearray:
+# -- PDU caps (both engines: this data phase, and FastSocket under pynetdicom's loops) --
+def abort_pdu(reason: int) -> bytes:
+    """A-ABORT, source 2 (service provider), with a PS3.8 §9.3.8 reason."""
+    return struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0x02, reason)
+
+
+ABORT_NOT_SPECIFIED, ABORT_UNRECOGNIZED_PDU, ABORT_UNEXPECTED_PDU, ABORT_INVALID_PARAMETER = 0, 1, 2, 6
+PDU_NAMES = {0x01: "A-ASSOCIATE-RQ", 0x02: "A-ASSOCIATE-AC", 0x03: "A-ASSOCIATE-RJ", 0x04: "P-DATA-TF",
+             0x05: "A-RELEASE-RQ", 0x06: "A-RELEASE-RP", 0x07: "A-ABORT"}
+PDU_HEADER = 6
+
+
+def check_pdu(pdu_type: int, length: int, max_pdu: int) -> tuple[int, str] | None:
+    """The rule for a PDU header once the association is negotiated: None if it may be
+    read, else (A-ABORT reason, what is wrong, in words). Checked before anything of
+    its length is allocated.
+
+    P-DATA-TF: at most ``max_pdu`` (the Maximum Length we advertised) plus the 6 header
+    bytes, which some implementations count in, and at least one PDV item header;
+    A-RELEASE-RQ/RP and A-ABORT: exactly 4; A-ASSOCIATE-RQ/AC/RJ: unexpected here."""
+    name = PDU_NAMES.get(pdu_type)
+    if name is None:
+        return ABORT_UNRECOGNIZED_PDU, f"sent an unrecognized PDU type 0x{pdu_type:02X}"
+    if pdu_type in (0x01, 0x02, 0x03):
+        return ABORT_UNEXPECTED_PDU, f"sent an {name} during the data phase (unexpected PDU)"
+    if pdu_type == 0x04:
+        if length > max_pdu + PDU_HEADER:
+            return ABORT_INVALID_PARAMETER, (f"sent a P-DATA-TF of {length} bytes, over the negotiated maximum "
+                                             f"of {max_pdu}")
+        if length < 6:
+            return ABORT_INVALID_PARAMETER, f"sent a P-DATA-TF of {length} bytes (too short for a PDV item)"
+        return None
+    if length != 4:
+        return ABORT_INVALID_PARAMETER, f"sent an {name} with length {length} (it is always 4)"
+    return None
+
+
+def recv_up_to(sock: socket.socket, n: int, cap: int | None = None) -> bytearray:
     """``n`` bytes with ``recv_into``, in as few system calls as the kernel allows;
-    fewer only if the peer closed the connection first."""
+    fewer only if the peer closed the connection first. Never more than ``cap``
+    bytes are allocated (a ValueError if ``n`` is over it)."""
+    if cap is not None and n > cap:
+        raise ValueError(f"refused to read {n} bytes (cap {cap})")
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -83,134 +140,278 @@ def recv_up_to(sock: socket.socket, n: int) -> bytearray:
     return buf
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = recv_up_to(sock, n)
+def _recv_exact(sock: socket.socket, n: int, cap: int | None = None) -> bytearray:
+    buf = recv_up_to(sock, n, cap)
     if len(buf) < n:
         raise PeerGone("the peer closed the connection")
     return buf
 
 
+def abort_and_close(sock: socket.socket, pdu: bytes, linger: float = 2.0) -> None:
+    """Send an A-ABORT, then wait briefly for the peer to close (PS3.8 Sta13, as the
+    ARTIM timer would), reading whatever it still sends into a small buffer, and
+    close. Closing with unread data would reset the connection and could lose the
+    A-ABORT on its way."""
+    try:
+        sock.sendall(pdu)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + linger
+        scratch = bytearray(65536)
+        while time.monotonic() < deadline and sock.recv_into(scratch):
+            pass
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def who(assoc: Any) -> str:
+    """The peer, in words: 'the modality 'CT01' at 10.1.2.3'."""
+    s = getattr(assoc, "lab_session", None)
+    if s is not None and s.calling:
+        return f"the modality {s.calling!r} at {s.peer}"
+    return f"the peer at {assoc.requestor.address}"
+
+
+class Abort(Exception):
+    """End the association with an A-ABORT: ``pdu``, the event ``reason`` and the words."""
+
+    def __init__(self, pdu: bytes, words: str, reason: str = "") -> None:
+        super().__init__(words)
+        self.pdu, self.words, self.reason = pdu, words, reason
+
+
+def mark_aborted(assoc: Any, words: str, reason: str = "") -> None:
+    """What the association-aborted event says (Pacs._on_aborted reads it)."""
+    assoc.lab_abort_reason = words
+    if reason:
+        assoc.lab_abort_code = reason
+
+
+class _Message:
+    """One DIMSE message being received: its command set, then its dataset, in
+    memory up to the spool threshold and in a ``Spool`` beyond it."""
+
+    def __init__(self) -> None:
+        self.command = bytearray()
+        self.context_id: int | None = None
+        self.cs: Any = None  # the decoded command set, once complete
+        self.wants_data = False
+        self.data: list[memoryview] = []
+        self.size = 0
+        self.spool: Any = None
+        self.done = False
+
+    def discard(self) -> None:
+        if self.spool is not None:
+            self.spool.discard()
+            self.spool = None
+        self.data = []
+
+
 class DataPhase:
     """One association's data phase. ``handlers`` are the PACS's own:
-    ``echo(assoc) -> status`` and ``store(assoc, raw, transfer_syntax, sop_class, sop_instance) -> status``."""
+    ``echo(assoc) -> status``, ``store(assoc, raw, transfer_syntax, sop_class, sop_instance) -> status``
+    (``raw``: the dataset's bytes, or the ``Spool`` it was written to) and
+    ``spool(transfer_syntax, sop_class, sop_instance) -> Spool``."""
 
     def __init__(self, assoc: Any, sock: socket.socket, echo: Callable[..., int], store: Callable[..., int],
-                 max_pdu_in: int, idle_timeout: float | None) -> None:
+                 max_pdu_in: int, idle_timeout: float | None, spool: Callable[..., Any] | None = None,
+                 spool_threshold: int = 16 * 1024 * 1024, max_instance_bytes: int | None = None) -> None:
         self.assoc = assoc
         self.sock = sock
         self.echo = echo
         self.store = store
+        self.open_spool = spool
+        self.spool_threshold = spool_threshold
+        self.max_instance_bytes = max_instance_bytes
         self.max_pdu_in = max_pdu_in
         self.contexts = {cx.context_id: cx for cx in assoc.accepted_contexts}
         peer_max = assoc.requestor.maximum_length or 0
         self.max_pdu_out = peer_max if peer_max else 0
+        self.msg = _Message()
         sock.settimeout(idle_timeout)
 
+    def _who(self) -> str:
+        return who(self.assoc)
+
     def run(self) -> None:
-        command = bytearray()
-        data: list[memoryview] = []
-        command_done = data_done = False
-        context_id = None
         try:
-            while True:
-                try:
-                    header = _recv_exact(self.sock, 6)
-                except TimeoutError:
-                    self._abort(A_ABORT_USER, "Association aborted: no data from the modality within the "
-                                "network timeout.")
-                    return
-                pdu_type, _, length = struct.unpack(">BBI", header)
-                if pdu_type == 0x04:
-                    if length > self.max_pdu_in + 6 or length < 6:
-                        self._abort(A_ABORT_INVALID, f"Association aborted: P-DATA-TF of {length} bytes exceeds "
-                                    f"the negotiated maximum ({self.max_pdu_in}).")
-                        return
-                    body = memoryview(_recv_exact(self.sock, length))
-                    off = 0
-                    while off < length:
-                        (item_len,) = struct.unpack_from(">I", body, off)
-                        if item_len < 2 or off + 4 + item_len > length:
-                            self._abort(A_ABORT_INVALID, "Association aborted: malformed P-DATA-TF item.")
-                            return
-                        cid, mch = body[off + 4], body[off + 5]
-                        fragment = body[off + 6: off + 4 + item_len]
-                        off += 4 + item_len
-                        if cid not in self.contexts or (context_id is not None and cid != context_id):
-                            self._abort(A_ABORT_INVALID, f"Association aborted: data on presentation context {cid}, "
-                                        "which was not accepted (or mixed within one message).")
-                            return
-                        context_id = cid
-                        if mch & 0x01:
-                            command += fragment
-                            command_done = bool(mch & 0x02)
-                        else:
-                            data.append(fragment)
-                            data_done = bool(mch & 0x02)
-                    if command_done:
-                        cs = decode(BytesIO(bytes(command)), True, True)
-                        wants_data = cs.get("CommandDataSetType", NO_DATASET) != NO_DATASET
-                        if not wants_data or data_done:
-                            assert context_id is not None
-                            if not self._dispatch(cs, context_id, b"".join(data) if wants_data else b""):
-                                return
-                            command = bytearray()
-                            data = []
-                            command_done = data_done = False
-                            context_id = None
-                elif pdu_type == 0x05:  # A-RELEASE-RQ
-                    _recv_exact(self.sock, length)
-                    self.sock.sendall(A_RELEASE_RP)
-                    self.assoc.is_released = True
-                    self.assoc.is_established = False
-                    evt.trigger(self.assoc, evt.EVT_RELEASED, {})
-                    self._drain_until_closed()
-                    return
-                elif pdu_type == 0x07:  # A-ABORT
-                    self.assoc.is_aborted = True
-                    self.assoc.is_established = False
-                    evt.trigger(self.assoc, evt.EVT_ABORTED, {})
-                    return
-                else:
-                    self._abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: unexpected PDU type 0x{pdu_type:02X} "
-                                "during the data phase.")
-                    return
+            self._serve()
+        except Abort as a:
+            self._abort(a.pdu, a.words, a.reason)
+        except TimeoutError:
+            self._abort(A_ABORT_USER, "Association aborted: no data from the modality within the network timeout"
+                        + self._in_flight())
         except (PeerGone, OSError):
             # closed without A-RELEASE or A-ABORT (or torn down at shutdown): an abort
-            self.assoc.is_aborted = True
-            self.assoc.is_established = False
-            evt.trigger(self.assoc, evt.EVT_ABORTED, {})
+            self._ended("Association aborted: the connection closed without A-RELEASE or A-ABORT"
+                        + self._in_flight())
+        except Exception as exc:  # no silent end: whatever broke, the peer and the events hear of it
+            LOG.exception("data phase")
+            self._abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: internal error in the data phase "
+                        f"({type(exc).__name__}: {exc}); the PACS goes on serving. Fix: report this with the "
+                        "modality's log", REASON_INTERNAL_ERROR)
         finally:
+            self.msg.discard()
             try:
                 self.sock.close()
             except OSError:
                 pass
 
-    def _dispatch(self, cs: Any, context_id: int, raw: bytes) -> bool:
-        """Answer one request; False when the association was aborted instead."""
-        field = int(cs.CommandField)
-        cx = self.contexts[context_id]
-        if field == C_STORE_RQ:
-            status = self.store(self.assoc, raw, str(cx.transfer_syntax[0]), str(cx.abstract_syntax),
-                                str(cs.AffectedSOPInstanceUID))
-            pdu = response_pdu(context_id, 0x8001, int(cs.MessageID), str(cs.AffectedSOPClassUID), status,
-                               str(cs.AffectedSOPInstanceUID))
-        elif field == C_ECHO_RQ:
-            status = self.echo(self.assoc)
-            pdu = response_pdu(context_id, 0x8030, int(cs.MessageID), str(cs.AffectedSOPClassUID), status)
-        else:  # only Verification and storage contexts are ever accepted
-            self._abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: DIMSE command 0x{field:04X} is not "
-                        "supported by this PACS (C-ECHO and C-STORE only).")
-            return False
-        self.sock.sendall(pdu)
-        return True
+    def _in_flight(self) -> str:
+        m = self.msg
+        if m.cs is None and not m.command:
+            return ""
+        uid = str(m.cs.get("AffectedSOPInstanceUID", "") or "") if m.cs is not None else ""
+        return (f", in the middle of a message ({uid or 'command set'}; {m.size} dataset bytes received, "
+                "discarded)")
 
-    def _abort(self, pdu: bytes, message: str) -> None:
-        LOG.debug(message)
+    def _serve(self) -> None:
+        while True:
+            header = _recv_exact(self.sock, PDU_HEADER)
+            pdu_type, _, length = struct.unpack(">BBI", header)
+            bad = check_pdu(pdu_type, length, self.max_pdu_in)
+            if bad is not None:
+                raise Abort(abort_pdu(bad[0]), f"Association aborted: {self._who()} {bad[1]}",
+                            REASON_PDU_INVALID)
+            body = _recv_exact(self.sock, length, self.max_pdu_in + PDU_HEADER)
+            if pdu_type == 0x04:
+                self._p_data(memoryview(body))
+            elif pdu_type == 0x05:  # A-RELEASE-RQ
+                self.sock.sendall(A_RELEASE_RP)
+                self.assoc.is_released = True
+                self.assoc.is_established = False
+                evt.trigger(self.assoc, evt.EVT_RELEASED, {})
+                self._drain_until_closed()
+                return
+            elif pdu_type == 0x07:  # A-ABORT
+                self._ended(f"Association aborted by the modality (A-ABORT, source {body[2]}, reason "
+                            f"{body[3]})" + self._in_flight())
+                return
+            else:  # A-RELEASE-RP: we never asked
+                raise Abort(abort_pdu(ABORT_UNEXPECTED_PDU), f"Association aborted: {self._who()} sent an "
+                            "A-RELEASE-RP without an A-RELEASE-RQ (unexpected PDU)", REASON_PDU_INVALID)
+
+    def _p_data(self, body: memoryview) -> None:
+        length, off = len(body), 0
+        while off < length:
+            if off + 6 > length:
+                raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent a malformed P-DATA-TF item",
+                            REASON_PDU_INVALID)
+            (item_len,) = struct.unpack_from(">I", body, off)
+            if item_len < 2 or off + 4 + item_len > length:
+                raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent a malformed P-DATA-TF item",
+                            REASON_PDU_INVALID)
+            cid, mch = body[off + 4], body[off + 5]
+            fragment = body[off + 6: off + 4 + item_len]
+            off += 4 + item_len
+            m = self.msg
+            if cid not in self.contexts or (m.context_id is not None and cid != m.context_id):
+                raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent data on presentation "
+                            f"context {cid}, which was not accepted (or mixed within one message)", REASON_PDU_INVALID)
+            m.context_id = cid
+            if mch & 0x01:
+                if m.cs is not None:
+                    raise Abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: {self._who()} sent command set "
+                                "fragments after the command set was complete", REASON_DIMSE_INVALID)
+                m.command += fragment
+                if mch & 0x02:
+                    self._command_complete(m)
+            else:
+                if m.cs is None or not m.wants_data:
+                    raise Abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: {self._who()} sent dataset "
+                                "fragments without a command set that announces a dataset", REASON_DIMSE_INVALID)
+                self._add_data(m, fragment)
+                m.done = bool(mch & 0x02)
+            if m.done:
+                self.msg = _Message()
+                self._dispatch(m)
+
+    def _command_complete(self, m: _Message) -> None:
+        """Decode and check the command set; nothing in it is trusted."""
         try:
-            self.sock.sendall(pdu)
-        except OSError:
-            pass
-        self.assoc.lab_abort_reason = message
+            cs = decode(BytesIO(bytes(m.command)), True, True)
+            field = cs.get("CommandField")
+            message_id = cs.get("MessageID")
+            data_type = cs.get("CommandDataSetType")
+            field, message_id = (None if field is None else int(field)), (None if message_id is None
+                                                                           else int(message_id))
+            sop_instance = cs.get("AffectedSOPInstanceUID")
+        except Exception as exc:
+            raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a command set "
+                        f"that cannot be decoded ({type(exc).__name__}: {exc})", REASON_DIMSE_INVALID) from None
+        missing = [name for name, v in (("CommandField (0000,0100)", field), ("MessageID (0000,0110)", message_id),
+                                        ("CommandDataSetType (0000,0800)", data_type)) if v is None]
+        if field == C_STORE_RQ and not sop_instance:
+            missing.append("AffectedSOPInstanceUID (0000,1000)")
+        if missing:
+            raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a command set "
+                        f"without {', '.join(missing)}", REASON_DIMSE_INVALID)
+        if field not in (C_STORE_RQ, C_ECHO_RQ):  # only Verification and storage contexts are ever accepted
+            raise Abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: DIMSE command 0x{field:04X} is not "
+                        "supported by this PACS (C-ECHO and C-STORE only)", REASON_DIMSE_INVALID)
+        m.cs = cs
+        m.wants_data = int(data_type) != NO_DATASET
+        if m.wants_data != (field == C_STORE_RQ):
+            raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a "
+                        f"{'C-STORE-RQ without' if field == C_STORE_RQ else 'C-ECHO-RQ with'} a dataset",
+                        REASON_DIMSE_INVALID)
+        m.done = not m.wants_data
+
+    def _add_data(self, m: _Message, fragment: memoryview) -> None:
+        m.size += len(fragment)
+        if self.max_instance_bytes is not None and m.size > self.max_instance_bytes:
+            raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent more than "
+                        f"{self.max_instance_bytes} bytes for one instance "
+                        f"({m.cs.get('AffectedSOPInstanceUID', '')}); nothing of it is kept. Fix: raise "
+                        "max_instance_bytes or send smaller instances", REASON_INSTANCE_TOO_LARGE)
+        if m.spool is not None:
+            m.spool.write(fragment)
+            return
+        m.data.append(fragment)
+        if m.size > self.spool_threshold and self.open_spool is not None:
+            cx = self.contexts[m.context_id]
+            m.spool = self.open_spool(str(cx.transfer_syntax[0]), str(cx.abstract_syntax),
+                                      str(m.cs.AffectedSOPInstanceUID))
+            for piece in m.data:
+                m.spool.write(piece)
+            m.data = []
+
+    def _dispatch(self, m: _Message) -> None:
+        """Answer one complete request."""
+        cs, context_id = m.cs, m.context_id
+        assert context_id is not None
+        cx = self.contexts[context_id]
+        message_id = int(cs.MessageID)
+        if int(cs.CommandField) == C_STORE_RQ:
+            sop_instance = str(cs.AffectedSOPInstanceUID)
+            raw, m.spool = (m.spool, None) if m.spool is not None else (b"".join(m.data), None)
+            m.data = []
+            status = self.store(self.assoc, raw, str(cx.transfer_syntax[0]), str(cx.abstract_syntax), sop_instance)
+            pdu = response_pdu(context_id, 0x8001, message_id, str(cs.get("AffectedSOPClassUID", "")
+                                                                     or cx.abstract_syntax), status, sop_instance)
+        else:
+            status = self.echo(self.assoc)
+            pdu = response_pdu(context_id, 0x8030, message_id, str(cs.get("AffectedSOPClassUID", "")
+                                                                     or cx.abstract_syntax), status)
+        self.sock.sendall(pdu)
+
+    def _ended(self, words: str) -> None:
+        """The peer ended it (A-ABORT, or the connection closed): record why."""
+        mark_aborted(self.assoc, words)
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        evt.trigger(self.assoc, evt.EVT_ABORTED, {})
+
+    def _abort(self, pdu: bytes, message: str, reason: str = "") -> None:
+        LOG.debug(message)
+        self.msg.discard()  # nothing of an aborted message stays on disk
+        abort_and_close(self.sock, pdu)
+        mark_aborted(self.assoc, message, reason)
         self.assoc.is_aborted = True
         self.assoc.is_established = False
         evt.trigger(self.assoc, evt.EVT_ABORTED, {})
@@ -219,7 +420,8 @@ class DataPhase:
         """After A-RELEASE-RP the requestor closes the connection (Sta13); wait for it briefly."""
         try:
             self.sock.settimeout(5)
-            while self.sock.recv(4096):
+            scratch = bytearray(4096)
+            while self.sock.recv_into(scratch):
                 pass
         except OSError:
             pass

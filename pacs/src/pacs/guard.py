@@ -1,0 +1,93 @@
+"""The PDU caps under pynetdicom's own loops (verbose mode, refusal modes, fault
+injection, ``PACS_FASTPATH=0``), applied where those loops read: ``FastSocket.recv``.
+
+pynetdicom 3.0.4's ``DULServiceProvider._read_pdu_data`` reads a PDU as
+``socket.recv(6)`` (type, reserved, length) and then ``socket.recv(length)``,
+trusting the length. Here each header is checked first with the same rule as
+the socket data phase (``wire.check_pdu``); the body is read only if it passes,
+so nothing is allocated on the peer's word. P-DATA-TF bodies are walked to count
+each message's dataset bytes against ``max_instance_bytes``.
+
+Over a cap: an A-ABORT (source 2, PS3.8 reason) goes to the peer, the reason is
+recorded on the association (the association-aborted event says it), the socket
+is closed and the read fails, which pynetdicom's state machine takes as a
+closed transport (Evt17 -> AA-4: A-P-ABORT to the association, which ends).
+The A-ASSOCIATE-RQ itself (before negotiation) is left to the connection gate.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from dicomlab.events import REASON_INSTANCE_TOO_LARGE, REASON_PDU_INVALID
+
+from .wire import ABORT_NOT_SPECIFIED, PDU_HEADER, abort_and_close, abort_pdu, check_pdu, mark_aborted, who
+
+BEFORE_NEGOTIATION = ("Sta1", "Sta2")  # no A-ASSOCIATE-RQ read yet
+
+
+class PduGuard:
+    """One association's reads, PDU by PDU."""
+
+    def __init__(self, assoc: Any) -> None:
+        self.assoc = assoc
+        self._next_body: tuple[int, int] | None = None  # (type, length) of the PDU whose header was read
+        self._data_bytes = 0  # dataset bytes of the DIMSE message being received
+
+    def _active(self) -> bool:
+        dul = getattr(self.assoc, "dul", None)
+        return dul is not None and dul.state_machine.current_state not in BEFORE_NEGOTIATION
+
+    def recv(self, sock: socket.socket, nr_bytes: int, read: Callable[[int], bytearray]) -> bytearray:
+        if not self._active():
+            return read(nr_bytes)
+        if self._next_body is None:
+            if nr_bytes != PDU_HEADER:
+                self._refuse(sock, abort_pdu(ABORT_NOT_SPECIFIED), "was read out of step (internal error)",
+                             REASON_PDU_INVALID)
+            header = read(PDU_HEADER)
+            if len(header) == PDU_HEADER:
+                pdu_type, _, length = struct.unpack(">BBI", header)
+                bad = check_pdu(pdu_type, length, self.assoc.acceptor.maximum_length or 0)
+                if bad is not None:
+                    self._refuse(sock, abort_pdu(bad[0]), bad[1], REASON_PDU_INVALID)
+                self._next_body = (pdu_type, length)
+            return header
+        pdu_type, length = self._next_body
+        self._next_body = None
+        if nr_bytes != length:
+            self._refuse(sock, abort_pdu(ABORT_NOT_SPECIFIED), "was read out of step (internal error)",
+                         REASON_PDU_INVALID)
+        body = read(length)
+        if pdu_type == 0x04:
+            self._count(sock, body)
+        return body
+
+    def _count(self, sock: socket.socket, body: bytearray) -> None:
+        limit = self._max_instance_bytes()
+        off, length = 0, len(body)
+        while off + 6 <= length:  # a malformed item is pynetdicom's to reject
+            (item_len,) = struct.unpack_from(">I", body, off)
+            mch = body[off + 5]
+            if not mch & 0x01:
+                self._data_bytes += max(item_len - 2, 0)
+                if limit is not None and self._data_bytes > limit:
+                    self._refuse(sock, abort_pdu(ABORT_NOT_SPECIFIED),
+                                 f"sent more than {limit} bytes for one instance; nothing of it is kept. "
+                                 "Fix: raise max_instance_bytes or send smaller instances", REASON_INSTANCE_TOO_LARGE)
+                if mch & 0x02:
+                    self._data_bytes = 0
+            off += 4 + item_len
+
+    def _max_instance_bytes(self) -> int | None:
+        s = getattr(self.assoc, "lab_session", None)
+        d = s.decision if s is not None else None
+        return d.settings.max_instance_bytes if d is not None and d.settings is not None else None
+
+    def _refuse(self, sock: socket.socket, pdu: bytes, what: str, reason: str) -> None:
+        mark_aborted(self.assoc, f"Association aborted: {who(self.assoc)} {what}", reason)
+        abort_and_close(sock, pdu)
+        raise OSError(f"A-ABORT: {what}")
