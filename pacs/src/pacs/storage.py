@@ -32,12 +32,16 @@ from dicomlab.dicom import (
     STATUS_SUCCESS,
 )
 
+from .sopmarks import SopMarks
+
 LOG = logging.getLogger(__name__)
 
 # A UID as a path part: digits and dots only, at most 64 characters (PS3.5 §9.1).
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1482.1")  # DICOM Lab
 IMPLEMENTATION_VERSION = "DICOMLAB_010"
+FILE_MODE = 0o640  # patient data: the owner writes, its group reads, nobody else
+DIR_MODE = 0o750
 
 
 _INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x00080060, 0x00081030, 0x0008103E,
@@ -55,6 +59,7 @@ class StoreResult:
     path: Path | None = None
     replaced: bool = False
     meta: dict[str, str] = field(default_factory=dict)
+    previous: tuple[str, str] | None = None  # (study, series) of the same SOP removed from elsewhere
 
     @property
     def ok(self) -> bool:
@@ -78,6 +83,33 @@ def _raw_text(ds: Any, tag: int) -> str:
     return str(value).strip(" \0")
 
 
+def index_fields(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, str]:
+    """What the index and the path need from a dataset (``fp``: a binary stream at its first
+    element, inflated if deflated): read on C-STORE and by the reconcile of stored files."""
+    ds = read_dataset(
+        fp,
+        is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
+        is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
+        stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
+        specific_tags=_INDEX_TAGS,
+    )
+    return {
+        "sop_class_uid": _raw_text(ds, 0x00080016),
+        "sop_instance_uid": _raw_text(ds, 0x00080018),
+        "study_uid": _raw_text(ds, 0x0020000D),
+        "series_uid": _raw_text(ds, 0x0020000E),
+        "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
+        "patient_id": _text(ds, "PatientID"),
+        "study_date": _raw_text(ds, 0x00080020),
+        "study_description": _text(ds, "StudyDescription"),
+        "accession_number": _raw_text(ds, 0x00080050),
+        "modality": _raw_text(ds, 0x00080060),
+        "series_description": _text(ds, "SeriesDescription"),
+        "series_number": _raw_text(ds, 0x00200011),
+        "calling_aet": calling_aet,
+    }
+
+
 def _write_all(fd: int, header: bytes, raw: bytes) -> None:
     """One writev for header + dataset, finishing any short write (a full disk raises)."""
     done = os.writev(fd, [header, raw])
@@ -94,6 +126,7 @@ class Storage:
         self.root = Path(root).resolve()
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self.sop_marks = SopMarks(self.root, fsync)
 
     def store(
         self,
@@ -107,28 +140,7 @@ class Storage:
         # -- understand it: only the header, never the pixel data ------------
         try:
             parse_bytes = zlib.decompress(raw, -zlib.MAX_WBITS) if transfer_syntax == DEFLATED_EXPLICIT_VR_LE else raw
-            ds = read_dataset(
-                BytesIO(parse_bytes),
-                is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
-                is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
-                stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
-                specific_tags=_INDEX_TAGS,
-            )
-            meta = {
-                "sop_class_uid": _raw_text(ds, 0x00080016),
-                "sop_instance_uid": _raw_text(ds, 0x00080018),
-                "study_uid": _raw_text(ds, 0x0020000D),
-                "series_uid": _raw_text(ds, 0x0020000E),
-                "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
-                "patient_id": _text(ds, "PatientID"),
-                "study_date": _raw_text(ds, 0x00080020),
-                "study_description": _text(ds, "StudyDescription"),
-                "accession_number": _raw_text(ds, 0x00080050),
-                "modality": _raw_text(ds, 0x00080060),
-                "series_description": _text(ds, "SeriesDescription"),
-                "series_number": _raw_text(ds, 0x00200011),
-                "calling_aet": calling_aet,
-            }
+            meta = index_fields(BytesIO(parse_bytes), transfer_syntax, calling_aet)
         except Exception as exc:
             return StoreResult(
                 STATUS_CANNOT_UNDERSTAND,
@@ -168,8 +180,9 @@ class Storage:
             self._make_dirs(folder)
             header = part10_header(meta["sop_class_uid"] or sop_class_uid, meta["sop_instance_uid"],
                                    transfer_syntax, calling_aet)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             try:
+                os.fchmod(fd, FILE_MODE)  # whatever the umask
                 _write_all(fd, header, raw)
                 if self.fsync:
                     os.fdatasync(fd)  # the data and the size; the rename is made durable below
@@ -179,6 +192,7 @@ class Storage:
             os.replace(tmp, final)
             if self.fsync:
                 self._fsync_dir(folder)
+            previous = self.sop_marks.supersede(meta, final)  # the same SOP elsewhere: newest wins
         except OSError as exc:
             try:
                 tmp.unlink()
@@ -192,7 +206,8 @@ class Storage:
                 meta=meta,
             )
         meta["path"] = str(final)
-        return StoreResult(STATUS_SUCCESS, "stored", path=final, replaced=replaced, meta=meta)
+        return StoreResult(STATUS_SUCCESS, "stored", path=final, replaced=replaced or previous is not None,
+                           meta=meta, previous=previous)
 
     def _make_dirs(self, folder: Path) -> None:
         if folder.is_dir():
@@ -204,7 +219,8 @@ class Storage:
             p = p.parent
         for d in reversed(created):
             try:
-                d.mkdir()
+                d.mkdir(DIR_MODE)
+                os.chmod(d, DIR_MODE)  # whatever the umask
             except FileExistsError:
                 continue
             if self.fsync:
