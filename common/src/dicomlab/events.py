@@ -248,6 +248,11 @@ class EventLog:
             self._spill()
             self.journal.close()
 
+    @property
+    def catching_up(self) -> bool:
+        """Redis is away, or the journal (or backlog) is not yet stored (background mode)."""
+        return self._queue is not None and self._down
+
     _busy = False
 
     def _write_loop(self) -> None:

@@ -138,7 +138,7 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
         os.write(ready_fd, f"{pacs.port}\n".encode())
         os.close(ready_fd)
     if pacs.primary:  # one reconcile per start of the primary process, while associations are served
-        run_in_background(storage, registry, started, events.emit, pacs._stop)
+        run_in_background(storage, registry, started, events, pacs._stop)
     signal.sigwait(STOP)
     pacs.shutdown()
     events.close()

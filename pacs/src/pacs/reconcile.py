@@ -30,7 +30,6 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -42,7 +41,7 @@ from pydicom.filereader import read_dataset
 from dicomlab import indexops, keys
 from dicomlab.dicom import DEFLATED_EXPLICIT_VR_LE
 from dicomlab.errors import RegistryUnavailable
-from dicomlab.events import STORAGE_RECONCILED
+from dicomlab.events import STORAGE_RECONCILED, EventLog
 from dicomlab.registry import Registry
 
 from .storage import Storage, index_fields, valid_uid
@@ -237,12 +236,18 @@ def _not_indexed(registry: Registry, by_series: dict[tuple[str, str], list[str]]
     return out
 
 
-def run_in_background(storage: Storage, registry: Registry, cutoff: float,
-                      emit: Callable[..., Any], stop: Any, retry: float = 2.0) -> Any:
-    """Start the reconcile in a daemon thread; while Redis is away it tries again every
-    ``retry`` seconds (temporary files are removed on the first try regardless)."""
+def run_in_background(storage: Storage, registry: Registry, cutoff: float, events: EventLog,
+                      stop: Any, retry: float = 2.0) -> threading.Thread:
+    """Start the reconcile in a daemon thread, once the journal is stored (so what the journal
+    had is not read from the files again); while Redis is away it tries again every ``retry``
+    seconds (temporary files are removed on the first try)."""
+    emit = events.emit
+
     def run() -> None:
         first_cutoff: float | None = cutoff
+        while events.catching_up:
+            if stop.wait(0.1):
+                return
         while True:
             try:
                 report = reconcile(storage, registry, first_cutoff)
