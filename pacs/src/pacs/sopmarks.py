@@ -45,6 +45,8 @@ class SopMarks:
         self.folder = root / MARKS
         self.fsync = fsync
         self.folder.mkdir(mode=0o750, exist_ok=True)
+        for i in range(256):  # once, here: not on a C-STORE's path
+            (self.folder / f"{i:02x}").mkdir(mode=0o750, exist_ok=True)
 
     def path(self, sop: str) -> Path:
         return self.folder / bucket(sop) / sop
@@ -57,27 +59,33 @@ class SopMarks:
             return None
         return target.removeprefix(_UP)
 
-    def ensure(self, sop: str, rel: str) -> bool:
-        """Make the mark of ``sop`` point to ``rel`` (``study/series/sop.dcm``); True if changed."""
+    def point(self, sop: str, rel: str) -> tuple[bool, str | None]:
+        """Make the mark of ``sop`` point to ``rel`` (``study/series/sop.dcm``): (changed, where it
+        pointed before). A new SOP costs one ``symlink`` call."""
         mark = self.path(sop)
+        target = _UP + rel
         try:
-            os.symlink(_UP + rel, mark)
-            return True
+            os.symlink(target, mark)
+            return True, None
         except FileNotFoundError:
             mark.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             try:
-                os.symlink(_UP + rel, mark)
-                return True
+                os.symlink(target, mark)
+                return True, None
             except FileExistsError:
                 pass
         except FileExistsError:
             pass
-        if self.where(sop) == rel:
-            return False
+        before = self.where(sop)
+        if before == rel:
+            return False, before
         tmp = mark.with_name(f".{sop}.{secrets.token_hex(4)}.tmp")
-        os.symlink(_UP + rel, tmp)
+        os.symlink(target, tmp)
         os.replace(tmp, mark)
-        return True
+        return True, before
+
+    def ensure(self, sop: str, rel: str) -> bool:
+        return self.point(sop, rel)[0]
 
     def supersede(self, meta: dict[str, str], final: Path) -> tuple[str, str] | None:
         """Called once ``final`` is durable: point the mark at it and remove the same SOP's
@@ -86,8 +94,8 @@ class SopMarks:
         sop = meta["sop_instance_uid"]
         rel = f"{meta['study_uid']}/{meta['series_uid']}/{sop}.dcm"
         try:
-            before = self.where(sop)
-            if not self.ensure(sop, rel) or before is None or before == rel:
+            changed, before = self.point(sop, rel)
+            if not changed or before is None:
                 return None
             parts = before.split("/")
             if len(parts) != 3 or parts[2] != f"{sop}.dcm" or ".." in parts:
