@@ -59,6 +59,15 @@ def journal_entries(storage: Path) -> list[dict]:
     return out
 
 
+def instances(registry, study: str) -> int:
+    from dicomlab.errors import NotFound
+
+    try:
+        return registry.get_study(study)["instances"]
+    except NotFound:
+        return 0
+
+
 def instance_files(storage: Path) -> list[Path]:
     return sorted(p for p in storage.glob("*/*/*.dcm"))
 
@@ -326,5 +335,35 @@ def test_stored_files_are_0640_and_folders_0750_whatever_the_umask(redis_url, re
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o750
         assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o750
+    finally:
+        pacs.stop()
+
+
+def test_a_listener_process_killed_during_an_outage_is_recovered_by_the_running_pacs(own_redis, tmp_path):
+    """Several listener processes: the supervisor restarts the killed one, and its journal is
+    replayed once Redis answers -- without restarting the PACS."""
+    storage = tmp_path / "storage"
+    registry = registry_of(own_redis.url)
+    add_node(registry, "CT01")
+    pacs = PacsProcess(own_redis.url, storage, extra_env={"PACS_WORKERS": "2"}).start()
+    try:
+        study, series = generate_uid(), generate_uid()
+        sent = [ct_dataset(study, series, i) for i in range(1, 6)]
+        assoc = associate(pacs.port)
+        registry.client.save()
+        own_redis.stop()
+        assert [store(assoc, ds) for ds in sent] == [0] * 5
+        [journal] = [p for p in (storage / ".journal").glob("*.jsonl") if sent[0].SOPInstanceUID in p.read_text()]
+        worker_pid = int(journal.name.split("-")[2])
+        assert worker_pid != pacs.proc.pid
+        os.kill(worker_pid, signal.SIGKILL)
+        assoc.abort()
+        wait_for(lambda: "exited with -9" in pacs.log(), timeout=30, what="the supervisor to see the kill")
+        own_redis.start()
+        wait_for(lambda: instances(registry, study) == 5, timeout=60, what="the journal replayed")
+        received = [e.detail["sop_instance_uid"] for e in events_of(registry, "store-received")]
+        assert received == [ds.SOPInstanceUID for ds in sent]
+        wait_for(lambda: not journal.exists(), what="the dead process's journal removed")
+        assert pacs.proc.poll() is None
     finally:
         pacs.stop()

@@ -155,6 +155,7 @@ class EventLog:
 
     BACKLOG = 10_000
     RETRY_SECONDS = 1.0
+    ORPHAN_CHECK_SECONDS = 5.0  # how often a journal left by another (dead) process is looked for
 
     def __init__(
         self,
@@ -179,6 +180,7 @@ class EventLog:
             self._dropped = 0
             self._journal_failed = False
             self._next_try = 0.0
+            self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
             # a journal left by a dead process: replayed first, before anything new is stored
             self._down = journal is not None and journal.has_pending()
             self._writer = threading.Thread(target=self._write_loop, name="event-writer", daemon=True)
@@ -254,6 +256,7 @@ class EventLog:
         return self._queue is not None and self._down
 
     _busy = False
+    _outage = False  # Redis did not answer (as opposed to: a journal left by a dead process to replay)
 
     def _write_loop(self) -> None:
         assert self._queue is not None
@@ -273,7 +276,13 @@ class EventLog:
                 if self._down:
                     self._cv.wait(max(0.0, self._next_try - time.monotonic()))
                 elif not self._queue:
-                    self._cv.wait()
+                    self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
+            if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
+                # a listener process that died (or stopped while Redis was away) left a journal
+                self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
+                if self.journal.has_pending():
+                    with self._cv:
+                        self._down = True
 
     def _write_now(self, item: _Pending) -> None:
         """``emit(wait=True)``: what is queued, then this event, written by the caller's
@@ -344,10 +353,15 @@ class EventLog:
                         self._queue.popleft()
         except (redis.RedisError, OSError):
             return False
-        self._print(f"{_now()} {self.source} INFO    events: the registry answers again; the events kept "
-                    "meanwhile are stored" + (f" ({replayed} from the journal)" if self.journal else "")
-                    + (f" ({self._dropped} older ones were dropped)" if self._dropped else "") + ".")
+        if self._outage:
+            self._print(f"{_now()} {self.source} INFO    events: the registry answers again; the events kept "
+                        "meanwhile are stored" + (f" ({replayed} from the journal)" if self.journal else "")
+                        + (f" ({self._dropped} older ones were dropped)" if self._dropped else "") + ".")
+        elif replayed:
+            self._print(f"{_now()} {self.source} INFO    events: {replayed} event(s) and their index writes "
+                        "from the journal of a PACS process that stopped while Redis was away are stored.")
         self._dropped = 0
+        self._outage = False
         with self._cv:
             self._down = False
             self._busy = False
@@ -398,8 +412,8 @@ class EventLog:
         assert self._queue is not None
         with self._cv:
             self._queue.extendleft(reversed(batch))
-            first = not self._down
-            self._down = True
+            first = not self._outage
+            self._down = self._outage = True
             self._busy = False
             self._next_try = time.monotonic() + self.RETRY_SECONDS
             self._cv.notify_all()

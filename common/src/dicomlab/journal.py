@@ -101,13 +101,22 @@ class Journal:
         self._seq = seq
 
     def has_pending(self) -> bool:
-        """Anything to replay: this process's entries, or a file another process left."""
+        """Anything to replay: this process's entries, or a file a dead process left."""
         if self._fd is not None and os.fstat(self._fd).st_size:
             return True
-        try:
-            return any(p.name != self.name for p in self.folder.glob(f"*{SUFFIX}"))
-        except OSError:
-            return False
+        for path in self._orphans():
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True  # nobody holds it: its process is gone (closing the fd unlocks it)
+            except BlockingIOError:
+                continue
+            finally:
+                os.close(fd)
+        return False
 
     # -- replay -----------------------------------------------------------------------
     def replay(self, client: Any, commands: Callable[[Any, Entry], None]) -> int:
