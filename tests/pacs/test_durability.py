@@ -367,3 +367,41 @@ def test_a_listener_process_killed_during_an_outage_is_recovered_by_the_running_
         assert pacs.proc.poll() is None
     finally:
         pacs.stop()
+
+
+def test_the_pacs_restarted_after_a_sigkill_of_its_supervisor_recovers_by_itself(own_redis, tmp_path):
+    """SIGKILL of the supervisor during an outage: its listener processes stop (their journals
+    stay on disk); a new PACS replays them once Redis answers, and the reconcile finds nothing
+    missing."""
+    storage = tmp_path / "storage"
+    registry = registry_of(own_redis.url)
+    add_node(registry, "CT01")
+    pacs = PacsProcess(own_redis.url, storage, extra_env={"PACS_WORKERS": "2"}).start()
+    study, series = generate_uid(), generate_uid()
+    sent = [ct_dataset(study, series, i) for i in range(1, 5)]
+    try:
+        assoc = associate(pacs.port)
+        registry.client.save()
+        own_redis.stop()
+        assert [store(assoc, ds) for ds in sent] == [0] * 4
+        assoc.abort()
+        workers = {int(p.name.split("-")[2]) for p in (storage / ".journal").glob("*.jsonl")}
+        pacs.proc.send_signal(signal.SIGKILL)
+        pacs.proc.wait(10)
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), timeout=60,
+                 what="the listener processes to stop with their supervisor")
+    finally:
+        pacs.stop()
+    assert any(sent[-1].SOPInstanceUID in p.read_text() for p in (storage / ".journal").glob("*.jsonl"))
+    own_redis.start()
+    pacs = PacsProcess(own_redis.url, storage, port=pacs.port, extra_env={"PACS_WORKERS": "2"}).start()
+    try:
+        wait_for(lambda: instances(registry, study) == 4, timeout=60, what="the journals replayed")
+        received = [e.detail["sop_instance_uid"] for e in events_of(registry, "store-received")]
+        assert received == [ds.SOPInstanceUID for ds in sent]
+        ev = wait_for(lambda: len(evs := events_of(registry, "storage-reconciled")) == 2 and evs, timeout=60)[-1]
+        assert ev.detail["files"] == 4 and ev.detail["added"] == 0
+        wait_for(lambda: not [p for p in (storage / ".journal").glob("*.jsonl") if p.stat().st_size], timeout=30,
+                 what="the journals emptied")
+    finally:
+        pacs.stop()
