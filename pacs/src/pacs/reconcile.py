@@ -114,6 +114,8 @@ def _remove_old(folder: Path, cutoff: float) -> int:
                 removed += 1
         except FileNotFoundError:
             continue
+        except OSError as exc:  # e.g. a read-only volume: left for the next start
+            LOG.warning("cannot remove %s: %s", e.path, exc)
     return removed
 
 
@@ -147,6 +149,8 @@ def reconcile(storage: Storage, registry: Registry, cutoff: float | None, rebuil
                                 report.orphans += 1
                         except FileNotFoundError:
                             pass
+                        except OSError as exc:
+                            LOG.warning("cannot remove %s: %s", f.path, exc)
                     continue
                 if fname.endswith(".dcm") and valid_uid(fname[:-4]):
                     where.setdefault(fname[:-4], []).append((name, series))
@@ -164,8 +168,9 @@ def reconcile(storage: Storage, registry: Registry, cutoff: float | None, rebuil
         try:
             if marks.ensure(sop, f"{study}/{series}/{sop}.dcm"):
                 report.marks += 1
-        except OSError as exc:
-            LOG.warning("mark of %s: %s", sop, exc)
+        except OSError as exc:  # e.g. a read-only volume: the marks are a cache, the next start makes them
+            LOG.warning("cannot make the SOP marks (%s: %s); left for the next start", sop, exc)
+            break
     # -- the index ----------------------------------------------------------------------------
     by_series: dict[tuple[str, str], list[str]] = {}
     for sop, [(study, series)] in where.items():
@@ -213,6 +218,9 @@ def _settle(root: Path, sop: str, places: list[tuple[str, str]], ops: list[index
             old.unlink()
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            LOG.warning("cannot remove the older copy %s: %s", old, exc)
+            continue
         ops.append(indexops.remove_instance(study, series, sop))
         LOG.warning("SOP %s was stored twice: kept %s/%s (the newest), removed %s/%s", sop, *keep, study, series)
     return keep

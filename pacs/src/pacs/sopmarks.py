@@ -44,9 +44,12 @@ class SopMarks:
         self.root = root
         self.folder = root / MARKS
         self.fsync = fsync
-        self.folder.mkdir(mode=0o750, exist_ok=True)
-        for i in range(256):  # once, here: not on a C-STORE's path
-            (self.folder / f"{i:02x}").mkdir(mode=0o750, exist_ok=True)
+        try:
+            self.folder.mkdir(mode=0o750, exist_ok=True)
+            for i in range(256):  # once, here: not on a C-STORE's path
+                (self.folder / f"{i:02x}").mkdir(mode=0o750, exist_ok=True)
+        except OSError as exc:  # e.g. a read-only volume: the PACS still starts (and answers 0xA700)
+            LOG.warning("cannot make the SOP marks folder %s (%s)", self.folder, exc)
 
     def path(self, sop: str) -> Path:
         return self.folder / bucket(sop) / sop
