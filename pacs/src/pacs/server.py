@@ -724,7 +724,7 @@ class Pacs:
             return result.status
         s.stored += 1
         m = result.meta
-        ops, moved = stored_ops(result, s.indexed_series)
+        ops, moved, moved_from = stored_ops(result, s.indexed_series)
         # the event and the study index in one round trip
         ev = self.events.emit(
             E.STORE_REPLACED if result.replaced else E.STORE_RECEIVED,
@@ -735,9 +735,7 @@ class Pacs:
             wait=True,  # indexed (or journaled on disk, if Redis is away) before Success goes out
             outcome="stored",
             detail={"sop_instance_uid": m["sop_instance_uid"], "study_uid": m["study_uid"],
-                    "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"],
-                    **({"previous_study_uid": result.previous[0], "previous_series_uid": result.previous[1]}
-                       if result.previous else {})},
+                    "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"], **moved_from},
             **s.who(),
         )
         if not ev.id:

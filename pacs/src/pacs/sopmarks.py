@@ -117,15 +117,16 @@ class SopMarks:
             return None
 
 
-def stored_ops(result: Any, indexed_series: set[str]) -> tuple[list[indexops.Op], str]:
-    """The index ops of a stored instance (``StoreResult``), and the words for a move:
-    out of its former study and series first, then into its own. ``indexed_series``:
-    the series whose study and series fields this association already wrote."""
+def stored_ops(result: Any, indexed_series: set[str]) -> tuple[list[indexops.Op], str, dict[str, str]]:
+    """The index ops of a stored instance (``StoreResult``), and the words and event detail
+    for a move: out of its former study and series first, then into its own.
+    ``indexed_series``: the series whose study and series fields this association already wrote."""
     m = result.meta
     ops: list[indexops.Op] = []
-    moved = ""
+    moved, detail = "", {}
     if result.previous is not None:
         old_study, old_series = result.previous
+        detail = {"previous_study_uid": old_study, "previous_series_uid": old_series}
         ops.append(indexops.remove_instance(old_study, old_series, m["sop_instance_uid"]))
         indexed_series.discard(old_series)  # the emptied series may have lost its fields
         moved = (f", formerly under study {old_study} series {old_series}: the newest wins, that file was "
@@ -134,7 +135,7 @@ def stored_ops(result: Any, indexed_series: set[str]) -> tuple[list[indexops.Op]
     full = moved != "" or m["series_uid"] not in indexed_series
     indexed_series.add(m["series_uid"])
     ops.append(indexops.record_instance(m, full=full))
-    return ops, moved
+    return ops, moved, detail
 
 
 def _fsync_dir(folder: Path) -> None:
