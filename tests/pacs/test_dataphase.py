@@ -101,8 +101,10 @@ def status_of(body: bytes) -> int:
 
 
 def leftovers(root: Path) -> list[Path]:
-    """Files under the storage root, and in the PACS's temporary folder next to it."""
-    return sorted(p for d in (root, root.parent / "tmp") for p in d.rglob("*") if p.is_file())
+    """Files under the storage root (its .incoming too, but not the PACS's .sop / .journal
+    bookkeeping), and in the PACS's temporary folder next to it."""
+    return sorted(p for d in (root, root.parent / "tmp") for p in d.rglob("*")
+                  if p.is_file() and not p.is_symlink() and p.relative_to(d).parts[0] not in (".sop", ".journal"))
 
 
 def rss(pid: int, field: str = "VmRSS") -> int:

@@ -38,7 +38,8 @@ def send(port: int, datasets, calling: str = "CT01", ts: str = ExplicitVRLittleE
 
 
 def stored_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Every file under the study folders (the PACS's own .sop / .journal bookkeeping aside)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith("."))
 
 
 def test_storescu_instance_is_stored_byte_equal(pacs, registry, tmp_path):

@@ -57,8 +57,10 @@ USERS: dict[str, tuple[Grant, ...]] = {
         # the write-status-if-still-a-node script; the commands it calls are checked on their own
         Grant(("~dicomlab:nodes", "~dicomlab:node:*:status"), "+eval +evalsha"),
         Grant(("~dicomlab:scp:heartbeat",), "+set +get"),
-        Grant(("~dicomlab:studies", "~dicomlab:study:*"), "+@read +@write"),
+        # the index; the script that moves an instance between studies (the newest wins)
+        Grant(("~dicomlab:studies", "~dicomlab:study:*"), "+@read +@write +eval +evalsha"),
         Grant(("~dicomlab:events",), "+xadd"),
+        Grant(("~dicomlab:journal:*",), "+get +set"),  # how far each journal was replayed
     ),
     "admin": (
         Grant(("~dicomlab:scp",), "+@read +@write"),

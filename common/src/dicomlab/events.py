@@ -17,11 +17,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import redis
 
-from . import keys
+from . import indexops, keys
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 LOG = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ NODE_REMOVED = "node-removed"
 LISTENER_STARTED = "listener-started"
 LISTENER_STOPPED = "listener-stopped"
 WORKER_EXITED = "worker-exited"  # a listener process died and was restarted
+STORAGE_RECONCILED = "storage-reconciled"  # the PACS's start-up pass over storage against the index
 PDU = "pdu"  # verbose mode only
 SEND_STARTED = "send-started"
 SEND_PROGRESS = "send-progress"
@@ -116,11 +120,23 @@ _STREAM_FIELDS = [f for f in Event.__dataclass_fields__ if f != "id"]
 
 
 class _Pending:
-    __slots__ = ("event", "also")
+    __slots__ = ("event", "also", "ops")
 
-    def __init__(self, event: Event, also: "Callable[[Any], None] | None") -> None:
+    def __init__(self, event: Event, also: "Callable[[Any], None] | None",
+                 ops: "list[dict[str, Any]] | None" = None) -> None:
         self.event = event
-        self.also = also
+        self.also = also  # a callable cannot go to the journal: kept in memory
+        self.ops = ops or []
+
+
+def _commands(pipe: Any, fields: dict[str, str], ops: "list[dict[str, Any]]", maxlen: int,
+              also: "Callable[[Any], None] | None" = None) -> None:
+    """One event's writes: its index ops, then the event itself (live path and journal replay)."""
+    for op in ops:
+        indexops.apply(pipe, op)
+    if also is not None:
+        also(pipe)
+    pipe.xadd(keys.EVENTS, fields, maxlen=maxlen, approximate=True)
 
 
 class EventLog:
@@ -130,13 +146,18 @@ class EventLog:
 
     ``background=True`` (the PACS): a writer thread stores events in order, many
     per round trip, so an association does not wait on Redis for each of them.
-    While Redis is away, events (and the commands that ride with them) wait in a
-    bounded backlog and are stored, in order, once it answers again.
-    ``emit(..., wait=True)`` returns once its event is stored (or could not be).
+    While Redis is away, events and the index writes that ride with them
+    (``ops``, see ``dicomlab.indexops``) go to the on-disk ``journal`` when one
+    is given (fsync'd before ``emit(..., wait=True)`` returns), otherwise to a
+    bounded in-memory backlog; both are stored, in order, once Redis answers
+    again (and a journal left by a dead process, at start). When Redis answers,
+    nothing is written to the journal. ``emit(..., wait=True)`` returns once its
+    event is stored, journaled, or could not be.
     """
 
     BACKLOG = 10_000
     RETRY_SECONDS = 1.0
+    ORPHAN_CHECK_SECONDS = 5.0  # how often a journal left by another (dead) process is looked for
 
     def __init__(
         self,
@@ -145,11 +166,13 @@ class EventLog:
         out: IO[str] | None = None,
         maxlen: int = keys.EVENTS_MAXLEN,
         background: bool = False,
+        journal: "Journal | None" = None,
     ) -> None:
         self.client = client
         self.source = source
         self.out = out if out is not None else sys.stdout
         self.maxlen = maxlen
+        self.journal = journal
         self._lock = threading.Lock()
         self._queue: deque[_Pending] | None = None
         if background and client is not None:
@@ -157,20 +180,24 @@ class EventLog:
             self._cv = threading.Condition()
             self._write_lock = threading.Lock()
             self._dropped = 0
-            self._down = False
-            self._closing = False
+            self._journal_failed = False
+            self._next_try = 0.0
+            self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
+            # a journal left by a dead process: replayed first, before anything new is stored
+            self._down = journal is not None and journal.has_pending()
             self._writer = threading.Thread(target=self._write_loop, name="event-writer", daemon=True)
             self._writer.start()
 
     def emit(self, type: str, message: str, also: "Callable[[Any], None] | None" = None,
-             wait: bool = False, **kw: Any) -> Event:
-        """Record one event; ``also(pipeline)`` may add write-only commands that go to
-        Redis in the same round trip (e.g. the study index of a stored instance).
+             wait: bool = False, ops: "list[dict[str, Any]] | None" = None, **kw: Any) -> Event:
+        """Record one event; ``ops`` (index ops, ``dicomlab.indexops``) and ``also(pipeline)``
+        (write-only commands, never journaled) go to Redis in the same round trip (e.g. the
+        study index of a stored instance).
         ``Event.id`` is the stream id once stored; empty if Redis could not store it
         (synchronous mode, or ``wait=True``) or not yet (background)."""
         ev = Event(type=type, message=message, source=kw.pop("source", self.source), **kw)
         if self._queue is not None:
-            item = _Pending(ev, also)
+            item = _Pending(ev, also, ops)
             self._print(ev.line())
             if wait:
                 self._write_now(item)
@@ -183,9 +210,7 @@ class EventLog:
         if self.client is not None:
             try:
                 pipe = self.client.pipeline(transaction=False)
-                if also is not None:
-                    also(pipe)
-                pipe.xadd(keys.EVENTS, ev.to_stream(), maxlen=self.maxlen, approximate=True)
+                _commands(pipe, ev.to_stream(), ops or [], self.maxlen, also)
                 ev.id = pipe.execute()[-1]
                 if isinstance(ev.id, bytes):
                     ev.id = ev.id.decode()
@@ -206,7 +231,7 @@ class EventLog:
                 pass
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued event is stored (background mode); False on timeout."""
+        """Wait until every queued event is stored or journaled (background mode); False on timeout."""
         if self._queue is None:
             return True
         deadline = time.monotonic() + timeout
@@ -219,21 +244,47 @@ class EventLog:
                 self._cv.wait(min(left, 0.1))
         return True
 
+    def close(self) -> None:
+        """At a clean stop: what waits in memory goes to the journal; the journal is closed."""
+        if self._queue is None or self.journal is None:
+            return
+        with self._write_lock:
+            self._spill()
+            self.journal.close()
+
+    @property
+    def catching_up(self) -> bool:
+        """Redis is away, or the journal (or backlog) is not yet stored (background mode)."""
+        return self._queue is not None and self._down
+
     _busy = False
+    _outage = False  # Redis did not answer (as opposed to: a journal left by a dead process to replay)
 
     def _write_loop(self) -> None:
         assert self._queue is not None
         while True:
-            with self._cv:
-                while not self._queue:
-                    self._cv.wait()
             with self._write_lock:
-                with self._cv:
-                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
-                    self._busy = bool(batch)
-                stored = self._write(batch) if batch else True
-            if not stored:
-                time.sleep(self.RETRY_SECONDS)  # the writer's own retry pace while Redis is away
+                if self._down:
+                    self._spill()  # at once: the journal outlives a crash, memory does not
+                    if time.monotonic() >= self._next_try and not self._recover():
+                        self._next_try = time.monotonic() + self.RETRY_SECONDS
+                else:
+                    with self._cv:
+                        batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+                        self._busy = bool(batch)
+                    if batch:
+                        self._write(batch)
+            with self._cv:
+                if self._down:
+                    self._cv.wait(max(0.0, self._next_try - time.monotonic()))
+                elif not self._queue:
+                    self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
+            if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
+                # a listener process that died (or stopped while Redis was away) left a journal
+                self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
+                if self.journal.has_pending():
+                    with self._cv:
+                        self._down = True
 
     def _write_now(self, item: _Pending) -> None:
         """``emit(wait=True)``: what is queued, then this event, written by the caller's
@@ -241,56 +292,137 @@ class EventLog:
         assert self._queue is not None
         with self._write_lock:
             with self._cv:
-                if self._down:  # Redis is away: keep it for the writer, answer "not stored" now
+                if self._down:  # Redis is away: to the journal (fsync'd) before answering "not stored"
                     self._queue.append(item)
                     self._cv.notify()
-                    return
-                batch = [*self._queue, item]
-                self._queue.clear()
-                self._busy = True
+                    down = True
+                else:
+                    down = False
+                    batch = [*self._queue, item]
+                    self._queue.clear()
+                    self._busy = True
+            if down:
+                self._spill()
+                return
             self._write(batch)
 
-    def _write(self, batch: "list[_Pending]") -> bool:
-        """One round trip for the batch; on failure it goes back in front of the queue."""
+    def _send(self, batch: "list[_Pending]") -> None:
+        """One round trip for the batch; raises the client's errors."""
         assert self.client is not None
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            positions = []
-            for item in batch:
-                if item.also is not None:
-                    item.also(pipe)
-                positions.append(len(pipe.command_stack))
-                pipe.xadd(keys.EVENTS, item.event.to_stream(), maxlen=self.maxlen, approximate=True)
-            results = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self._stalled(batch, exc)
-            return False
+        pipe = self.client.pipeline(transaction=False)
+        positions = []
+        for item in batch:
+            for op in item.ops:
+                indexops.apply(pipe, op)
+            if item.also is not None:
+                item.also(pipe)
+            positions.append(len(pipe.command_stack))
+            pipe.xadd(keys.EVENTS, item.event.to_stream(), maxlen=self.maxlen, approximate=True)
+        results = pipe.execute()
         for item, pos in zip(batch, positions, strict=True):
             entry_id = results[pos]
             item.event.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def _write(self, batch: "list[_Pending]") -> bool:
+        """Store the batch; on failure it goes back in front of the queue (and to the journal)."""
+        try:
+            self._send(batch)
+        except (redis.RedisError, OSError) as exc:
+            self._stalled(batch, exc)
+            return False
         with self._cv:
             self._busy = False
-            if self._down:
-                self._down = False
-                self._print(f"{_now()} {self.source} INFO    events: the registry answers again; "
-                            "the events kept meanwhile are stored"
-                            + (f" ({self._dropped} older ones were dropped)" if self._dropped else "") + ".")
-                self._dropped = 0
             self._cv.notify_all()
         return True
 
-    def _stalled(self, batch: "list[_Pending]", exc: Exception) -> None:
-        """Redis is away: put the batch back in front, keep at most BACKLOG, retry later."""
+    def _replay_commands(self, pipe: Any, entry: dict[str, Any]) -> None:
+        _commands(pipe, entry["event"], entry.get("ops") or [], self.maxlen)
+
+    def _recover(self) -> bool:
+        """Redis was away (or a dead process left a journal): replay the journal, then what
+        stayed in memory, in order. Called with the write lock held."""
+        assert self._queue is not None
+        try:
+            replayed = self.journal.replay(self.client, self._replay_commands) if self.journal else 0
+            while True:
+                with self._cv:
+                    batch = [self._queue[i] for i in range(min(len(self._queue), 500))]
+                if not batch:
+                    break
+                self._send(batch)
+                with self._cv:
+                    for _ in batch:
+                        self._queue.popleft()
+        except (redis.RedisError, OSError):
+            return False
+        if self._outage:
+            self._print(f"{_now()} {self.source} INFO    events: the registry answers again; the events kept "
+                        "meanwhile are stored" + (f" ({replayed} from the journal)" if self.journal else "")
+                        + (f" ({self._dropped} older ones were dropped)" if self._dropped else "") + ".")
+        elif replayed:
+            self._print(f"{_now()} {self.source} INFO    events: {replayed} event(s) and their index writes "
+                        "from the journal of a PACS process that stopped while Redis was away are stored.")
+        self._dropped = 0
+        self._outage = False
+        with self._cv:
+            self._down = False
+            self._busy = False
+            self._cv.notify_all()
+        return True
+
+    def _spill(self) -> None:
+        """Move the queue's head to the journal, in order, fsync'd (write lock held). An
+        event with a callable (``also``) cannot be journaled: it and what follows stay in
+        memory, so the order holds."""
+        if self.journal is None or self._queue is None:
+            return
+        with self._cv:
+            n = 0
+            for item in self._queue:
+                if item.also is not None:
+                    break
+                n += 1
+            items = [self._queue[i] for i in range(n)]
+        if not items:
+            return
+        try:
+            self.journal.append([(item.event.to_stream(), item.ops) for item in items])
+        except OSError as exc:
+            if not self._journal_failed:
+                self._journal_failed = True
+                self._print(f"{_now()} {self.source} ERROR   events: cannot write the journal {self.journal.path} "
+                            f"({exc.strerror or exc}); keeping up to {self.BACKLOG} events in memory (lost if the "
+                            "PACS stops before Redis answers). Fix: free space on the storage volume.")
+            self._trim()
+            return
+        self._journal_failed = False
+        with self._cv:
+            for _ in items:
+                self._queue.popleft()
+            self._cv.notify_all()
+
+    def _trim(self) -> None:
         assert self._queue is not None
         with self._cv:
-            self._queue.extendleft(reversed(batch))
             while len(self._queue) > self.BACKLOG:
                 self._queue.pop()  # the newest beyond the bound: the older ones explain the outage
                 self._dropped += 1
-            first = not self._down
-            self._down = True
+
+    def _stalled(self, batch: "list[_Pending]", exc: Exception) -> None:
+        """Redis is away: put the batch back in front, to the journal (or keep at most
+        BACKLOG in memory), retry later. Called with the write lock held."""
+        assert self._queue is not None
+        with self._cv:
+            self._queue.extendleft(reversed(batch))
+            first = not self._outage
+            self._down = self._outage = True
             self._busy = False
+            self._next_try = time.monotonic() + self.RETRY_SECONDS
             self._cv.notify_all()
         if first:
+            where = (f"writing them to the journal {self.journal.path}" if self.journal is not None
+                     else f"keeping up to {self.BACKLOG} events")
             self._print(f"{_now()} {self.source} WARNING events: the registry (Redis) is unreachable ({exc}); "
-                        f"keeping up to {self.BACKLOG} events to store when it is back.")
+                        f"{where} to store when it is back.")
+        self._spill()
+        self._trim()

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from . import keys
+from . import indexops, keys
 from .aetitle import check_ae_title
 from .errors import Conflict, NotFound, RegistryUnavailable, ValidationError
 from .events import Event
@@ -35,9 +35,7 @@ def connect(url: str, timeout: float = 2.0) -> redis.Redis:
     )
 
 
-def _field(value: Any) -> str:
-    """A hash field value: JSON for lists and dicts, text for the rest."""
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+_field = indexops.field_text
 
 
 @contextmanager
@@ -186,19 +184,10 @@ class Registry:
             if self.client.sismember(keys.NODES, title):
                 self.client.hset(keys.node_status(title), mapping=data)
 
-    # Write-only form of set_node_status, to ride in a pipeline with an event: the
-    # script writes the status only if the node is (still) registered.
-    _STATUS_IF_NODE = (
-        "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then "
-        "redis.call('HSET', KEYS[2], unpack(ARGV, 2)) end return 0"
-    )
-
     def node_status_commands(self, pipe: Any, ae_title: str, **status: Any) -> None:
-        title = ae_title.strip(" ")
-        flat: list[str] = []
-        for k, v in status.items():
-            flat += [k, _field(v)]
-        pipe.eval(self._STATUS_IF_NODE, 2, keys.NODES, keys.node_status(title), title, *flat)
+        """Write-only form of set_node_status, to ride in a pipeline with an event: the
+        status is written only if the node is (still) registered."""
+        indexops.apply(pipe, indexops.node_status(ae_title, **status))
 
     def get_node_status(self, ae_title: str) -> dict[str, str]:
         with _registry_errors():
@@ -239,39 +228,19 @@ class Registry:
                         full: bool = True) -> None:
         """Count one stored instance in its study (a replaced instance counts once).
 
-        Write-only commands, so they can ride in a caller's pipeline (``pipe``) with
-        other writes: one round trip. ``meta``: study_uid, series_uid,
-        sop_instance_uid, patient_name, patient_id, study_date, study_description,
-        accession_number, modality, series_description, series_number, calling_aet.
+        Write-only commands (``indexops.record_instance``), so they can ride in a
+        caller's pipeline (``pipe``) with other writes: one round trip. ``meta``:
+        study_uid, series_uid, sop_instance_uid, patient_name, patient_id,
+        study_date, study_description, accession_number, modality,
+        series_description, series_number, calling_aet.
         """
-        study = meta["study_uid"]
-        series = meta["series_uid"]
+        self.apply_ops([indexops.record_instance(meta, full=full)], pipe)
+
+    def apply_ops(self, ops: list[indexops.Op], pipe: "redis.client.Pipeline | None" = None) -> None:
+        """Index ops (``dicomlab.indexops``) in the caller's pipeline, or in one round trip now."""
         p = pipe if pipe is not None else self.client.pipeline(transaction=False)
-        p.sadd(keys.study_instances(study), meta["sop_instance_uid"])
-        p.sadd(keys.series_instances(study, series), meta["sop_instance_uid"])
-        p.zadd(keys.STUDIES, {study: time.time()})
-        if not full:  # the study and series fields were written for an earlier instance of the series
-            p.hset(keys.study(study), "last_received", f"{time.time():.3f}")
-            if pipe is None:
-                with _registry_errors():
-                    p.execute()
-            return
-        p.hset(keys.study_series(study), series, json.dumps({
-            "series_uid": series,
-            "modality": meta.get("modality", ""),
-            "series_description": meta.get("series_description", ""),
-            "series_number": meta.get("series_number", ""),
-        }))
-        p.hset(keys.study(study), mapping={
-            "study_uid": study,
-            "patient_name": meta.get("patient_name", ""),
-            "patient_id": meta.get("patient_id", ""),
-            "study_date": meta.get("study_date", ""),
-            "study_description": meta.get("study_description", ""),
-            "accession_number": meta.get("accession_number", ""),
-            "calling_aet": meta.get("calling_aet", ""),
-            "last_received": f"{time.time():.3f}",
-        })
+        for op in ops:
+            indexops.apply(p, op)
         if pipe is None:
             with _registry_errors():
                 p.execute()

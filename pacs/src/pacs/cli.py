@@ -8,17 +8,21 @@ import os
 import signal
 import socket
 import sys
-from pathlib import Path
+import time
 
 from dicomlab.errors import LabError, RegistryUnavailable
 from dicomlab.events import WORKER_EXITED, EventLog
+from dicomlab.journal import Journal
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 
 from .policy import AssociationSlots
+from .reconcile import reconcile, run_in_background
 from .server import Pacs
 from .storage import Storage
 from .supervisor import STOP, Supervisor
+
+JOURNAL_DIR = ".journal"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +66,6 @@ def main(args: list[str] | None = None) -> int:
         print(f"pacs: configuration error: PACS_FASTPATH is 0 or 1, not {fastpath!r}", file=sys.stderr)
         return 2
     ns.fastpath = fastpath == "1"
-    storage.purge_incoming()  # temporary files a crash left behind; no listener runs yet
 
     seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
     workers = ns.workers if ns.workers is not None else int(
@@ -119,9 +122,13 @@ def _shared_listening_socket(url: str, seed: ListenerSettings, bind: str) -> soc
 def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Namespace, worker: int | None,
            shared: object, ports: object, ready_fd: int | None, listen_socket: object = None,
            load: object = None) -> int:
+    started = time.time()  # temporary files last written before this are orphans
     client = connect(url)
     registry = Registry(client)
-    events = EventLog(client, source="pacs", background=True)
+    # index and event writes that cannot reach Redis: one journal file per process (journal.py)
+    journal = Journal(storage.root / JOURNAL_DIR, name="pacs" if worker is None else f"pacs-w{worker}",
+                      fsync=storage.fsync)
+    events = EventLog(client, source="pacs", background=True, journal=journal)
     slots = AssociationSlots(shared, worker or 0) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
                 slots=slots, worker=worker, shared_ports=ports,
@@ -135,32 +142,21 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     if ready_fd is not None:
         os.write(ready_fd, f"{pacs.port}\n".encode())
         os.close(ready_fd)
+    if pacs.primary:  # one reconcile per start of the primary process, while associations are served
+        run_in_background(storage, registry, started, events, pacs._stop)
     signal.sigwait(STOP)
     pacs.shutdown()
+    events.close()
     return 0
 
 
 def reindex(registry: Registry, storage: Storage) -> int:
-    """Rebuild the study index from the files in storage."""
-    from pydicom import dcmread
-
-    count = 0
+    """Index every file in storage (the start-up reconcile's code, every file re-read;
+    temporary files are left alone: the PACS may be running)."""
     try:
-        for path in sorted(Path(storage.root).glob("*/*/*.dcm")):
-            ds = dcmread(path, stop_before_pixels=True)
-            registry.record_instance({
-                "study_uid": str(ds.StudyInstanceUID), "series_uid": str(ds.SeriesInstanceUID),
-                "sop_instance_uid": str(ds.SOPInstanceUID), "patient_name": str(ds.get("PatientName", "")),
-                "patient_id": str(ds.get("PatientID", "")), "study_date": str(ds.get("StudyDate", "")),
-                "study_description": str(ds.get("StudyDescription", "")),
-                "accession_number": str(ds.get("AccessionNumber", "")), "modality": str(ds.get("Modality", "")),
-                "series_description": str(ds.get("SeriesDescription", "")),
-                "series_number": str(ds.get("SeriesNumber", "")),
-                "calling_aet": str(ds.file_meta.get("SourceApplicationEntityTitle", "")), "path": str(path),
-            })
-            count += 1
+        report = reconcile(storage, registry, cutoff=None, rebuild=True)
     except RegistryUnavailable as exc:
         print(f"pacs reindex: {exc}", file=sys.stderr)
         return 1
-    print(f"pacs reindex: {count} instance(s) indexed from {storage.root}")
+    print(f"pacs reindex: {storage.root}: " + report.sentence("indexed"))
     return 0

@@ -39,6 +39,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicomlab import events as E
+from dicomlab import indexops
 from dicomlab.dicom import (
     RJ_REGISTRY_UNAVAILABLE,
     STATUS_NOT_AUTHORIZED,
@@ -56,6 +57,7 @@ from .fastpath import LabAssociation, ThreadReuse
 from .guard import PduGuard
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
+from .sopmarks import stored_ops
 from .spooling import discard_partial, receive_chunked, received_dataset
 from .storage import Spool, Storage
 from .wire import A_ABORT_USER, DataPhase, recv_up_to
@@ -560,7 +562,7 @@ class Pacs:
             f"Association rejected ({rj.codes} {rj.words}): {d.message}",
             level="warning", outcome="rejected", reason=d.reason,
             detail={"result": rj.result, "source": rj.source, "reason": rj.reason, **d.detail}, **s.who(),
-            also=self._status(s.calling, "rejected", d.message),
+            ops=self._status(s.calling, "rejected", d.message),
         )
         assoc.acse.send_reject(rj.result, rj.source, rj.reason)
         assoc.kill()  # returns once the RJ is sent and the DUL is idle: the peer gets it intact
@@ -575,7 +577,7 @@ class Pacs:
             level="warning", outcome=mode, reason=d.reason,
             detail={"refusal_mode": mode, "result": d.rejection.result, "source": d.rejection.source,
                     "reason": d.rejection.reason, **d.detail}, **s.who(),
-            also=self._status(s.calling, "rejected", d.message),
+            ops=self._status(s.calling, "rejected", d.message),
         )
         if mode == "close":
             assoc.is_aborted = True  # no negotiation: the connection just goes away
@@ -592,7 +594,7 @@ class Pacs:
         fields: dict[str, Any] = {"last_association": outcome, "last_association_time": now}
         if why:
             fields["last_rejected_reason"] = why
-        return lambda pipe: self.registry.node_status_commands(pipe, calling, **fields)
+        return [indexops.node_status(calling, **fields)]
 
     def _verbose_requested(self, assoc: Any, rq: A_ASSOCIATE, s: Session) -> None:
         proposed = [
@@ -665,7 +667,7 @@ class Pacs:
             f"{len(accepted)} of {len(proposed)} presentation context(s) accepted"
             + ("" if accepted else " -- none, so the modality cannot send anything: see the context events"),
             outcome="accepted", reason="accepted", detail={"accepted": accepted}, **s.who(),
-            also=self._status(s.calling, "accepted"),
+            ops=self._status(s.calling, "accepted"),
         )
         if d.settings.fault_delay_ms:
             self.events.emit(E.ASSOCIATION_ACCEPTED, f"Fault injected: every response on this association waits "
@@ -750,25 +752,24 @@ class Pacs:
             return result.status
         s.stored += 1
         m = result.meta
-        full = m["series_uid"] not in s.indexed_series  # study and series fields: once per series here
-        s.indexed_series.add(m["series_uid"])
+        ops, moved, moved_from = stored_ops(result, s.indexed_series)
         # the event and the study index in one round trip
         ev = self.events.emit(
             E.STORE_REPLACED if result.replaced else E.STORE_RECEIVED,
-            (f"Replaced instance {m['sop_instance_uid']} (same SOP Instance UID received again)"
+            (f"Replaced instance {m['sop_instance_uid']} (same SOP Instance UID received again{moved})"
              if result.replaced else f"Stored instance {m['sop_instance_uid']}")
             + f" of study {m['study_uid']} (patient {m['patient_name'] or '?'}, series {m['series_number'] or '?'}).",
-            also=lambda pipe: self.registry.record_instance(m, pipe, full=full),
-            wait=True,  # indexed before Success goes out (and kept for later if Redis is away)
+            ops=ops,
+            wait=True,  # indexed (or journaled on disk, if Redis is away) before Success goes out
             outcome="stored",
             detail={"sop_instance_uid": m["sop_instance_uid"], "study_uid": m["study_uid"],
-                    "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"]},
+                    "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"], **moved_from},
             **s.who(),
         )
         if not ev.id:
             self.events.emit(E.STORE_FAILED, f"Instance {m['sop_instance_uid']} is stored on disk; Redis is "
-                             "unreachable, so the study index is updated once it answers again (or run "
-                             "`dicomlab-pacs reindex`).", level="warning", outcome="stored-unindexed", **s.who())
+                             "unreachable, so its index entry waits in the journal and is stored once Redis "
+                             "answers again.", level="warning", outcome="stored-unindexed", **s.who())
         return STATUS_SUCCESS
 
     # -- the data phase on the socket (wire.py), for associations with nothing special ----

@@ -22,7 +22,7 @@ fields the index and the path need, never the pixel data) and both leave nothing
 behind on any failure. A Deflated dataset is inflated only as far as those
 fields need, at most ``HEADER_LIMIT`` bytes (``bounded.Inflated``); beyond that it is
 answered 0xC000 Cannot understand. Orphans in ``.incoming`` (a crash mid-write)
-are removed by ``purge_incoming`` when the PACS starts.
+are removed by the start-up reconcile (``reconcile.py``: those older than the process).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from dicomlab.dicom import (
 )
 
 from .bounded import HEADER_LIMIT, HeaderTooLarge, Inflated, ReadBound, chunks
+from .sopmarks import SopMarks
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1482.1")  # DICOM Lab
 IMPLEMENTATION_VERSION = "DICOMLAB_010"
 INCOMING = ".incoming"  # temporary files, on the storage filesystem
+FILE_MODE = 0o640  # patient data: the owner writes, its group reads, nobody else
+DIR_MODE = 0o750
 
 
 _INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x00080060, 0x00081030, 0x0008103E,
@@ -77,6 +80,7 @@ class StoreResult:
     path: Path | None = None
     replaced: bool = False
     meta: dict[str, str] = field(default_factory=dict)
+    previous: tuple[str, str] | None = None  # (study, series) of the same SOP removed from elsewhere
 
     @property
     def ok(self) -> bool:
@@ -115,6 +119,33 @@ def _write_some(fd: int, data: Any) -> int:
     return n
 
 
+def index_fields(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, str]:
+    """What the index and the path need from a dataset (``fp``: a binary stream at its first
+    element, inflated if deflated): read on C-STORE and by the reconcile of stored files."""
+    ds = read_dataset(
+        fp,
+        is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
+        is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
+        stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
+        specific_tags=_INDEX_TAGS,
+    )
+    return {
+        "sop_class_uid": _raw_text(ds, 0x00080016),
+        "sop_instance_uid": _raw_text(ds, 0x00080018),
+        "study_uid": _raw_text(ds, 0x0020000D),
+        "series_uid": _raw_text(ds, 0x0020000E),
+        "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
+        "patient_id": _text(ds, "PatientID"),
+        "study_date": _raw_text(ds, 0x00080020),
+        "study_description": _text(ds, "StudyDescription"),
+        "accession_number": _raw_text(ds, 0x00080050),
+        "modality": _raw_text(ds, 0x00080060),
+        "series_description": _text(ds, "SeriesDescription"),
+        "series_number": _raw_text(ds, 0x00200011),
+        "calling_aet": calling_aet,
+    }
+
+
 def _understand(source: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
                 calling_aet: str) -> dict[str, str] | StoreResult:
     """The index and path fields of a dataset (``source``: its bytes, or a file
@@ -126,28 +157,7 @@ def _understand(source: Any, transfer_syntax: str, sop_class_uid: str, sop_insta
             fp = BytesIO(source)
         else:
             fp = ReadBound(source)
-        ds = read_dataset(
-            fp,
-            is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
-            is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
-            stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
-            specific_tags=_INDEX_TAGS,
-        )
-        meta = {
-            "sop_class_uid": _raw_text(ds, 0x00080016),
-            "sop_instance_uid": _raw_text(ds, 0x00080018),
-            "study_uid": _raw_text(ds, 0x0020000D),
-            "series_uid": _raw_text(ds, 0x0020000E),
-            "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
-            "patient_id": _text(ds, "PatientID"),
-            "study_date": _raw_text(ds, 0x00080020),
-            "study_description": _text(ds, "StudyDescription"),
-            "accession_number": _raw_text(ds, 0x00080050),
-            "modality": _raw_text(ds, 0x00080060),
-            "series_description": _text(ds, "SeriesDescription"),
-            "series_number": _raw_text(ds, 0x00200011),
-            "calling_aet": calling_aet,
-        }
+        meta = index_fields(fp, transfer_syntax, calling_aet)
     except HeaderTooLarge as exc:
         return StoreResult(
             STATUS_CANNOT_UNDERSTAND,
@@ -191,18 +201,8 @@ class Storage:
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
         self.incoming = self.root / INCOMING
-        self.incoming.mkdir(exist_ok=True)
-
-    def purge_incoming(self) -> int:
-        """Remove temporary files a crash left behind (only at start: none is in use then)."""
-        count = 0
-        for p in self.incoming.iterdir():
-            try:
-                p.unlink()
-                count += 1
-            except OSError:
-                pass
-        return count
+        self.incoming.mkdir(DIR_MODE, exist_ok=True)
+        self.sop_marks = SopMarks(self.root, fsync)
 
     def store(
         self,
@@ -236,10 +236,16 @@ class Storage:
         """A new temporary file in ``.incoming`` (made again if someone removed it)."""
         tmp = self.incoming / f"{label[:64]}.{secrets.token_hex(6)}.tmp"
         try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except FileNotFoundError:
             self.incoming.mkdir(exist_ok=True)
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
+        except OSError:
+            self._drop(tmp, fd)
+            raise
+        return tmp, fd
 
     @staticmethod
     def _drop(tmp: Path | None, fd: int | None) -> None:
@@ -284,8 +290,10 @@ class Storage:
         except OSError as exc:
             self._drop(tmp, fd)
             return self._no_room(meta, exc)
+        previous = self.sop_marks.supersede(meta, final)  # the same SOP elsewhere: newest wins
         meta["path"] = str(final)
-        return StoreResult(STATUS_SUCCESS, "stored", path=final, replaced=replaced, meta=meta)
+        return StoreResult(STATUS_SUCCESS, "stored", path=final, replaced=replaced or previous is not None,
+                           meta=meta, previous=previous)
 
     def _make_dirs(self, folder: Path) -> None:
         if folder.is_dir():
@@ -297,7 +305,8 @@ class Storage:
             p = p.parent
         for d in reversed(created):
             try:
-                d.mkdir()
+                d.mkdir(DIR_MODE)
+                os.chmod(d, DIR_MODE)  # whatever the umask
             except FileExistsError:
                 continue
             if self.fsync:

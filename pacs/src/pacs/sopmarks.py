@@ -1,0 +1,146 @@
+"""Where each SOP Instance UID is stored, so a duplicate is found without Redis.
+
+The rule (DESIGN.md "C-STORE"; README "Durability"): **one file per SOP Instance
+UID, the newest wins.** The same SOP Instance UID received again under another
+study or series is written into its own study/series folder like any instance
+(temporary file, fdatasync, rename, folder fsync); only then is the older file
+removed (and its folder fsync'd), the index moves the instance from the old
+series and study to the new ones, and a ``store-replaced`` event names both
+places. Under the same study and series the rename itself replaces the file.
+
+The mark: ``<storage>/.sop/<xx>/<SOPInstanceUID>``, a symbolic link to
+``../../<Study>/<Series>/<SOP>.dcm`` (``xx``: two hex digits of the UID's CRC-32,
+256 folders). Creating it is one ``symlink`` call for a new SOP. Marks are not
+fsync'd: they are a cache of what the folders say, rebuilt by the reconcile at
+start, which also settles any duplicate a crash left (the newest file by
+modification time wins there too). After a crash at any point there are one or
+two files for the instance, never none: the old file goes only after the new
+one is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import zlib
+from pathlib import Path
+from typing import Any
+
+from dicomlab import indexops
+
+LOG = logging.getLogger(__name__)
+
+MARKS = ".sop"
+_UP = "../../"
+
+
+def bucket(sop: str) -> str:
+    return f"{zlib.crc32(sop.encode()) & 0xFF:02x}"
+
+
+class SopMarks:
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = root
+        self.folder = root / MARKS
+        self.fsync = fsync
+        try:
+            self.folder.mkdir(mode=0o750, exist_ok=True)
+            for i in range(256):  # once, here: not on a C-STORE's path
+                (self.folder / f"{i:02x}").mkdir(mode=0o750, exist_ok=True)
+        except OSError as exc:  # e.g. a read-only volume: the PACS still starts (and answers 0xA700)
+            LOG.warning("cannot make the SOP marks folder %s (%s)", self.folder, exc)
+
+    def path(self, sop: str) -> Path:
+        return self.folder / bucket(sop) / sop
+
+    def where(self, sop: str) -> str | None:
+        """The stored file's path relative to the root, as the mark says (None: no mark)."""
+        try:
+            target = os.readlink(self.path(sop))
+        except OSError:
+            return None
+        return target.removeprefix(_UP)
+
+    def point(self, sop: str, rel: str) -> tuple[bool, str | None]:
+        """Make the mark of ``sop`` point to ``rel`` (``study/series/sop.dcm``): (changed, where it
+        pointed before). A new SOP costs one ``symlink`` call."""
+        mark = self.path(sop)
+        target = _UP + rel
+        try:
+            os.symlink(target, mark)
+            return True, None
+        except FileNotFoundError:
+            mark.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            try:
+                os.symlink(target, mark)
+                return True, None
+            except FileExistsError:
+                pass
+        except FileExistsError:
+            pass
+        before = self.where(sop)
+        if before == rel:
+            return False, before
+        tmp = mark.with_name(f".{sop}.{secrets.token_hex(4)}.tmp")
+        os.symlink(target, tmp)
+        os.replace(tmp, mark)
+        return True, before
+
+    def ensure(self, sop: str, rel: str) -> bool:
+        return self.point(sop, rel)[0]
+
+    def supersede(self, meta: dict[str, str], final: Path) -> tuple[str, str] | None:
+        """Called once ``final`` is durable: point the mark at it and remove the same SOP's
+        file under another study or series. Returns that (study, series), or None. Never
+        raises: a failure here leaves a duplicate that the next reconcile settles."""
+        sop = meta["sop_instance_uid"]
+        rel = f"{meta['study_uid']}/{meta['series_uid']}/{sop}.dcm"
+        try:
+            changed, before = self.point(sop, rel)
+            if not changed or before is None:
+                return None
+            parts = before.split("/")
+            if len(parts) != 3 or parts[2] != f"{sop}.dcm" or ".." in parts:
+                return None  # not a mark of ours
+            old = self.root / before
+            try:
+                old.unlink()
+            except FileNotFoundError:
+                return None  # a stale mark: nothing stored there any more
+            if self.fsync:
+                _fsync_dir(old.parent)
+            return parts[0], parts[1]
+        except OSError as exc:
+            LOG.warning("SOP %s: could not settle the mark or an older copy (%s); the reconcile at the next "
+                        "start does it", sop, exc)
+            return None
+
+
+def stored_ops(result: Any, indexed_series: set[str]) -> tuple[list[indexops.Op], str, dict[str, str]]:
+    """The index ops of a stored instance (``StoreResult``), and the words and event detail
+    for a move: out of its former study and series first, then into its own.
+    ``indexed_series``: the series whose study and series fields this association already wrote."""
+    m = result.meta
+    ops: list[indexops.Op] = []
+    moved, detail = "", {}
+    if result.previous is not None:
+        old_study, old_series = result.previous
+        detail = {"previous_study_uid": old_study, "previous_series_uid": old_series}
+        ops.append(indexops.remove_instance(old_study, old_series, m["sop_instance_uid"]))
+        indexed_series.discard(old_series)  # the emptied series may have lost its fields
+        moved = (f", formerly under study {old_study} series {old_series}: the newest wins, that file was "
+                 "removed")
+    # study and series fields: once per series here (and after a move, which may have emptied a study)
+    full = moved != "" or m["series_uid"] not in indexed_series
+    indexed_series.add(m["series_uid"])
+    ops.append(indexops.record_instance(m, full=full))
+    return ops, moved, detail
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
