@@ -222,8 +222,12 @@ def exchange(host: str, port: int, chunks: list[bytes], quiet: float = 0.3, limi
     buf = b""
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout)
-    except OSError:
-        out.end = "refused"
+    except TimeoutError:
+        out.end = "connect-timeout"
+        out.seconds = time.monotonic() - started
+        return out
+    except OSError as exc:
+        out.end = f"connect-failed ({exc.strerror or exc})"
         return out
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
