@@ -227,6 +227,7 @@ def signature(last_line: str) -> str:
     one defect hit with different bytes counts once."""
     import re
 
-    text = re.sub(r"b'(?:[^'\\]|\\.)*'|'[^']*'|\"[^\"]*\"", "'…'", last_line)
+    text = re.sub(r"b'(?:[^'\\]|\\.)*'", "b'…'", last_line)  # byte dumps
+    text = re.sub(r"'[^']*\\[^']*'", "'…'", text)  # quoted values with escapes (one per bad byte)
     text = re.sub(r"\d+", "N", text)
     return text[:200]
