@@ -79,10 +79,12 @@ def contexts() -> list[bytes]:
 
 
 def dataset(n: int, syntax: str = w.EXPLICIT_LE, patient: bytes = b"FUZZ^CASE", sop_uid: str | None = None,
-            charset: bytes = b"ISO_IR 100") -> bytes:
+            charset: bytes = b"ISO_IR 100", study_uid: str | None = None, series_uid: str | None = None) -> bytes:
     """A small CT image dataset, encoded by hand (element order, VRs and lengths as DICOM says)."""
     study, series, sop = uids(n)
     sop = sop if sop_uid is None else sop_uid
+    study = study if study_uid is None else study_uid
+    series = series if series_uid is None else series_uid
     explicit = syntax != w.IMPLICIT_LE
     big = syntax == w.EXPLICIT_BE
     elems = [

@@ -22,3 +22,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(fnmatch(Path(str(item.fspath)).name, pattern) for pattern in ENGINE_FILES):
             item.add_marker(pytest.mark.engines)
+
+
+# the fuzzer's wire helpers (fuzz/) are used by the hostile-peer tests
+import sys  # noqa: E402
+
+from lab import ROOT  # noqa: E402
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
