@@ -35,13 +35,18 @@ ENDINGS = ("A-RELEASE-RP", "A-ABORT", "A-ASSOCIATE-RJ")
 WARM_ASSOCIATIONS = 64  # the PACS keeps up to 64 idle threads per pool (fastpath.ThreadReuse.KEEP_IDLE)
 
 
+def _sent_abort(case: c.Case) -> bool:
+    """An A-ABORT among the PDUs we sent: the peer closing without a word is then right (PS3.8 AA-2, AA-3)."""
+    return any(kind == 0x07 for kind, _ in w.parse_pdus(b"".join(case.chunks))[0])
+
+
 def observe(case: c.Case, out: w.Outcome) -> str:
     """'' for an unremarkable outcome, else what was odd about it."""
     if out.end.startswith("connect-"):
         return out.end
     if case.close != "after":
         return ""
-    if out.end == "peer-closed" and not out.last.startswith(ENDINGS):
+    if out.end == "peer-closed" and not out.last.startswith(ENDINGS) and not _sent_abort(case):
         return "silent-close" + ("" if case.notes.get("complete") == "yes" else " (incomplete input)")
     if out.end == "timeout" and case.notes.get("complete") == "yes" and case.chunks[-1] == w.RELEASE_RQ:
         return "no-answer-to-release"
@@ -94,7 +99,7 @@ def save(path: Path, batch: list[c.Case], **extra: object) -> str:
 
 def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concurrency: int = 4,
                out_dir: Path = OUT, workers: int = 1, classes: list[str] | None = None,
-               progress: bool = True, cases: list[c.Case] | None = None, keep_going: bool = False) -> Report:
+               progress: bool | None = True, cases: list[c.Case] | None = None, keep_going: bool = False) -> Report:
     """Fuzz one engine; ``cases`` (a saved batch) instead of generated ones when given."""
     rep = Report(engine)
     work = Path(tempfile.mkdtemp(prefix=f"fuzz-{engine}-"))
@@ -140,6 +145,8 @@ def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concur
                     rep.examples.setdefault(k2, f"{case.ident} {case.name}")
             if bar:
                 bar.update(n)
+            elif progress is None:
+                print(f"fuzz {engine}: {index} cases, {time.monotonic() - t0:.0f} s", flush=True)
             # -- the checks ------------------------------------------------------------------
             problems = []
             if not target.alive():
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="after a failed check, note it and go on (new baseline; a new PACS if it died)")
     p.add_argument("--replay", type=Path, help="play a saved batch (build/fuzz/*.json) instead")
     p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="a line per batch instead of a progress bar")
     a = p.parse_args(argv)
     saved = c.load_cases(a.replay) if a.replay else None
     reports = []
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if engine not in ENGINES:
             p.error(f"unknown engine {engine!r}")
         reports.append(run_engine(engine, a.cases, a.seed, a.batch, a.concurrency, a.out, a.workers,
-                                  [k for k in a.classes.split(",") if k] or None, not a.no_progress, saved,
+                                  [k for k in a.classes.split(",") if k] or None, None if a.no_progress else True, saved,
                                   a.keep_going))
     print_report(reports)
     a.out.mkdir(parents=True, exist_ok=True)
