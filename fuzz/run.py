@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import cases as c
 from . import wire as w
-from .target import ENGINES, Target, tracebacks
+from .target import ECHO_SECONDS, ENGINES, Target, tracebacks
 
 OUT = Path("build/fuzz")
 ENDINGS = ("A-RELEASE-RP", "A-ABORT", "A-ASSOCIATE-RJ")
@@ -99,8 +99,10 @@ def save(path: Path, batch: list[c.Case], **extra: object) -> str:
 
 def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concurrency: int = 4,
                out_dir: Path = OUT, workers: int = 1, classes: list[str] | None = None,
-               progress: bool | None = True, cases: list[c.Case] | None = None, keep_going: bool = False) -> Report:
-    """Fuzz one engine; ``cases`` (a saved batch) instead of generated ones when given."""
+               progress: bool | None = True, cases: list[c.Case] | None = None, keep_going: bool = False,
+               echo_limit: float = ECHO_SECONDS) -> Report:
+    """Fuzz one engine; ``cases`` (a saved batch) instead of generated ones when given.
+    (Tests pass a generous ``echo_limit``: they check that the echo is answered, not how fast.)"""
     rep = Report(engine)
     work = Path(tempfile.mkdtemp(prefix=f"fuzz-{engine}-"))
     target = Target(engine, work, workers=workers).start()
@@ -152,9 +154,9 @@ def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concur
             if not target.alive():
                 problems.append("the PACS process exited")
             else:
-                ok, seconds, what = target.echo_in_time()
+                ok, seconds, what = target.echo_in_time(echo_limit)
                 if not ok:
-                    problems.append(f"authorized C-ECHO not answered within 1 s ({seconds:.2f} s: {what})")
+                    problems.append(f"authorized C-ECHO not answered within {echo_limit:g} s ({seconds:.2f} s: {what})")
                 now, over = target.settled(start)
                 if now.pids != start.pids:
                     problems.append(f"listener processes changed: {start.pids} -> {now.pids} (one died)")

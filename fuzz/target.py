@@ -165,18 +165,18 @@ class Target:
                 return now, over
             time.sleep(0.25)
 
-    def echo(self) -> tuple[bool, float, str]:
+    def echo(self, limit: float = ECHO_SECONDS) -> tuple[bool, float, str]:
         conv = [w.associate_rq(c.CALLED, c.CALLING, [w.presentation_context(1, w.VERIFICATION, [w.IMPLICIT_LE])]),
                 *w.message_pdus(1, w.command_set(w.echo_rq_elements(7)), None), w.RELEASE_RQ]
-        out = w.exchange("127.0.0.1", self.port, conv, quiet=ECHO_SECONDS, limit=ECHO_SECONDS + 1)
+        out = w.exchange("127.0.0.1", self.port, conv, quiet=limit, limit=limit + 1)
         ok = any(f == 0x8030 and s == 0 for f, s, _ in out.statuses)
         return ok, out.seconds, out.summary()
 
-    def echo_in_time(self) -> tuple[bool, float, str]:
+    def echo_in_time(self, limit: float = ECHO_SECONDS) -> tuple[bool, float, str]:
         """The C-ECHO answered with Success; the time is the whole association (request,
-        echo, release), which must fit in ECHO_SECONDS."""
-        ok, seconds, what = self.echo()
-        return ok and seconds <= ECHO_SECONDS, seconds, what
+        echo, release), which must fit in ``limit``."""
+        ok, seconds, what = self.echo(limit)
+        return ok and seconds <= limit, seconds, what
 
     def files(self) -> dict[str, tuple[int, int]]:
         out = {}

@@ -28,7 +28,8 @@ KNOWN_DEADLINE = ("known defect (issue 10 items 2-3, branch gate): no deadline f
 def report(request, tmp_path_factory) -> Report:
     """(With PACS_FASTPATH=0 in the environment, `make test-stock`, "socket" is the stock engine.)"""
     return run_engine(request.param, CASES, SEED, batch_size=100, concurrency=4,
-                      out_dir=tmp_path_factory.mktemp(f"fuzz-{request.param}"), progress=False, keep_going=True)
+                      out_dir=tmp_path_factory.mktemp(f"fuzz-{request.param}"), progress=False, keep_going=True,
+                      echo_limit=10.0)  # answered at all: tests do not time (`make fuzz` holds it to 1 s)
 
 
 def _problems(rep: Report, *words: str) -> list[str]:
@@ -40,7 +41,7 @@ def test_every_case_ran_and_the_pacs_stayed_up(report):
     assert not _problems(report, "process exited", "processes changed"), report.failures
 
 
-def test_an_authorized_echo_is_answered_within_a_second_after_every_batch(report):
+def test_an_authorized_echo_is_answered_after_every_batch(report):
     assert not _problems(report, "C-ECHO"), report.failures
 
 
