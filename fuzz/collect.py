@@ -15,8 +15,8 @@ from . import cases as c
 
 
 def defect(engine: str, signature: str) -> str:
-    if "abstract_syntax" in signature:
-        return "negotiation"  # pynetdicom's acse, in either engine
+    if any(w in signature for w in ("abstract_syntax", "list index out of range", "context_id", "User Identity")):
+        return "negotiation"  # pynetdicom decoding / negotiating the A-ASSOCIATE-RQ, in either engine
     if "InvalidEventError" in signature or engine != "socket":
         return "dul-loop"  # pynetdicom's state machine / DIMSE decoding in the DUL thread
     return "dataphase"  # pacs/wire.py

@@ -33,8 +33,9 @@ DEFECTS = {
                  "association without A-ABORT (after the store, when the response is what fails)",
     "dul-loop": "issue 10 item 5: an exception in pynetdicom's DUL loop (state machine, DIMSE decoding) ends the "
                 "association without A-ABORT and prints a traceback (fastpath.LabDUL._run)",
-    "negotiation": "NEW: pynetdicom's acceptor negotiation raises TypeError on a presentation context without an "
-                   "abstract syntax item; the association ends without an answer",
+    "negotiation": "NEW: pynetdicom raises while decoding or negotiating a malformed A-ASSOCIATE-RQ (a presentation "
+                   "context without an abstract syntax or with an even ID, an unknown user identity type); the "
+                   "connection ends without A-ASSOCIATE-RJ or A-ABORT",
 }
 
 
