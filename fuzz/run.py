@@ -190,7 +190,9 @@ def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concur
                     target.hold(WARM_ASSOCIATIONS)
                     target.new_log()
                     target.file_problems(set())
-                start = target.resources()  # the next batch is measured from here
+                    start = target.resources()
+                # otherwise the bounds stay relative to the start of the run: growth that stays is counted
+                # in every later batch, as it should be
         rep.batches = batch_no
         rep.seconds = time.monotonic() - t0
         if target.alive():
