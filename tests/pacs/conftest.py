@@ -9,10 +9,16 @@ with ``PACS_FASTPATH=0`` in the environment, which every PACS process a test sta
 
 from __future__ import annotations
 
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+
+from lab import ROOT
+
+if str(ROOT) not in sys.path:  # the fuzzer's wire helpers (fuzz/) serve the hostile-peer tests too
+    sys.path.insert(0, str(ROOT))
 
 ENGINE_FILES = ("test_policy.py", "test_store.py", "test_faults.py", "test_wire.py", "test_gate*.py",
                 "test_dataphase*.py", "test_fuzz_*.py", "test_untrusted_text.py")
@@ -23,11 +29,3 @@ def pytest_collection_modifyitems(config, items):
         if any(fnmatch(Path(str(item.fspath)).name, pattern) for pattern in ENGINE_FILES):
             item.add_marker(pytest.mark.engines)
 
-
-# the fuzzer's wire helpers (fuzz/) are used by the hostile-peer tests
-import sys  # noqa: E402
-
-from lab import ROOT  # noqa: E402
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
