@@ -68,13 +68,13 @@ def test_events_are_bounded_filtered_and_one_line_each(redis_url):
     reg = Registry(client)
     assert client.xlen("dicomlab:events") < 200
     last = reg.read_events(limit=5)
-    assert [e.message for e in last][-1] == "event 199\nsecond line"
+    assert [e.message for e in last][-1] == "event 199\\nsecond line"  # stored one line too (dicomlab.text)
     only = reg.read_events(limit=3, types={"echo-received"})
     assert len(only) == 3 and all(e.type == "echo-received" for e in only)
     since = reg.read_events(since=last[-2].id)
     assert [e.id for e in since] == [last[-1].id]
     lines = out.getvalue().splitlines()
-    assert len(lines) == 200 and "CT01@10.0.0.5 -> PACS: event 0 second line" in lines[0]
+    assert len(lines) == 200 and "CT01@10.0.0.5 -> PACS: event 0\\nsecond line" in lines[0]
 
 
 def test_event_log_survives_redis_going_away():

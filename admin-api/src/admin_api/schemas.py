@@ -12,7 +12,7 @@ from apiflask import Schema, fields, validators
 from marshmallow import RAISE
 from marshmallow import ValidationError as MaValidationError
 
-from dicomlab.aetitle import AE_MAX_LENGTH, check_ae_title, check_host, check_port
+from dicomlab.aetitle import AE_MAX_LENGTH, check_ae_title, check_host, check_port, check_uid
 from dicomlab.errors import ValidationError as LabValidationError
 from dicomlab.settings import LIMITS, REFUSAL_MODES, SERVICES
 
@@ -81,7 +81,7 @@ class Strict(Schema):
 # -- listener settings ---------------------------------------------------------
 def _uid_list(description: str) -> fields.List:
     return fields.List(
-        fields.String(validate=validators.Regexp(UID_PATTERN, error="Not a valid DICOM UID."), metadata={"maxLength": 64, "pattern": UID_PATTERN}),
+        fields.String(validate=_shared(check_uid), metadata={"maxLength": 64, "pattern": UID_PATTERN}),
         metadata={"description": description},
     )
 

@@ -16,7 +16,11 @@ from .errors import AETitleError, ValidationError
 
 AE_MAX_LENGTH = 16
 
-_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# Patterns are applied with fullmatch: ``$`` alone lets a trailing newline through.
+_HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# PS3.5 §9.1: components of ASCII digits, no leading zero (except "0"), dots between, at most 64.
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+UID_MAX_LENGTH = 64
 
 
 def check_ae_title(value: object, field: str = "ae_title") -> str:
@@ -80,7 +84,7 @@ def check_host(value: object, field: str = "host") -> str:
     except ValueError:
         pass
     name = v[:-1] if v.endswith(".") else v
-    if len(name) > 253 or not all(_HOSTNAME_LABEL.match(p) for p in name.split(".")):
+    if len(name) > 253 or not all(_HOSTNAME_LABEL.fullmatch(p) for p in name.split(".")):
         raise ValidationError(
             f"{value!r} is neither an IP address nor a valid host name "
             "(letters, digits and hyphens, separated by dots).",
@@ -89,6 +93,18 @@ def check_host(value: object, field: str = "host") -> str:
     if re.fullmatch(r"[0-9.]+", name):
         raise ValidationError(f"{value!r} is not a valid IPv4 address.", field)
     return name.lower()
+
+
+def check_uid(value: object, field: str = "uid") -> str:
+    """A DICOM UID (PS3.5 §9.1), checked against the whole string; returned unchanged."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("A UID is text: digits and dots.", field)
+    if len(value) > UID_MAX_LENGTH or not _UID.fullmatch(value):
+        raise ValidationError(
+            f"{value!r} is not a valid DICOM UID (digits and dots, no leading zeros, at most {UID_MAX_LENGTH}).",
+            field,
+        )
+    return value
 
 
 def check_port(value: object, field: str = "port") -> int:

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 import redis
 
 from . import indexops, keys
+from .text import safe_text
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -87,6 +88,14 @@ class Event:
     time: str = field(default_factory=_now)
     id: str = ""  # the stream id, once stored
 
+    def __post_init__(self) -> None:
+        # Text from the network (AE titles, patient names, UIDs...) is made safe once, here,
+        # so the stdout line, the stream and the page all carry printable text only.
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, safe_text(value))
+
     def to_stream(self) -> dict[str, str]:
         d = {k: getattr(self, k) for k in _STREAM_FIELDS}
         d["detail"] = json.dumps(self.detail, default=str) if self.detail else "{}"
@@ -117,6 +126,8 @@ class Event:
 
 
 _STREAM_FIELDS = [f for f in Event.__dataclass_fields__ if f != "id"]
+_TEXT_FIELDS = ("type", "message", "source", "level", "assoc_id", "calling_aet", "called_aet", "peer",
+                "outcome", "reason")
 
 
 class _Pending:

@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .aetitle import check_ae_title, check_host, check_port
+from .aetitle import check_ae_title, check_host, check_port, check_uid
 from .dicom import DEFAULT_STORAGE_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
 from .errors import LabError, ValidationError
 
@@ -77,9 +77,7 @@ def _check_uid_list(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValidationError(f"{name} is a list of UIDs.", name)
     for uid in value:
-        parts = uid.split(".")
-        if not uid or len(uid) > 64 or not all(p.isdigit() and (p == "0" or p[0] != "0") for p in parts):
-            raise ValidationError(f"{uid!r} is not a valid DICOM UID.", name)
+        check_uid(uid, name)  # the whole string: str.isdigit() took "²" and "١" for digits
     return list(dict.fromkeys(value))
 
 

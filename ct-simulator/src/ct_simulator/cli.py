@@ -25,6 +25,7 @@ from dicomlab.dicom import (
 )
 from dicomlab.errors import LabError
 from dicomlab.settings import EnvConfig
+from dicomlab.text import safe_text
 
 from . import outcome
 from .iod import StudyPlan, iter_instances, write_part10
@@ -118,10 +119,16 @@ def _check_plan(plan: StudyPlan) -> None:
         raise ValueError("--rows and --cols must be from 16 to 4096")
 
 
+def _say(line: str, file: Any = None) -> None:
+    """One line for the terminal: what came from the PACS (statuses, AE titles, comments)
+    is shown with its control characters escaped (``dicomlab.text.safe_text``)."""
+    print(safe_text(line), file=file if file is not None else sys.stdout)
+
+
 def _print_problem(problem: Problem, out: Any) -> None:
-    print(f"FAILED: {problem.message}", file=out)
+    _say(f"FAILED: {problem.message}", file=out)
     if problem.hint:
-        print(f"  fix: {problem.hint}", file=out)
+        _say(f"  fix: {problem.hint}", file=out)
 
 
 # -- commands -------------------------------------------------------------------
@@ -153,9 +160,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def _print_echo(link: Link, rep: EchoReport) -> None:
     for note in rep.notes:
-        print(f"note: {note}")
+        _say(f"note: {note}")
     if rep.problem is None:
-        print(f"C-ECHO {link.calling_aet} -> {link.called_aet}@{link.peer}: Success ({rep.elapsed_ms:.0f} ms).")
+        _say(f"C-ECHO {link.calling_aet} -> {link.called_aet}@{link.peer}: Success ({rep.elapsed_ms:.0f} ms).")
     else:
         _print_problem(rep.problem, sys.stdout)
 
@@ -179,16 +186,16 @@ def _bar(total: int, mode: str, desc: str) -> Any:
 
 def _summary(plan: StudyPlan, link: Link, rep: SendReport) -> None:
     for note in rep.notes:
-        print(f"note: {note}")
+        _say(f"note: {note}")
     accepted = ", ".join(f"{k} as {v}" for k, v in rep.accepted.items()) or "nothing"
     rate = f" in {rep.elapsed:.1f} s ({rep.rate:.0f} images/s)" if rep.sent + rep.failed else ""
-    print(f"{link.calling_aet} -> {link.called_aet}@{link.peer}: {rep.sent} of {rep.total} CT images sent, "
-          f"{rep.failed} failed{rate}; accepted: {accepted}; seed {plan.seed}.")
+    _say(f"{link.calling_aet} -> {link.called_aet}@{link.peer}: {rep.sent} of {rep.total} CT images sent, "
+         f"{rep.failed} failed{rate}; accepted: {accepted}; seed {plan.seed}.")
     if rep.warnings:
-        print(f"  {rep.warnings} stored with a warning status.")
+        _say(f"  {rep.warnings} stored with a warning status.")
     for words, count in sorted(rep.statuses.items()):
         if not words.startswith("0x0000"):
-            print(f"  {count} x {words}")
+            _say(f"  {count} x {words}")
     if rep.problem is not None:
         _print_problem(rep.problem, sys.stdout)
 
@@ -311,5 +318,5 @@ def main(args: list[str] | None = None) -> int:
     try:
         return int(a.func(a))
     except (ValueError, LabError) as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
+        _say(f"FAILED: {exc}", file=sys.stderr)
         return outcome.EXIT_ERROR

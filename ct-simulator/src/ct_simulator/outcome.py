@@ -22,6 +22,7 @@ from typing import Any
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, VERIFICATION_SERVICE_CLASS_STATUS
 
 from dicomlab.dicom import RJ_REASON, RJ_RESULT, RJ_SOURCE, Rejection
+from dicomlab.text import safe_text
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # bad input or an unexpected error
@@ -64,6 +65,12 @@ class Problem:
     message: str
     hint: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the sentence may quote the peer (AE titles, status comments): printable text only,
+        # on the terminal, in the JSON report and in the worker's send-failed event alike
+        self.message = safe_text(self.message)
+        self.hint = safe_text(self.hint)
 
     @property
     def exit_code(self) -> int:

@@ -70,7 +70,7 @@ _INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x000
 
 
 def valid_uid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.match(value))
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
 
 
 @dataclass

@@ -9,10 +9,17 @@
 
 const TOKEN_KEY = "dicomlab.token";
 const $ = (sel) => document.querySelector(sel);
+// Text from the network (patient names, AE titles, descriptions) is only ever set as
+// textContent, never parsed as HTML; control characters are shown as escapes, as
+// dicomlab.text.safe_text does for the event stream and the terminal.
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const NAMED = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+const safeText = (value) => String(value).replace(UNSAFE, (c) => NAMED[c]
+  || (c.charCodeAt(0) < 0x100 ? "\\x" : "\\u") + c.charCodeAt(0).toString(16).padStart(c.charCodeAt(0) < 0x100 ? 2 : 4, "0"));
 const el = (tag, cls, text) => {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
+  if (text !== undefined) e.textContent = safeText(text);
   return e;
 };
 

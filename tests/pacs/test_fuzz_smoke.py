@@ -1,0 +1,72 @@
+"""CI smoke of `make fuzz`: a few hundred structural fuzz cases per engine against a live PACS.
+
+The cases come from a fixed seed (fuzz/cases.py is deterministic for (seed, index)), so CI
+plays the same bytes every time. One fuzz run per engine (module fixture); each test
+below is one of the checks made after every batch. Checks that fail today only because
+of the defects issue 10 is fixing are marked xfail (strict=False): they turn into plain
+passes once the fixes are merged.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fuzz.run import Report, run_engine
+
+pytestmark = pytest.mark.timeout(900)
+
+SEED = 20261130
+CASES = 300
+KNOWN_DATAPHASE = ("known defect (issue 10 item 5, branch dataphase): an exception in pacs/wire.py DataPhase or "
+                   "in pynetdicom's loops ends the association without A-ABORT, after the store when it is the "
+                   "response that fails")
+KNOWN_DEADLINE = ("known defect (issue 10 items 2-3, branch gate): no deadline for a connection that stopped "
+                  "sending; LabAssociation.kill() waits for the ARTIM timer, holding threads and descriptors")
+
+
+@pytest.fixture(scope="module", params=["socket", "loops"])
+def report(request, tmp_path_factory) -> Report:
+    """(With PACS_FASTPATH=0 in the environment, `make test-stock`, "socket" is the stock engine.)"""
+    return run_engine(request.param, CASES, SEED, batch_size=100, concurrency=4,
+                      out_dir=tmp_path_factory.mktemp(f"fuzz-{request.param}"), progress=False, keep_going=True,
+                      echo_limit=10.0)  # answered at all: tests do not time (`make fuzz` holds it to 1 s)
+
+
+def _problems(rep: Report, *words: str) -> list[str]:
+    return [p for f in rep.failures for p in f["problems"] if any(w in p for w in words)]
+
+
+def test_every_case_ran_and_the_pacs_stayed_up(report):
+    assert report.cases == CASES
+    assert not _problems(report, "process exited", "processes changed"), report.failures
+
+
+def test_an_authorized_echo_is_answered_after_every_batch(report):
+    assert not _problems(report, "C-ECHO"), report.failures
+
+
+@pytest.mark.xfail(strict=False, reason=KNOWN_DATAPHASE)
+def test_no_file_is_left_without_a_success_answer(report):
+    assert not _problems(report, "without a Success", "temporary file"), report.failures
+
+
+@pytest.mark.xfail(strict=False, reason=KNOWN_DEADLINE)
+def test_threads_descriptors_and_memory_return_within_bounds(report):
+    assert not _problems(report, "threads", "open fds", "RSS"), report.failures
+
+
+@pytest.mark.xfail(strict=False, reason=KNOWN_DATAPHASE)
+def test_no_traceback_in_the_pacs_log(report):
+    assert not report.findings, report.findings
+
+
+@pytest.mark.xfail(strict=False, reason=KNOWN_DATAPHASE)
+def test_no_association_ends_without_a_final_pdu(report):
+    silent = {k: v for k, v in report.observations.items() if "silent-close" in k and "incomplete" not in k}
+    assert not silent, (silent, report.examples)
+
+
+def test_the_fuzzer_sees_answers(report):
+    """The cases are not all thrown away at the first byte: stores are answered (guards the generator)."""
+    answered = sum(v for k, v in report.outcomes.items() if "RSP(0x8001,0x0000)" in k or "A-RELEASE-RP" in k)
+    assert answered >= CASES // 10, report.outcomes

@@ -1,0 +1,159 @@
+"""pynetdicom drift: the project copies or overrides pynetdicom 3.0.4 internals; notice any change.
+
+``UPSTREAM`` names every pynetdicom function, method, class or module that our code
+copies, overrides, patches or depends on byte for byte, with the sha256 of
+``inspect.getsource`` of it as pynetdicom 3.0.4 has it, and where our copy lives.
+``test_upstream_sources_unchanged`` recomputes them and fails naming each one that
+changed, so a pynetdicom upgrade is a deliberate re-read of our copies, not a
+silent install.
+
+``test_every_override_is_in_the_table`` walks the classes of ours that subclass a
+pynetdicom class: every method one of them defines that a pynetdicom base class
+also defines must have an entry, so a new override cannot slip in without one.
+
+Adding an entry is one line in ``UPSTREAM``: the dotted name, the hash, where our
+copy is. ``python tests/pacs/test_pynetdicom_drift.py pynetdicom.dul.DULServiceProvider.x``
+prints that line. After an upgrade, re-read each named copy, then update its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import socket
+import sys
+from typing import Any
+
+import pytest
+
+PINNED = "3.0.4"
+
+# dotted name in pynetdicom: (sha256 of its source in 3.0.4, our copy / override / use of it)
+UPSTREAM: dict[str, tuple[str, str]] = {
+    "pynetdicom.dul.DULServiceProvider.__init__": ("c82dafa9438ddf70685917cb15d2bfbc814aa0ad5233ffb0ae650faedc7570f0", "pacs/fastpath.py LabDUL.__init__ (super().__init__, then its queues ring a bell on put)"),
+    "pynetdicom.dul.DULServiceProvider.run_reactor": ("e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803", "pacs/fastpath.py LabDUL._run (a copy of the loop) and LabDUL.run_reactor"),
+    "pynetdicom.dul.DULServiceProvider.kill_dul": ("5ceccf8dd01c2072c377d18bb1be284941a345bd40f03bd1e03a864ab0817842", "pacs/fastpath.py LabDUL.kill_dul"),
+    "pynetdicom.dul.DULServiceProvider.stop_dul": ("28a7e0be126e7b306369cc1b131daec8e907d21d0f5692930133b6599b8c6e5f", "pacs/fastpath.py LabDUL.stop_dul (a copy, woken instead of polled)"),
+    "pynetdicom.dul.DULServiceProvider._is_transport_event": ("8725ed03bb8fbdefef249d5d9888c120e6277d7b6aa2c4f537e23027186e1253", "ct-simulator/wire.py StoreChannel.__enter__ (replaced per instance by park())"),
+    "pynetdicom.dul.DULServiceProvider._process_recv_primitive": ("4c0ebbb3e646e35e8e5bbc27ee2f1e6b2c82bbf619232f47639a6cbae092ed39", "pacs/fastpath.py LabDUL._run (called by the copied loop)"),
+    "pynetdicom.association.Association.__init__": ("eb07516b8009ad8fa338201dea39578380fbf9f2c59fa5e368e20250eb97c4ea", "pacs/fastpath.py LabAssociation.__init__ (replaces self.dul, rings on its queues)"),
+    "pynetdicom.association.Association.kill": ("8f9713666a7f4cffd840899f023090e9786668945a7c844f99d7a834077c3972", "pacs/fastpath.py LabAssociation.kill (a copy)"),
+    "pynetdicom.association.Association._run_reactor": ("f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee", "pacs/fastpath.py LabAssociation._run_reactor (a copy of the loop)"),
+    "pynetdicom.association.Association.run_reactor": ("ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d", "pacs/server.py LabRequestHandler.handle (runs it in the connection's thread)"),
+    "pynetdicom.dimse.DIMSEServiceProvider.__init__": ("bbecd186810e77006d189aff29c42e76d226cd6b34cbb12066c56300a8280ef4", "pacs/fastpath.py LabAssociation.__init__ (rings on dimse.msg_queue)"),
+    "pynetdicom.transport.AssociationSocket.recv": ("6bc20a33b1b7cfe76d4ad4407ca242563bc6206fde4b4e1cf7a2fbb1f11d621d", "pacs/server.py FastSocket.recv (pacs/wire.py recv_up_to)"),
+    "pynetdicom.transport.AssociationSocket.connect": ("aeeeae413bd339dcc18230a6c0926993a824fd6ec31479febfbe21734911482f", "ct-simulator/network.py _ConnectErrorCapture (reads its log line)"),
+    "pynetdicom.transport.AssociationSocket._create_socket": ("bf8b92b106c8aa07e6a0d6cf483002f71bdab3320fda7f0fefeb99d7c52a10f6", "admin-api/echo.py _EchoSocket._create_socket"),
+    "pynetdicom.ae.ApplicationEntity._create_socket": ("f56bca8888e1ce9f3d64f30608db5d89f003b0b1b31106d3178a550871a4030f", "admin-api/echo.py _EchoAE._create_socket"),
+    "pynetdicom.transport.RequestHandler._create_association": ("05c8d12b79863cdbdb901ce37187b7030a0434c5cd89d219ed0bedbda679a61e", "pacs/server.py LabRequestHandler._create_association (a copy)"),
+    "pynetdicom.transport.RequestHandler.handle": ("034823fb4df3a87467bd0d45193f0d457fcf59c87fda8e97b2edfb89426f76dd", "pacs/server.py LabRequestHandler.handle"),
+    "pynetdicom.transport.AssociationServer.service_actions": ("0a0853a3615ac7c5260a57dcdc8b0e9908d655919b7d64737c89534869758873", "pacs/server.py LabServer.service_actions (no gc.collect)"),
+    "pynetdicom.transport.AssociationServer.shutdown": ("e8e2c3a41009886d8544d17ce01118a81bac81b612a1d17f30fc200971f41db9", "pacs/server.py LabServer.shutdown"),
+    "pynetdicom.transport.AssociationServer.process_request": ("4fa44ac5b54b4498035cc1d8b32e1c3035ffee46a054fb2abffad634997b7f18", "pacs/server.py LabServer.process_request (reused threads)"),
+    "pynetdicom.transport.AssociationServer.server_bind": ("cf69278a05a5c777b7e9e9af0769e3102618027b2ec8035a30af8cc370ebdae6", "pacs/server.py SharedPortServer.server_bind, InheritedSocketServer.server_bind"),
+    "pynetdicom.transport.AssociationServer.server_close": ("3fa1b358badbe6826671da5e9d11cd86944be35327c47caeeff571f74bc3cca9", "pacs/server.py InheritedSocketServer.server_close"),
+    "pynetdicom.transport.AssociationServer.get_request": ("925a4f3a3042f6e4b944505d06dc19c41e10ff7dec5385c794d62d31fd000300", "pacs/server.py InheritedSocketServer.get_request"),
+    "pynetdicom.transport.ThreadedAssociationServer.process_request_thread": ("9e76e9b9c8a3d8b18bb1df7ac652c86f21b4aaaf39e10deca9312f91a7c21a8a", "pacs/server.py LabServer.process_request (submits it)"),
+    "pynetdicom.dimse_messages.DIMSEMessage.encode_msg": ("73000c902c52832dab302ddb3bc274ea93d205a810a197225dd87d4c1212ba57", "pacs/wire.py response_pdu, ct-simulator/wire.py frame (same bytes)"),
+    "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": ("f51c777e841a76beeaadfe3015bd4f4a68387229a72f13f3a3b7846d01d72284", "pacs/wire.py DataPhase.run (fragment reassembly)"),
+    "pynetdicom.dimse_messages.C_ECHO_RSP": ("00d6e0dfe6056c798db9ad244e12ddd7250527db6daf8795392626135178783a", "pacs/wire.py response_pdu (its elements, in order)"),
+    "pynetdicom.dimse_messages.C_STORE_RSP": ("3afd6139a34c3ca95851593a70f6513701f53ffdcfa699cd61b97d944bf381ad", "pacs/wire.py response_pdu (its elements, in order)"),
+    "pynetdicom.dimse_messages.C_STORE_RQ": ("3e86b976b81c7ce608ade127c0025b1419dabd9cc5cb9459c7dee824aa8ef71c", "ct-simulator/wire.py c_store_rq (its elements, in order)"),
+    "pynetdicom.pdu.P_DATA_TF": ("6fdbc751c92b9874e3f1555c485f41d35f65002a72fcf2ae85ae5a9c747b6077", "pacs/wire.py response_pdu, ct-simulator/wire.py frame (PDU layout)"),
+    "pynetdicom._config": ("c98c80b019811fc0d503132e1bd4a2741a98976986526f2f8d7e90ba1a1d3248", "pacs/server.py Pacs.__init__ (LOG_HANDLER_LEVEL), ct-simulator/network.py (VALIDATORS[AE])"),
+    "pynetdicom._validators.validate_ae": ("82260676b179fe9f6702a2412dc7ad899c420e24912716d451ed8c90bc041dc6", "ct-simulator/network.py _lab_ae_validator (falls back to it)"),
+}
+
+# Modules whose classes may subclass pynetdicom classes (walked by the second test).
+OUR_MODULES = ["pacs.server", "pacs.fastpath", "pacs.wire", "admin_api.echo", "ct_simulator.network",
+               "ct_simulator.wire", "ct_simulator.sender", "ct_simulator.worker"]
+
+
+def resolve(dotted: str) -> Any:
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for p in parts[i:]:
+            obj = getattr(obj, p)
+        return obj
+    raise ImportError(dotted)
+
+
+def source_hash(dotted: str) -> str:
+    return hashlib.sha256(inspect.getsource(resolve(dotted)).encode()).hexdigest()
+
+
+def test_pynetdicom_is_the_pinned_version():
+    import pynetdicom
+
+    assert pynetdicom.__version__ == PINNED, (
+        f"pynetdicom {pynetdicom.__version__} is installed, the project pins =={PINNED}: our copies of its "
+        "internals (UPSTREAM in this file) were written against that version.")
+
+
+def test_upstream_sources_unchanged():
+    changed = []
+    for dotted, (expected, ours) in UPSTREAM.items():
+        try:
+            got = source_hash(dotted)
+        except (ImportError, AttributeError, OSError, TypeError) as exc:
+            changed.append(f"pynetdicom no longer has {dotted} ({exc}): re-read our copy in {ours}")
+            continue
+        if got != expected:
+            changed.append(f"pynetdicom changed {dotted}: re-read our copy in {ours} (new hash {got})")
+    assert not changed, "\n".join(changed)
+
+
+def _our_classes() -> list[type]:
+    classes: list[type] = []
+    for name in OUR_MODULES:
+        mod = importlib.import_module(name)
+        classes += [obj for obj in vars(mod).values()
+                    if inspect.isclass(obj) and obj.__module__ == name and _pynetdicom_bases(obj)]
+    from pacs.server import _inherited_server_class
+
+    with socket.socket() as s:  # a class made at run time, for the listening socket the workers share
+        classes.append(_inherited_server_class(s))
+    return classes
+
+
+def _pynetdicom_bases(cls: type) -> list[type]:
+    return [b for b in cls.__mro__[1:] if b.__module__.startswith("pynetdicom")]
+
+
+def test_every_override_is_in_the_table():
+    classes = _our_classes()
+    assert any(c.__name__ == "LabDUL" for c in classes), "the walk must find our pynetdicom subclasses"
+    missing = []
+    for cls in classes:
+        for attr, value in vars(cls).items():
+            if not (inspect.isfunction(value) or isinstance(value, (staticmethod, classmethod, property))):
+                continue
+            for base in _pynetdicom_bases(cls):
+                if attr in vars(base):  # the pynetdicom class that defines what we override
+                    dotted = f"{base.__module__}.{base.__qualname__}.{attr}"
+                    if dotted not in UPSTREAM:
+                        missing.append(f"{cls.__module__}.{cls.__qualname__}.{attr} overrides {dotted}, which has "
+                                       f"no UPSTREAM entry: add\n    {entry_line(dotted, cls)}")
+                    break
+    assert not missing, "\n".join(missing)
+
+
+def entry_line(dotted: str, ours: Any = "our copy") -> str:
+    where = f"{ours.__module__}.{ours.__qualname__}" if inspect.isclass(ours) else ours
+    return f'"{dotted}": ("{source_hash(dotted)}", "{where}"),'
+
+
+@pytest.mark.parametrize("dotted", sorted(UPSTREAM))
+def test_table_entries_resolve(dotted):
+    """Each entry names something pynetdicom has (a typo would hide a drift)."""
+    assert resolve(dotted) is not None
+
+
+if __name__ == "__main__":  # print the UPSTREAM line for each name given
+    for name in sys.argv[1:]:
+        print("    " + entry_line(name))
