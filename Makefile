@@ -32,22 +32,17 @@ test: system-deps venv ## Install what the tests need, then run the whole test s
 # The policy, store, fault and hostile-peer tests (marker `engines`, tests/pacs/conftest.py) once more
 # with the PACS on stock pynetdicom loops: `make test` runs both engines.
 .PHONY: test-stock
-test-stock: venv ## The PACS tests marked `engines` again, on stock pynetdicom loops (PACS_FASTPATH=0)
+test-stock: system-deps venv ## The PACS tests marked `engines` again, on stock pynetdicom loops (PACS_FASTPATH=0)
 	PACS_FASTPATH=0 $(PY) -m pytest -m engines tests/pacs $(PYTEST_ARGS)
 
 # -- fuzzing: fuzz/run.py against a live PACS, each engine; findings and failed batches in build/fuzz/ -----
 FUZZ_CASES ?= 10000
-FUZZ_ENGINES ?= socket,loops
+FUZZ_ENGINES ?= socket,loops,stock
 FUZZ_ARGS ?=
 
 .PHONY: fuzz
 fuzz: venv ## Structural fuzzing of a live PACS (FUZZ_CASES=10000 per engine, FUZZ_ENGINES=socket,loops,stock)
 	$(PY) -m fuzz.run --cases $(FUZZ_CASES) --engines $(FUZZ_ENGINES) $(FUZZ_ARGS)
-
-.PHONY: test-stock
-test-stock: system-deps venv ## The policy, store and fault tests on stock pynetdicom loops (PACS_FASTPATH=0)
-	PACS_FASTPATH=0 $(PY) -m pytest tests/pacs/test_policy.py tests/pacs/test_store.py tests/pacs/test_faults.py \
-		$(PYTEST_ARGS)
 
 # -- running the lab: scripts/lab.py does the work, in either runtime ------------------------------
 # LAB_RUNTIME=docker|local chooses; unset, Docker where an engine answers, local processes otherwise.
