@@ -15,6 +15,7 @@ from dicomlab.events import WORKER_EXITED, EventLog
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 
+from .counters import Counts, SharedCounts
 from .policy import AssociationSlots
 from .server import Pacs
 from .storage import Storage
@@ -68,9 +69,13 @@ def main(args: list[str] | None = None) -> int:
     if workers <= 1:
         return _serve(url, storage, seed, ns, worker=None, shared=None, ports=None, ready_fd=None)
 
+    # per source address (pending connections) and per calling AE title (open associations),
+    # counted over every worker: shared memory made before the fork (counters.py)
+    pending, nodes = SharedCounts(workers), SharedCounts(workers)
+
     def run_worker(index: int, shared: object, ports: object, ready_fd: int, sock: object, load: object) -> int:
         return _serve(url, storage, seed, ns, worker=index, shared=shared, ports=ports, ready_fd=ready_fd,
-                      listen_socket=sock, load=load)
+                      listen_socket=sock, load=load, pending=pending.row(index), nodes=nodes.row(index))
 
     def say(text: str) -> None:
         EventLog(connect(url), source="pacs").emit(WORKER_EXITED, text, level="error", reason="worker")
@@ -112,14 +117,14 @@ def _shared_listening_socket(url: str, seed: ListenerSettings, bind: str) -> soc
 
 def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Namespace, worker: int | None,
            shared: object, ports: object, ready_fd: int | None, listen_socket: object = None,
-           load: object = None) -> int:
+           load: object = None, pending: Counts | None = None, nodes: Counts | None = None) -> int:
     client = connect(url)
     registry = Registry(client)
     events = EventLog(client, source="pacs", background=True)
-    slots = AssociationSlots(shared, worker or 0) if shared is not None else None
+    slots = AssociationSlots(shared, worker or 0, nodes=nodes) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
                 slots=slots, worker=worker, shared_ports=ports,
-                inherited_socket=listen_socket, shared_load=load)  # type: ignore[arg-type]
+                inherited_socket=listen_socket, shared_load=load, pending=pending)  # type: ignore[arg-type]
     try:
         pacs.start()
     except OSError as exc:

@@ -24,7 +24,6 @@ import logging
 import os
 import secrets
 import socket
-import socketserver
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +50,9 @@ from dicomlab.registry import Registry
 from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
 from .contexts import contexts_for, contexts_for_services, why_refused
+from .counters import Counts, SharedCounts
 from .fastpath import LabAssociation, ThreadReuse
+from .gate import Gate
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
 from .storage import Storage
@@ -94,9 +95,24 @@ def _session(assoc: Any) -> Session:
 class FastSocket(AssociationSocket):
     """pynetdicom's socket, reading a PDU with ``recv_into`` in as few system calls
     as the kernel allows instead of 4 KiB ``recv`` calls (a 512 KiB CT slice took
-    ~130 calls and as many copies)."""
+    ~130 calls and as many copies). ``preread``: the A-ASSOCIATE-RQ the gate already
+    read (gate.py), served first."""
+
+    preread: bytearray | None = None
+
+    @property
+    def ready(self) -> bool:  # pynetdicom's AssociationSocket.ready, True while pre-read bytes remain
+        return bool(self.preread) or super().ready
 
     def recv(self, nr_bytes: int) -> bytearray:
+        pre = self.preread
+        if pre:
+            head = pre[:nr_bytes]
+            del pre[:nr_bytes]
+            if len(head) == nr_bytes:
+                return head
+            nr_bytes -= len(head)
+            return head + recv_up_to(cast(socket.socket, self.socket), nr_bytes)
         # the peer closed: what came is returned, as pynetdicom does
         return recv_up_to(cast(socket.socket, self.socket), nr_bytes)
 
@@ -113,7 +129,9 @@ class LabRequestHandler(RequestHandler):
         assoc = LabAssociation(self.ae, MODE_ACCEPTOR)
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        assoc.set_socket(FastSocket(assoc, client_socket=self.request))
+        sock = FastSocket(assoc, client_socket=self.request)
+        sock.preread = self.server.lab_gate.handed.pop(self.request, None)  # type: ignore[attr-defined]
+        assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.lab_pacs.sentinel_title  # type: ignore[attr-defined]
         assoc.acceptor.address_info = self.local
@@ -155,6 +173,10 @@ def _inherited_server_class(sock: socket.socket) -> type[LabServer]:
     """
 
     class InheritedSocketServer(SharedPortServer):
+        # the gate (gate.py) accepts: a process with more open associations than another
+        # first leaves the pending connection a few milliseconds to the less busy one
+        shared_accept = True
+
         def server_bind(self) -> None:
             assert self.socket is not None
             self.socket.close()
@@ -163,14 +185,6 @@ def _inherited_server_class(sock: socket.socket) -> type[LabServer]:
 
         def server_activate(self) -> None:  # already listening
             pass
-
-        def get_request(self) -> Any:
-            """A process with more open associations than another one first leaves the
-            pending connection a few milliseconds to the less busy one."""
-            pacs = self.lab_pacs  # type: ignore[attr-defined]
-            if pacs.busier_than_peers():
-                pacs._stop.wait(0.003)  # the less busy process accepts meanwhile, if it is free
-            return super().get_request()  # BlockingIOError when it did: back to waiting
 
         def server_close(self) -> None:
             # close this process's descriptor only: shutdown() would stop the socket
@@ -189,9 +203,13 @@ AUTHORIZATION_REASONS = {"called-aet-mismatch", "unknown-calling-aet", "host-mis
 class LabServer(ThreadedAssociationServer):
     """The association server, made with ``AE.make_server(server_class=...)``.
 
+    Its socket is served by the gate (gate.py), not by ``serve_forever``: the gate
+    calls ``process_request`` once a connection's A-ASSOCIATE-RQ is complete.
     Open associations are tracked by ``Pacs`` (not joined by socketserver), so
     closing the server closes the port at once even while associations run.
     """
+
+    shared_accept = False  # True: the listening socket every listener process accepts from
 
     block_on_close = False
     daemon_threads = True
@@ -207,7 +225,9 @@ class LabServer(ThreadedAssociationServer):
         collector is enough for us."""
 
     def shutdown(self) -> None:
-        socketserver.BaseServer.shutdown(self)  # stop serve_forever
+        gate = getattr(self, "lab_gate", None)
+        if gate is not None:
+            gate.unlisten(self)  # the gate lets go of the socket first
         self.server_close()  # close the listening socket
 
 
@@ -237,6 +257,7 @@ class Pacs:
         wire: bool = True,
         inherited_socket: socket.socket | None = None,
         shared_load: Any = None,
+        pending: Counts | None = None,
     ) -> None:
         """``worker``: this process's index when several share the port (None: the only one).
         Worker 0 (or the only process) speaks for the listener: start/stop, settings
@@ -269,6 +290,9 @@ class Pacs:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._registry_ok: bool | None = None
+        # the listener settings the watcher last read: the gate's limits, without a Redis read per connection
+        self.limits = self.seed
+        self.gate = Gate(self, pending if pending is not None else SharedCounts(1).row(0))
 
         # pynetdicom's "standard" log handlers format every PDU and DIMSE message for its
         # logger even when nothing is logged; our events say what matters, once.
@@ -323,6 +347,7 @@ class Pacs:
                 self._listener_event(E.SETTINGS_CHANGED, "The registry (Redis) answers again; associations are "
                                  "checked normally.", level="info", reason="registry-back")
             self._registry_ok = True
+            self.limits = settings
             return settings
         except RegistryUnavailable as exc:
             if self._registry_ok is not False:
@@ -349,8 +374,8 @@ class Pacs:
             request_handler=LabRequestHandler,
         )
         server.lab_pacs = self  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                         name=f"listener:{port}", daemon=True).start()
+        server.lab_gate = self.gate  # type: ignore[attr-defined]
+        self.gate.listen(server)  # one selector thread holds every connection until its request is complete
         old, self.server, self.port = self.server, server, server.server_address[1]
         if self.shared_ports is not None:
             self.shared_ports[self.worker or 0] = self.port
@@ -450,7 +475,7 @@ class Pacs:
         s = getattr(assoc, "lab_session", None)
         if s is not None and s.counted:
             s.counted = False
-            self.slots.give_back()
+            self.slots.give_back(s.calling)
         with self._active_cv:
             self._active.discard(assoc)
             self._publish_load()
@@ -461,6 +486,7 @@ class Pacs:
         self._stop.set()
         if self.server is not None:
             self.server.shutdown()
+        self.gate.stop()  # pending connections (no request yet) are closed at once
         deadline = time.monotonic() + self.shutdown_grace
 
         def open_associations() -> list[Any]:
