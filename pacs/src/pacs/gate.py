@@ -143,7 +143,7 @@ class Notes:
 
     def _emit(self, reason: str, peer: str, message: str, detail: dict[str, Any]) -> None:
         try:
-            self.emit(E.CONNECTION_CLOSED, message, level="warning", outcome="closed", reason=reason,
+            self.emit(E.CONNECTION_CLOSED, message[:1].upper() + message[1:], level="warning", outcome="closed", reason=reason,
                       peer=peer, detail=detail)
         except Exception:  # an event must never stop the gate
             LOG.exception("gate event")
@@ -415,7 +415,7 @@ class Gate:
 
     def _note_closed(self, p: Pending, reason: str, what: str, detail: dict[str, Any]) -> None:
         first = what if what.startswith("A-ABORT") else f"closed the connection from {p.peer}: {what}"
-        self.notes.add(reason, p.peer, first[0].upper() + first[1:], what, detail, time.monotonic())
+        self.notes.add(reason, p.peer, first, what, detail, time.monotonic())
 
     def _expire(self, now: float) -> None:
         timers = self._timers
