@@ -344,6 +344,7 @@ class Gate:
             return
         self._pending[sock] = p
         heapq.heappush(self._timers, (p.deadline, next(self._seq), p))
+        self._serve(p)  # the request has often arrived with the connection: no extra wait for it
 
     def _serve(self, p: Pending) -> None:
         try:
