@@ -276,3 +276,36 @@ def test_gate_follows_a_port_change(redis_url, registry, tmp_path):
         assert read_all(s) == abort(6)
     finally:
         assert pacs.stop() == 0
+
+
+def refused_at_once(port: int) -> bool:
+    """A new connection is closed by the PACS without a word (within 2 s)."""
+    s = connect(port)
+    s.settimeout(2)
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    finally:
+        s.close()
+
+
+def test_total_pending_cap_applies_live(redis_url, registry, tmp_path):
+    """max_pending_connections, changed while the PACS runs (the watcher's settings, no restart)."""
+    pacs = start_pacs(redis_url, registry, tmp_path, workers="1")
+    held = []
+    try:
+        held = [connect(pacs.port) for _ in range(3)]
+        assert not refused_at_once(pacs.port)
+        registry.update_listener({"max_pending_connections": 3})
+        wait_for(lambda: refused_at_once(pacs.port), timeout=10, what="the new cap to apply")
+        ev = wait_for(lambda: closed_events(registry, "too-many-pending"), what="too-many-pending event")[0]
+        assert ev.detail["cap"] == "max_pending_connections" and "max_pending_connections 3" in ev.message
+        for s in held:  # once they are gone, new connections are held again
+            s.close()
+        held = []
+        wait_for(lambda: not refused_at_once(pacs.port), timeout=10, what="pending slots back")
+    finally:
+        for s in held:
+            s.close()
+        assert pacs.stop() == 0

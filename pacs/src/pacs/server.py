@@ -96,7 +96,8 @@ class FastSocket(AssociationSocket):
     """pynetdicom's socket, reading a PDU with ``recv_into`` in as few system calls
     as the kernel allows instead of 4 KiB ``recv`` calls (a 512 KiB CT slice took
     ~130 calls and as many copies). ``preread``: the A-ASSOCIATE-RQ the gate already
-    read (gate.py), served first."""
+    read (gate.py), served first: pynetdicom 3.0.4's DULServiceProvider._is_transport_event
+    asks ``ready`` and _read_pdu_data then reads ``recv(6)`` and ``recv(length)``."""
 
     preread: bytearray | None = None
 
