@@ -63,12 +63,12 @@ from typing import Any
 from dicomlab import events as E
 
 from .counters import Counts
+from .notes import Notes
 
 LOG = logging.getLogger(__name__)
 
 MAX_RQ = 64 * 1024  # largest A-ASSOCIATE-RQ body accepted (PS3.8 sets no limit; real ones are < 4 KiB)
 MIN_RQ = 68  # protocol version, reserved, called and calling AE titles, reserved: 2 + 2 + 16 + 16 + 32
-WINDOW = 10.0  # seconds over which closes from one address are counted into one event
 LINGER = 2.0  # seconds an aborted connection may keep sending before it is closed
 ACCEPT_BATCH = 64  # connections accepted per wake-up before the pending ones are served again
 BUSY_DEFER = 0.003  # how long a busier listener process leaves a new connection to the others
@@ -101,52 +101,6 @@ class Pending:
         self.need = 6  # bytes of the PDU (header first, then header + body)
         self.closing = False
         self.discarded = 0
-
-
-class Notes:
-    """Close events, aggregated per (reason, address) and ``WINDOW``."""
-
-    def __init__(self, emit: Callable[..., Any], window: float = WINDOW) -> None:
-        self.emit = emit
-        self.window = window
-        self._open: dict[tuple[str, str], list[Any]] = {}  # key -> [window end, count, why, detail]
-
-    def add(self, reason: str, peer: str, first: str, why: str, detail: dict[str, Any], now: float) -> None:
-        """``first``: the sentence for a first close; ``why``: what the summary says after the count."""
-        w = self._open.get((reason, peer))
-        if w is not None:
-            w[1] += 1
-            w[2], w[3] = why, detail
-            return
-        self._open[(reason, peer)] = [now + self.window, 0, why, detail]
-        self._emit(reason, peer, first + f" (further closes of {peer} for this reason are counted and reported "
-                   f"every {self.window:.0f} s)", {**detail, "count": 1})
-
-    def flush(self, now: float, force: bool = False) -> None:
-        for key, w in list(self._open.items()):
-            if w[0] > now and not force:
-                continue
-            end, count, why, detail = w
-            if count:
-                reason, peer = key
-                self._emit(reason, peer, f"closed {count} more connection{'s' if count != 1 else ''} from {peer} "
-                           f"in the last {self.window:.0f} s: {why}", {**detail, "count": count,
-                                                                       "window_s": self.window})
-                w[0], w[1] = now + self.window, 0
-            else:
-                del self._open[key]
-            if force:
-                self._open.pop(key, None)
-
-    def next_due(self) -> float | None:
-        return min((w[0] for w in self._open.values()), default=None)
-
-    def _emit(self, reason: str, peer: str, message: str, detail: dict[str, Any]) -> None:
-        try:
-            self.emit(E.CONNECTION_CLOSED, message[:1].upper() + message[1:], level="warning", outcome="closed", reason=reason,
-                      peer=peer, detail=detail)
-        except Exception:  # an event must never stop the gate
-            LOG.exception("gate event")
 
 
 class _Listener:
@@ -419,6 +373,9 @@ class Gate:
         self.notes.add(reason, p.peer, first, what, detail, time.monotonic())
 
     def _expire(self, now: float) -> None:
+        if len(self._timers) > 4 * len(self._pending) + 256:  # drop the entries of handed-over connections
+            self._timers = [t for t in self._timers if self._pending.get(t[2].sock) is t[2] and t[2].deadline == t[0]]
+            heapq.heapify(self._timers)
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, p = heapq.heappop(timers)
