@@ -57,6 +57,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     storage = Storage(ns.storage or env.storage_dir)
     if ns.command == "reindex":
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP)  # blocked by __main__: Ctrl-C stops a reindex
         return reindex(Registry(connect(url)), storage)
 
     seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
