@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         plain = out["accept_plain"]["per_s"]  # type: ignore[index]
         loaded = out["accept_with_half_open"]["per_s"]  # type: ignore[index]
         out["ratio"] = round(loaded / plain, 2) if plain else None
+        closed: dict[str, int] = {}
+        for e in registry.read_events(limit=10_000):
+            if e.type == "connection-closed":
+                closed[e.reason] = closed.get(e.reason, 0) + int(e.detail.get("count", 1))
+        out["connections_closed_by_reason"] = closed
+        out["pacs_log_odd"] = [ln for ln in pacs.log().splitlines() if not any(w in ln for w in ("echo-received", "association-accepted", "association-released"))][-40:]
     finally:
         for s in held:
             s.close()

@@ -309,3 +309,25 @@ def test_total_pending_cap_applies_live(redis_url, registry, tmp_path):
         for s in held:
             s.close()
         assert pacs.stop() == 0
+
+
+def test_associations_still_work_with_descriptors_beyond_1024(redis_url, registry, tmp_path):
+    """1,100 half-open connections held by one listener process: new associations get descriptors
+    above 1024, where select() fails (pynetdicom's socket check and its DUL wait used it). Verbose
+    mode: pynetdicom's loops serve the whole association."""
+    pacs = start_pacs(redis_url, registry, tmp_path, workers="1", max_pending_connections=2000,
+                      max_pending_per_address=2000, verbose=True)
+    socks = []
+    try:
+        add_node(registry, "CT01")
+        for _ in range(1100):
+            s = connect(pacs.port)
+            s.send(b"\x01")
+            socks.append(s)
+        for _ in range(3):
+            r = echoscu(pacs.port, "CT01", "PACS")
+            assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        for s in socks:
+            s.close()
+        assert pacs.stop() == 0

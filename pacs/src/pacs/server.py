@@ -23,7 +23,9 @@ import itertools
 import logging
 import os
 import secrets
+import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -102,8 +104,21 @@ class FastSocket(AssociationSocket):
     preread: bytearray | None = None
 
     @property
-    def ready(self) -> bool:  # pynetdicom's AssociationSocket.ready, True while pre-read bytes remain
-        return bool(self.preread) or super().ready
+    def ready(self) -> bool:
+        """pynetdicom 3.0.4's AssociationSocket.ready: True while pre-read bytes remain, and with
+        poll instead of select, which fails on a descriptor >= 1024 (reached while the gate holds
+        many connections) and made pynetdicom close the connection (Evt17)."""
+        if self.preread:
+            return True
+        if self.socket is None or self._is_connected is False:
+            return False
+        try:
+            poll = select.poll()
+            poll.register(self.socket, select.POLLIN)
+            return bool(poll.poll(0)) or (isinstance(self.socket, ssl.SSLSocket) and bool(self.socket.pending()))
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # Evt17: transport connection closed
+            return False
 
     def recv(self, nr_bytes: int) -> bytearray:
         pre = self.preread
@@ -211,6 +226,7 @@ class LabServer(ThreadedAssociationServer):
     """
 
     shared_accept = False  # True: the listening socket every listener process accepts from
+    request_queue_size = 128  # the listen backlog (socketserver's 5 overflowed under bursts: 1 s SYN retries)
 
     block_on_close = False
     daemon_threads = True
