@@ -135,10 +135,6 @@ class Gate:
         self._thread: threading.Thread | None = None
 
     # -- from other threads ------------------------------------------------------------
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     def listen(self, server: Any) -> None:
         """Accept from ``server.socket`` (non-blocking from now on)."""
         server.socket.setblocking(False)
