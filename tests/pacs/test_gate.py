@@ -25,7 +25,11 @@ def start_pacs(redis_url, registry, tmp_path, workers: str = "2", **settings) ->
     """A PACS whose listener settings are stored before it starts (stored settings win)."""
     pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": workers})
     registry.update_listener({"port": pacs.port, **settings})
-    return pacs.start()
+    try:
+        return pacs.start()
+    except BaseException:
+        pacs.stop()  # no PACS left behind by a failed start
+        raise
 
 
 def processes(pacs: PacsProcess) -> list[int]:
