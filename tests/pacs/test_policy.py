@@ -119,6 +119,56 @@ def test_row5_too_many_associations(pacs, registry):
     wait_for(lambda: echoscu(pacs.port, "CT01", "PACS").returncode == 0, timeout=10, what="a free slot")
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_row5b_too_many_associations_per_node(redis_url, registry, tmp_path, workers):
+    """max_associations_per_node: counted per calling AE title over every listener process."""
+    add_node(registry, "CT01")
+    add_node(registry, "CT02")
+    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": workers})
+    registry.update_listener({"port": pacs.port, "max_associations_per_node": 2})  # stored settings win
+    held = []
+    try:
+        pacs.start()
+        def hold() -> str:
+            """One more held association of CT01; the listener process that serves it."""
+            ae = AE(ae_title="CT01")
+            ae.add_requested_context(Verification)
+            a = ae.associate("127.0.0.1", pacs.port, ae_title="PACS")
+            assert a.is_established
+            held.append(a)
+            n = len(held) + sum(1 for e in events_of(registry, "association-released"))
+            return wait_for(lambda: len(ev := events_of(registry, "association-accepted")) >= n
+                            and ev[-1].assoc_id.rpartition(".")[2])
+
+        first = hold()
+        for _ in range(20):  # with two processes: hold the second one in the other process
+            if hold() != first or workers == "1":
+                break
+            held.pop().release()
+            wait_for(lambda: len(events_of(registry, "association-released")) >= 1, what="the release")
+        else:
+            raise AssertionError("the second association never went to the other listener process")
+        r = echoscu(pacs.port, "CT01", "PACS")
+        assert rejection_of(r.stderr + r.stdout) == (*TRANSIENT_PRESENTATION, "Local Limit Exceeded")
+        ev = reject_event(registry, "CT01")
+        assert ev.reason == "too-many-associations" and "per-node limit" in ev.message
+        assert ev.detail["max_associations_per_node"] == 2
+        assert echoscu(pacs.port, "CT02", "PACS").returncode == 0  # another node still gets in
+        registry.update_listener({"max_associations_per_node": 0})  # off: CT01 gets in again, live
+        wait_for(lambda: echoscu(pacs.port, "CT01", "PACS").returncode == 0, timeout=10, what="limit off")
+        registry.update_listener({"max_associations_per_node": 2})
+        for a in held:
+            a.release()
+        held = []
+        # the node's count comes back once its associations end
+        wait_for(lambda: echoscu(pacs.port, "CT01", "PACS").returncode == 0, timeout=10, what="a free node slot")
+    finally:
+        for a in held:
+            a.release()
+        rc = pacs.stop()
+    assert rc == 0
+
+
 def test_row1_registry_erroring_rejects_transient(pacs, registry):
     """Redis answers, but with an error (a node key of the wrong type): fail closed."""
     registry.client.set("dicomlab:node:CT01", "not a hash")

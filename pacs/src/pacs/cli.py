@@ -16,6 +16,7 @@ from dicomlab.journal import Journal
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 
+from .counters import Counts, SharedCounts
 from .policy import AssociationSlots
 from .reconcile import reconcile, run_in_background
 from .server import Pacs
@@ -60,6 +61,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     storage = Storage(ns.storage or env.storage_dir)
     if ns.command == "reindex":
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP)  # blocked by __main__: Ctrl-C stops a reindex
         return reindex(Registry(connect(url)), storage)
     fastpath = os.environ.get("PACS_FASTPATH", "1").strip() or "1"
     if fastpath not in ("0", "1"):
@@ -77,9 +79,13 @@ def main(args: list[str] | None = None) -> int:
     if workers <= 1:
         return _serve(url, storage, seed, ns, worker=None, shared=None, ports=None, ready_fd=None)
 
+    # per source address (pending connections) and per calling AE title (open associations),
+    # counted over every worker: shared memory made before the fork (counters.py)
+    pending, nodes = SharedCounts(workers), SharedCounts(workers)
+
     def run_worker(index: int, shared: object, ports: object, ready_fd: int, sock: object, load: object) -> int:
         return _serve(url, storage, seed, ns, worker=index, shared=shared, ports=ports, ready_fd=ready_fd,
-                      listen_socket=sock, load=load)
+                      listen_socket=sock, load=load, pending=pending.row(index), nodes=nodes.row(index))
 
     def say(text: str) -> None:
         EventLog(connect(url), source="pacs").emit(WORKER_EXITED, text, level="error", reason="worker")
@@ -121,7 +127,7 @@ def _shared_listening_socket(url: str, seed: ListenerSettings, bind: str) -> soc
 
 def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Namespace, worker: int | None,
            shared: object, ports: object, ready_fd: int | None, listen_socket: object = None,
-           load: object = None) -> int:
+           load: object = None, pending: Counts | None = None, nodes: Counts | None = None) -> int:
     started = time.time()  # temporary files last written before this are orphans
     client = connect(url)
     registry = Registry(client)
@@ -129,10 +135,10 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     journal = Journal(storage.root / JOURNAL_DIR, name="pacs" if worker is None else f"pacs-w{worker}",
                       fsync=storage.fsync)
     events = EventLog(client, source="pacs", background=True, journal=journal)
-    slots = AssociationSlots(shared, worker or 0) if shared is not None else None
+    slots = AssociationSlots(shared, worker or 0, nodes=nodes) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
-                slots=slots, worker=worker, shared_ports=ports,
-                inherited_socket=listen_socket, shared_load=load, fastpath=ns.fastpath)  # type: ignore[arg-type]
+                slots=slots, worker=worker, shared_ports=ports, inherited_socket=listen_socket,
+                shared_load=load, fastpath=ns.fastpath, pending=pending)  # type: ignore[arg-type]
     try:
         pacs.start()
     except OSError as exc:

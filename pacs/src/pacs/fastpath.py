@@ -140,12 +140,15 @@ class LabDUL(DULServiceProvider):
             pass
 
     def _idle_wait(self) -> None:
-        fds: list[Any] = [self._wake_r]
+        # poll, not select: select fails (and this loop would spin) on a descriptor >= 1024,
+        # which a PACS holding many not-yet-complete connections (gate.py) reaches
+        fds = select.poll()
+        fds.register(self._wake_r, select.POLLIN)
         sock = self.socket.socket if self.socket is not None else None
-        if sock is not None and self.socket._is_connected:  # type: ignore[union-attr]
-            fds.append(sock)
         try:
-            select.select(fds, [], [], IDLE_WAIT)
+            if sock is not None and self.socket._is_connected:  # type: ignore[union-attr]
+                fds.register(sock, select.POLLIN)
+            fds.poll(IDLE_WAIT * 1000)
         except (OSError, ValueError):  # the socket closed under us: the loop finds out
             pass
         try:

@@ -22,6 +22,8 @@ from dicomlab.errors import RegistryUnavailable
 from dicomlab.registry import Registry
 from dicomlab.settings import ListenerSettings, Node
 
+from .counters import Counts, SharedCounts
+
 LOG = logging.getLogger(__name__)
 
 
@@ -43,13 +45,19 @@ class AssociationSlots:
     ``multiprocessing.Array`` with one counter per process (made before the fork):
     the limit applies to their sum, and a process that dies only loses its own
     counter, which the supervisor resets.
+
+    Per node (``max_associations_per_node``): every accepted association is also
+    counted under its calling AE title in ``nodes`` (a ``counters.Counts`` row,
+    shared by every listener process the same way), whether or not the limit is
+    on, so that switching it on applies at once to the associations already open.
     """
 
-    def __init__(self, shared: Any = None, index: int = 0) -> None:
+    def __init__(self, shared: Any = None, index: int = 0, nodes: Counts | None = None) -> None:
         self._shared = shared
         self._index = index
         self._lock = shared.get_lock() if shared is not None else threading.Lock()
         self._local = 0
+        self.nodes = nodes if nodes is not None else SharedCounts(1).row(0)
 
     @property
     def active(self) -> int:
@@ -65,12 +73,19 @@ class AssociationSlots:
                 self._local += 1
             return True
 
-    def give_back(self) -> None:
+    def give_back(self, node: str | None = None) -> None:
+        """One association ended; ``node``: its calling AE title, if it was counted per node."""
+        if node is not None:
+            self.nodes.give_back(node)
         with self._lock:
             if self._shared is not None:
                 self._shared[self._index] -= 1
             else:
                 self._local -= 1
+
+    def try_take_node(self, node: str, per_node: int) -> bool:
+        """Count one more association of ``node`` unless it has ``per_node`` open (0: no limit)."""
+        return not self.nodes.try_take(node, per_key=per_node)
 
 
 def _reject(rj: Rejection, reason: str, message: str, **kw: object) -> Decision:
@@ -171,6 +186,18 @@ def _decide(registry: Registry, calling: str, called: str, peer: str, slots: Ass
             f"as transient (local limit exceeded). Fix: retry later, send fewer associations in parallel, "
             f"or raise max_associations.",
             settings=settings, node=node, detail={"max_associations": settings.max_associations},
+        )
+    # 5b. simultaneous associations of this node (max_associations_per_node; counted always)
+    per_node = settings.max_associations_per_node
+    if not slots.try_take_node(calling, per_node):
+        slots.give_back()
+        return _reject(
+            RJ_TOO_MANY,
+            "too-many-associations",
+            f"Node {calling!r} already has {per_node} associations open (the per-node limit, "
+            f"max_associations_per_node); refused as transient (local limit exceeded). Fix: make the modality "
+            f"send over fewer simultaneous associations, or raise max_associations_per_node (0 turns it off).",
+            settings=settings, node=node, detail={"max_associations_per_node": per_node, "limit": "per-node"},
         )
     return Decision(True, "accepted", f"Association accepted for {calling!r} from {peer}.",
                     settings=settings, node=node)

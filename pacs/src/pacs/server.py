@@ -23,8 +23,9 @@ import itertools
 import logging
 import os
 import secrets
+import select
 import socket
-import socketserver
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ from dicomlab.registry import Registry
 from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
 from .contexts import contexts_for, contexts_for_services, why_refused
+from .counters import Counts, SharedCounts
 from .fastpath import LabAssociation, ThreadReuse
+from .gate import Gate
 from .guard import PduGuard
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
@@ -100,16 +103,47 @@ def _session(assoc: Any) -> Session:
 class FastSocket(AssociationSocket):
     """pynetdicom's socket, reading a PDU with ``recv_into`` in as few system calls
     as the kernel allows instead of 4 KiB ``recv`` calls (a 512 KiB CT slice took
-    ~130 calls and as many copies)."""
+    ~130 calls and as many copies). ``preread``: the A-ASSOCIATE-RQ the gate already
+    read (gate.py), served first: pynetdicom 3.0.4's DULServiceProvider._is_transport_event
+    asks ``ready`` and _read_pdu_data then reads ``recv(6)`` and ``recv(length)``."""
+
+    preread: bytearray | None = None
+
+    @property
+    def ready(self) -> bool:
+        """pynetdicom 3.0.4's AssociationSocket.ready: True while pre-read bytes remain, and with
+        poll instead of select, which fails on a descriptor >= 1024 (reached while the gate holds
+        many connections) and made pynetdicom close the connection (Evt17)."""
+        if self.preread:
+            return True
+        if self.socket is None or self._is_connected is False:
+            return False
+        try:
+            poll = select.poll()
+            poll.register(self.socket, select.POLLIN)
+            return bool(poll.poll(0)) or (isinstance(self.socket, ssl.SSLSocket) and bool(self.socket.pending()))
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # Evt17: transport connection closed
+            return False
 
     def recv(self, nr_bytes: int) -> bytearray:
         # the peer closed: what came is returned, as pynetdicom does. After the
         # A-ASSOCIATE-RQ, every PDU length is checked before it is read (guard.py).
-        sock = cast(socket.socket, self.socket)
         guard = getattr(self, "pdu_guard", None)
         if guard is None:
             guard = self.pdu_guard = PduGuard(self.assoc)
-        return guard.recv(sock, nr_bytes, lambda n: recv_up_to(sock, n))
+        return guard.recv(cast(socket.socket, self.socket), nr_bytes, self._read)
+
+    def _read(self, nr_bytes: int) -> bytearray:
+        """``nr_bytes``: the gate's pre-read bytes (the A-ASSOCIATE-RQ) first, then the socket."""
+        pre = self.preread
+        if pre:
+            head = pre[:nr_bytes]
+            del pre[:nr_bytes]
+            if len(head) == nr_bytes:
+                return head
+            return head + recv_up_to(cast(socket.socket, self.socket), nr_bytes - len(head))
+        return recv_up_to(cast(socket.socket, self.socket), nr_bytes)
 
 
 class LabRequestHandler(RequestHandler):
@@ -125,7 +159,9 @@ class LabRequestHandler(RequestHandler):
         assoc = (LabAssociation if fastpath else Association)(self.ae, MODE_ACCEPTOR)  # stock: PACS_FASTPATH=0
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        assoc.set_socket(FastSocket(assoc, client_socket=self.request))
+        sock = FastSocket(assoc, client_socket=self.request)
+        sock.preread = self.server.lab_gate.handed.pop(self.request, None)  # type: ignore[attr-defined]
+        assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.lab_pacs.sentinel_title  # type: ignore[attr-defined]
         assoc.acceptor.address_info = self.local
@@ -167,6 +203,10 @@ def _inherited_server_class(sock: socket.socket) -> type[LabServer]:
     """
 
     class InheritedSocketServer(SharedPortServer):
+        # the gate (gate.py) accepts: a process with more open associations than another
+        # first leaves the pending connection a few milliseconds to the less busy one
+        shared_accept = True
+
         def server_bind(self) -> None:
             assert self.socket is not None
             self.socket.close()
@@ -175,14 +215,6 @@ def _inherited_server_class(sock: socket.socket) -> type[LabServer]:
 
         def server_activate(self) -> None:  # already listening
             pass
-
-        def get_request(self) -> Any:
-            """A process with more open associations than another one first leaves the
-            pending connection a few milliseconds to the less busy one."""
-            pacs = self.lab_pacs  # type: ignore[attr-defined]
-            if pacs.busier_than_peers():
-                pacs._stop.wait(0.003)  # the less busy process accepts meanwhile, if it is free
-            return super().get_request()  # BlockingIOError when it did: back to waiting
 
         def server_close(self) -> None:
             # close this process's descriptor only: shutdown() would stop the socket
@@ -201,9 +233,14 @@ AUTHORIZATION_REASONS = {"called-aet-mismatch", "unknown-calling-aet", "host-mis
 class LabServer(ThreadedAssociationServer):
     """The association server, made with ``AE.make_server(server_class=...)``.
 
+    Its socket is served by the gate (gate.py), not by ``serve_forever``: the gate
+    calls ``process_request`` once a connection's A-ASSOCIATE-RQ is complete.
     Open associations are tracked by ``Pacs`` (not joined by socketserver), so
     closing the server closes the port at once even while associations run.
     """
+
+    shared_accept = False  # True: the listening socket every listener process accepts from
+    request_queue_size = 128  # the listen backlog (socketserver's 5 overflowed under bursts: 1 s SYN retries)
 
     block_on_close = False
     daemon_threads = True
@@ -219,7 +256,9 @@ class LabServer(ThreadedAssociationServer):
         collector is enough for us."""
 
     def shutdown(self) -> None:
-        socketserver.BaseServer.shutdown(self)  # stop serve_forever
+        gate = getattr(self, "lab_gate", None)
+        if gate is not None:
+            gate.unlisten(self)  # the gate lets go of the socket first
         self.server_close()  # close the listening socket
 
 
@@ -250,6 +289,7 @@ class Pacs:
         inherited_socket: socket.socket | None = None,
         shared_load: Any = None,
         fastpath: bool = True,
+        pending: Counts | None = None,
     ) -> None:
         """``worker``: this process's index when several share the port (None: the only one).
         Worker 0 (or the only process) speaks for the listener: start/stop, settings
@@ -284,6 +324,9 @@ class Pacs:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._registry_ok: bool | None = None
+        # the listener settings the watcher last read: the gate's limits, without a Redis read per connection
+        self.limits = self.seed
+        self.gate = Gate(self, pending if pending is not None else SharedCounts(1).row(0))
 
         # pynetdicom's "standard" log handlers format every PDU and DIMSE message for its
         # logger even when nothing is logged; our events say what matters, once.
@@ -339,6 +382,7 @@ class Pacs:
                 self._listener_event(E.SETTINGS_CHANGED, "The registry (Redis) answers again; associations are "
                                  "checked normally.", level="info", reason="registry-back")
             self._registry_ok = True
+            self.limits = settings
             return settings
         except RegistryUnavailable as exc:
             if self._registry_ok is not False:
@@ -365,8 +409,8 @@ class Pacs:
             request_handler=LabRequestHandler,
         )
         server.lab_pacs = self  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                         name=f"listener:{port}", daemon=True).start()
+        server.lab_gate = self.gate  # type: ignore[attr-defined]
+        self.gate.listen(server)  # one selector thread holds every connection until its request is complete
         old, self.server, self.port = self.server, server, server.server_address[1]
         if self.shared_ports is not None:
             self.shared_ports[self.worker or 0] = self.port
@@ -472,7 +516,7 @@ class Pacs:
                              outcome="aborted", reason=E.REASON_INTERNAL_ERROR, **s.who())
         if s is not None and s.counted:
             s.counted = False
-            self.slots.give_back()
+            self.slots.give_back(s.calling)
         with self._active_cv:
             self._active.discard(assoc)
             self._publish_load()
@@ -483,6 +527,7 @@ class Pacs:
         self._stop.set()
         if self.server is not None:
             self.server.shutdown()
+        self.gate.stop()  # pending connections (no request yet) are closed at once
         deadline = time.monotonic() + self.shutdown_grace
 
         def open_associations() -> list[Any]:
