@@ -380,6 +380,8 @@ def test_the_pacs_restarted_after_a_sigkill_of_its_supervisor_recovers_by_itself
     study, series = generate_uid(), generate_uid()
     sent = [ct_dataset(study, series, i) for i in range(1, 5)]
     try:
+        # the first start's reconcile is done (and said so) before Redis goes away
+        wait_for(lambda: events_of(registry, "storage-reconciled"), timeout=60, what="the first reconcile")
         assoc = associate(pacs.port)
         registry.client.save()
         own_redis.stop()
