@@ -1,0 +1,121 @@
+"""The end of a soak: every acknowledged instance on disk, byte-equal, and in the study index;
+the summary as JSON and Markdown."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from dicomlab import keys
+
+from .modalities import Ledger, Record, dataset_bytes
+
+SHOW = 50  # UIDs listed per kind of loss
+
+
+def on_disk(storage: Path) -> tuple[dict[str, list[Path]], int]:
+    """SOP Instance UID -> the files stored under it; and the count of temporary files left."""
+    files: dict[str, list[Path]] = {}
+    for path in storage.glob("*/*/*.dcm"):
+        files.setdefault(path.stem, []).append(path)
+    return files, sum(1 for _ in storage.glob("*/*/.*.tmp"))
+
+
+def not_indexed(client: redis.Redis, acked: dict[str, Record]) -> list[str]:
+    """Acknowledged SOP Instance UIDs missing from their study's ``instances`` set."""
+    uids = list(acked)
+    missing: list[str] = []
+    for start in range(0, len(uids), 1000):
+        chunk = uids[start:start + 1000]
+        pipe = client.pipeline(transaction=False)
+        for uid in chunk:
+            pipe.sismember(keys.study_instances(acked[uid].study_uid), uid)
+        missing += [uid for uid, member in zip(chunk, pipe.execute(), strict=True) if not member]
+    return missing
+
+
+def check(ledger: Ledger, storage: Path, client: redis.Redis) -> dict[str, Any]:
+    acked = {uid: r for uid, r in ledger.records.items() if r.acked}
+    files, tmp_files = on_disk(storage)
+    missing, different, elsewhere = [], [], []
+    for uid, rec in acked.items():
+        expected = storage / rec.study_uid / rec.series_uid / f"{uid}.dcm"
+        paths = files.get(uid, [])
+        if expected not in paths:
+            if not paths:
+                missing.append(uid)
+                continue
+            elsewhere.append(uid)  # found by SOP Instance UID under another study/series
+        path = expected if expected in paths else paths[0]
+        try:
+            digest = hashlib.sha256(dataset_bytes(path.read_bytes())).hexdigest()
+        except (OSError, ValueError):
+            digest = ""
+        if digest != rec.sha256:
+            different.append(uid)
+    unindexed = not_indexed(client, acked)
+    unacked_on_disk = sum(1 for uid, r in ledger.records.items() if not r.acked and uid in files)
+    return {
+        "acknowledged": len(acked),
+        "refused": len(ledger.records) - len(acked),
+        "sent_instances": len(ledger.records),
+        "c_store_answers": dict(sorted(ledger.answers.items())),
+        "sender_runs": dict(sorted(ledger.runs.items())),
+        "lost_on_disk": len(missing) + len(different),
+        "missing_on_disk": len(missing),
+        "different_on_disk": len(different),
+        "lost_from_index": len(unindexed),
+        "missing_on_disk_uids": missing[:SHOW],
+        "different_on_disk_uids": different[:SHOW],
+        "lost_from_index_uids": unindexed[:SHOW],
+        "found_elsewhere": elsewhere[:SHOW],
+        "duplicate_files": sum(1 for p in files.values() if len(p) > 1),
+        "unacknowledged_but_on_disk": unacked_on_disk,
+        "temporary_files_left": tmp_files,
+        "sent_with_other_bytes": sum(1 for r in ledger.records.values() if r.conflict),
+        "acknowledged_by_modality": dict(Counter(r.modality for r in acked.values())),
+    }
+
+
+def write(summary: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(summary))
+    return out / "summary.json", out / "summary.md"
+
+
+def markdown(s: dict[str, Any]) -> str:
+    r = s["result"]
+    verdict = "PASS: nothing acknowledged was lost" if s["passed"] else "FAIL: acknowledged instances were lost"
+    lines = [
+        f"# DICOM Lab crash soak: {verdict}", "",
+        f"{s['started_at']}, {s['config']['seconds']} s of load, {s['config']['modalities']} modalities "
+        f"({', '.join(s['config']['modality_names'])}), PACS with {s['config']['pacs_workers']} listener workers, "
+        f"Redis appendfsync {s['config']['redis_appendfsync']}.", "",
+        "| | count |", "|---|---:|",
+        f"| acknowledged (0x0000) | {r['acknowledged']} |",
+        f"| refused (never acknowledged) | {r['refused']} |",
+        f"| lost on disk: missing | {r['missing_on_disk']} |",
+        f"| lost on disk: different bytes | {r['different_on_disk']} |",
+        f"| lost from the study index | {r['lost_from_index']} |",
+        f"| stored but never acknowledged | {r['unacknowledged_but_on_disk']} |",
+        f"| temporary files left | {r['temporary_files_left']} |", "",
+        "C-STORE answers: " + ", ".join(f"{k} x {v}" for k, v in r["c_store_answers"].items()) + ".", "",
+        "Sender runs: " + ", ".join(f"{k} x {v}" for k, v in r["sender_runs"].items()) + ".", "",
+        f"## Faults injected ({len(s['faults'])})", "",
+        "| t (s) | fault | what happened | back after (s) |", "|---:|---|---|---:|",
+    ]
+    lines += [f"| {f['t_s']} | {f['kind']} | {f['detail']} | {f['recovered_after_s']} |" for f in s["faults"]]
+    lines += ["", "## Recovery", ""] + [f"- {line}" for line in s["recovery"]]
+    for key, title in (("missing_on_disk_uids", "Missing on disk"), ("different_on_disk_uids", "Different on disk"),
+                       ("lost_from_index_uids", "Not in the study index")):
+        if r[key]:
+            lines += ["", f"## {title} (first {len(r[key])})", ""] + [f"- {u}" for u in r[key]]
+    if s["problems"]:
+        lines += ["", "## Problems", ""] + [f"- {p}" for p in s["problems"]]
+    return "\n".join(lines) + "\n"
