@@ -85,3 +85,47 @@ def test_dataset_bytes_are_what_follows_the_file_meta(tmp_path: Path) -> None:
     assert dataset_bytes(path.read_bytes()) == buf.getvalue()
     with pytest.raises(ValueError):
         dataset_bytes(b"\0" * 200)
+
+
+def test_the_end_check_finds_each_kind_of_loss(tmp_path: Path, redis_url: str) -> None:
+    """The check can fail: a file missing, a file with other bytes, an instance not in the index."""
+    import hashlib
+
+    import redis
+
+    from ct_simulator.iod import StudyPlan, iter_instances, write_part10
+    from dicomlab import keys
+    from soak.modalities import Ledger
+    from soak.verify import check
+
+    storage, ledger = tmp_path / "storage", Ledger()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    uids = []
+    for inst in iter_instances(StudyPlan(slices=4, rows=16, cols=16, seed=9)):
+        ds = inst.dataset
+        path = storage / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{inst.sop_instance_uid}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_part10(ds, path)
+        sha = hashlib.sha256(dataset_bytes(path.read_bytes())).hexdigest()
+        ledger.answer(inst.sop_instance_uid, ds.StudyInstanceUID, ds.SeriesInstanceUID, sha, "SCU1", 0x0000)
+        client.sadd(keys.study_instances(ds.StudyInstanceUID), inst.sop_instance_uid)
+        uids.append((inst.sop_instance_uid, path))
+    ledger.answer("1.2.3.4", "1.2", "1.2.3", "0" * 64, "SCU1", 0xA700)  # refused: never acknowledged
+    assert check(ledger, storage, client)["lost_on_disk"] == 0
+
+    uids[0][1].unlink()  # missing
+    raw = bytearray(uids[1][1].read_bytes())
+    raw[-1] ^= 1
+    uids[1][1].write_bytes(bytes(raw))  # different
+    client.srem(keys.study_instances(str(pydicom_study(uids[2][1]))), uids[2][0])  # not indexed
+    r = check(ledger, storage, client)
+    assert (r["acknowledged"], r["refused"]) == (4, 1)
+    assert r["missing_on_disk_uids"] == [uids[0][0]] and r["different_on_disk_uids"] == [uids[1][0]]
+    assert r["lost_on_disk"] == 2
+    assert set(r["lost_from_index_uids"]) == {uids[2][0]}
+
+
+def pydicom_study(path: Path) -> str:
+    from pydicom import dcmread
+
+    return str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
