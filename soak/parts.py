@@ -242,7 +242,7 @@ class Volume:
         except FileNotFoundError:
             pass
 
-    def remount(self, mode: str, attempts: int = 100) -> int:
+    def remount(self, mode: str, attempts: int = 500) -> int:
         """``mount -o remount,<mode>``; a read-only remount fails (EBUSY) while a file is open
         for writing, so it is retried. The attempts it took."""
         for attempt in range(1, attempts + 1):

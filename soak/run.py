@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             result = verify.check(soak.ledger, soak.storage, client)
         finally:
             client.close()
+        lost = result["missing_on_disk_uids"] + result["different_on_disk_uids"]
+        result["lost_on_disk_by_fault"] = verify.by_fault(lost, soak.work / "pacs.log", faults.log)
+        result["lost_from_index_by_fault"] = verify.by_fault(result["lost_from_index_uids"], soak.work / "pacs.log",
+                                                             faults.log)
         summary = summarize(soak, result, faults)
     except (RuntimeError, ValueError, OSError) as exc:
         console.print(f"soak: {type(exc).__name__}: {exc}", markup=False)

@@ -3,8 +3,10 @@ the summary as JSON and Markdown."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -70,9 +72,9 @@ def check(ledger: Ledger, storage: Path, client: redis.Redis) -> dict[str, Any]:
         "missing_on_disk": len(missing),
         "different_on_disk": len(different),
         "lost_from_index": len(unindexed),
-        "missing_on_disk_uids": missing[:SHOW],
-        "different_on_disk_uids": different[:SHOW],
-        "lost_from_index_uids": unindexed[:SHOW],
+        "missing_on_disk_uids": missing,
+        "different_on_disk_uids": different,
+        "lost_from_index_uids": unindexed,
         "found_elsewhere": elsewhere[:SHOW],
         "duplicate_files": sum(1 for p in files.values() if len(p) > 1),
         "unacknowledged_but_on_disk": unacked_on_disk,
@@ -80,6 +82,31 @@ def check(ledger: Ledger, storage: Path, client: redis.Redis) -> dict[str, Any]:
         "sent_with_other_bytes": sum(1 for r in ledger.records.values() if r.conflict),
         "acknowledged_by_modality": dict(Counter(r.modality for r in acked.values())),
     }
+
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+)Z .*?[Ii]nstance (\S+)")
+
+
+def by_fault(uids: list[str], pacs_log: Path, faults: list[dict[str, Any]]) -> dict[str, int]:
+    """Each lost UID under the last fault that started before the PACS last logged it (for an
+    index loss: "stored on disk; Redis is unreachable ..."; "before the first fault" when none had)."""
+    wanted, last_seen = set(uids), {}
+    if pacs_log.exists():
+        with open(pacs_log, errors="replace") as fh:
+            for line in fh:
+                m = _LOG_LINE.match(line)
+                if m and m.group(2) in wanted:
+                    last_seen[m.group(2)] = dt.datetime.fromisoformat(m.group(1) + "+00:00")
+    starts = [(dt.datetime.fromisoformat(f["at"]), f"{f['kind']} at {f['t_s']} s") for f in faults]
+    out: Counter[str] = Counter()
+    for uid in uids:
+        seen = last_seen.get(uid)
+        if seen is None:
+            out["never in the PACS log"] += 1
+            continue
+        before = [name for at, name in starts if at <= seen]
+        out[before[-1] if before else "before the first fault"] += 1
+    return dict(out)
 
 
 def write(summary: dict[str, Any], out: Path) -> tuple[Path, Path]:
@@ -112,10 +139,14 @@ def markdown(s: dict[str, Any]) -> str:
     ]
     lines += [f"| {f['t_s']} | {f['kind']} | {f['detail']} | {f['recovered_after_s']} |" for f in s["faults"]]
     lines += ["", "## Recovery", ""] + [f"- {line}" for line in s["recovery"]]
+    if r.get("lost_from_index_by_fault"):
+        lines += ["", "## Lost from the index, by the fault before the PACS last logged the instance", ""]
+        lines += [f"- {name}: {n}" for name, n in r["lost_from_index_by_fault"].items()]
     for key, title in (("missing_on_disk_uids", "Missing on disk"), ("different_on_disk_uids", "Different on disk"),
                        ("lost_from_index_uids", "Not in the study index")):
         if r[key]:
-            lines += ["", f"## {title} (first {len(r[key])})", ""] + [f"- {u}" for u in r[key]]
+            lines += ["", f"## {title} ({len(r[key])}; the first {min(SHOW, len(r[key]))} here, all in "
+                      "summary.json)", ""] + [f"- {u}" for u in r[key][:SHOW]]
     if s["problems"]:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in s["problems"]]
     return "\n".join(lines) + "\n"

@@ -129,3 +129,18 @@ def pydicom_study(path: Path) -> str:
     from pydicom import dcmread
 
     return str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+
+def test_losses_are_put_under_the_fault_before_the_pacs_last_logged_them(tmp_path: Path) -> None:
+    from soak.verify import by_fault
+
+    log = tmp_path / "pacs.log"
+    log.write_text(
+        "2026-01-01T10:00:01.000Z pacs INFO    store-received [a1] X -> PACS: Stored instance 1.1 of study 1.\n"
+        "2026-01-01T10:00:05.000Z pacs INFO    store-received [a1] X -> PACS: Stored instance 1.2 of study 1.\n"
+        "2026-01-01T10:00:05.100Z pacs WARNING store-failed [a1] X -> PACS: Instance 1.2 is stored on disk; "
+        "Redis is unreachable\n")
+    faults = [{"at": "2026-01-01T10:00:00.500+00:00", "kind": "worker-kill", "t_s": 1.0},
+              {"at": "2026-01-01T10:00:05.050+00:00", "kind": "redis-kill", "t_s": 5.5}]
+    assert by_fault(["1.1", "1.2", "9.9"], log, faults) == {
+        "worker-kill at 1.0 s": 1, "redis-kill at 5.5 s": 1, "never in the PACS log": 1}
