@@ -53,13 +53,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
 class Redis:
     """redis-server on a free loopback port with an append-only file in ``folder``.
 
-    ``appendfsync``: ``everysec`` is what docker-compose.yml runs (Redis 7's default with
-    ``--appendonly yes``). For a *process* kill it loses nothing Redis has answered: Redis writes
-    the AOF buffer to the file before it sends the replies, and the kernel keeps what was
-    written. ``always`` also survives a host crash; ``no-aof`` (snapshots off, no AOF) loses
-    everything on a kill -- the nodes too, so the soak then re-registers them like an operator."""
+    ``appendfsync always`` (the soak's default): Redis writes and fsyncs the AOF before it sends
+    the replies, so a SIGKILL loses nothing it answered, and what the soak finds missing from
+    the index is the PACS's own loss. ``everysec`` is what docker-compose.yml runs (Redis 7's
+    default): while a background fsync is in flight Redis postpones the AOF write by up to 2 s
+    *and still answers*, so a kill can lose answered writes (seen in a soak: 4 instances indexed
+    4-30 ms before the kill were gone after the restart). ``no-aof``: Redis comes back empty; the
+    soak re-registers the nodes like an operator."""
 
-    def __init__(self, folder: Path, appendfsync: str = "everysec") -> None:
+    def __init__(self, folder: Path, appendfsync: str = "always") -> None:
         self.dir = folder
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()

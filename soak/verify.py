@@ -87,9 +87,13 @@ def check(ledger: Ledger, storage: Path, client: redis.Redis) -> dict[str, Any]:
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+)Z .*?[Ii]nstance (\S+)")
 
 
+LEAD = dt.timedelta(seconds=2)  # Redis's everysec AOF can lose answered writes up to ~2 s before a kill
+
+
 def by_fault(uids: list[str], pacs_log: Path, faults: list[dict[str, Any]]) -> dict[str, int]:
-    """Each lost UID under the last fault that started before the PACS last logged it (for an
-    index loss: "stored on disk; Redis is unreachable ..."; "before the first fault" when none had)."""
+    """Each lost UID under the last fault that started before, or at most ``LEAD`` after, the
+    PACS last logged it (for an index loss: "stored on disk; Redis is unreachable ..." when the
+    PACS knew; "before the first fault" when no fault had started)."""
     wanted, last_seen = set(uids), {}
     if pacs_log.exists():
         with open(pacs_log, errors="replace") as fh:
@@ -104,7 +108,7 @@ def by_fault(uids: list[str], pacs_log: Path, faults: list[dict[str, Any]]) -> d
         if seen is None:
             out["never in the PACS log"] += 1
             continue
-        before = [name for at, name in starts if at <= seen]
+        before = [name for at, name in starts if at <= seen + LEAD]
         out[before[-1] if before else "before the first fault"] += 1
     return dict(out)
 
@@ -140,7 +144,7 @@ def markdown(s: dict[str, Any]) -> str:
     lines += [f"| {f['t_s']} | {f['kind']} | {f['detail']} | {f['recovered_after_s']} |" for f in s["faults"]]
     lines += ["", "## Recovery", ""] + [f"- {line}" for line in s["recovery"]]
     if r.get("lost_from_index_by_fault"):
-        lines += ["", "## Lost from the index, by the fault before the PACS last logged the instance", ""]
+        lines += ["", "## Lost from the index, by the fault at the time the PACS last logged the instance", ""]
         lines += [f"- {name}: {n}" for name, n in r["lost_from_index_by_fault"].items()]
     for key, title in (("missing_on_disk_uids", "Missing on disk"), ("different_on_disk_uids", "Different on disk"),
                        ("lost_from_index_uids", "Not in the study index")):
