@@ -284,6 +284,7 @@ class Pacs:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._registry_ok: bool | None = None
+        self.on_registry_back: Any = None  # called with why, when Redis comes back or comes back empty
 
         # pynetdicom's "standard" log handlers format every PDU and DIMSE message for its
         # logger even when nothing is logged; our events say what matters, once.
@@ -338,7 +339,10 @@ class Pacs:
             if self._registry_ok is False:
                 self._listener_event(E.SETTINGS_CHANGED, "The registry (Redis) answers again; associations are "
                                  "checked normally.", level="info", reason="registry-back")
+            back = "registry-back" if self._registry_ok is False else self._registry_ok and self.registry.seeded
             self._registry_ok = True
+            if back and self.primary and self.on_registry_back:  # Redis may have lost index writes (reconcile.py)
+                self.on_registry_back("registry-empty" if back is True else back)
             return settings
         except RegistryUnavailable as exc:
             if self._registry_ok is not False:
