@@ -69,6 +69,7 @@ class Soak:
         self.ledger = Ledger()
         self.names = [f"SCU{i + 1}" for i in range(a.storescu)] + [f"SIM{i + 1}" for i in range(a.simulators)]
         self.recovery: list[str] = []
+        self.not_indexed: dict[str, Any] = {}  # settle(what) -> acknowledged instances not in the index
         self.problems: list[str] = []
         self.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -190,6 +191,7 @@ class Soak:
                 time.sleep(0.5)
         finally:
             client.close()
+        self.not_indexed[what] = last
         self.recovery.append(f"{what}: {last} acknowledged instance(s) not in the index after "
                              f"{time.monotonic() - t0:.1f} s")
 
@@ -289,6 +291,8 @@ def summarize(soak: Soak, result: dict[str, Any], faults: FaultInjector) -> dict
         "fault_counts": fault_counts,
         "faults": faults.log,
         "recovery": soak.recovery,
+        # before the PACS restart: what the running PACS recovered by itself (journal, reconcile on Redis's return)
+        "not_indexed_before_restart": soak.not_indexed.get("after the load"),
         "pacs_starts": soak.pacs.starts if soak.pacs else 0,
         "problems": soak.problems,
     }
