@@ -45,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-interval", type=float, default=None,
                    help="seconds between faults (default: 20, shorter so that a short soak has each kind once)")
     p.add_argument("--hold", type=float, default=4.0, help="seconds a Redis outage, full or read-only disk lasts (4)")
-    p.add_argument("--tmpfs-mb", type=int, default=256, help="size of the storage tmpfs in MiB (256)")
+    p.add_argument("--tmpfs-mb", type=int, default=1024,
+                   help="size of the storage tmpfs in MiB (1024: each instance takes two pages, its file and its SOP mark)")
     p.add_argument("--redis-appendfsync", choices=["always", "everysec", "no-aof"], default="always",
                    help="Redis persistence: AOF with this fsync policy (default always: nothing Redis answered is "
-                        "lost; everysec: as docker-compose.yml, can lose ~2 s of answered writes on a kill), "
+                        "lost, as docker-compose.yml; everysec: can lose ~2 s of answered writes on a kill, which the PACS "
+                        "must restore from its files), "
                         "or none (README.md)")
     p.add_argument("--drain", type=float, default=60, help="seconds modalities may resend after the load (60)")
     p.add_argument("--settle", type=float, default=60, help="seconds the PACS may take to recover the index (60)")
