@@ -471,3 +471,23 @@ def test_redis_emptied_without_an_outage_gets_the_index_back(own_redis, tmp_path
         assert "unreachable" not in pacs.log()  # no outage seen
     finally:
         pacs.stop()
+
+
+def test_reconcile_restores_a_study_record_redis_lost_after_its_instance_sets(registry, tmp_path):
+    """Redis (appendfsync everysec, killed) can keep the first commands of an instance's index
+    writes and lose the last: the instance is listed, its study's fields are gone. The
+    reconcile writes the study's fields again (the instance lists were complete)."""
+    from dicomlab import keys
+    from pacs.reconcile import reconcile
+    from pacs.storage import Storage
+
+    storage = tmp_path / "storage"
+    made = make_files(storage, 6, per_series=3)
+    study = made[0][0]
+    assert reconcile(Storage(storage, fsync=False), registry, None).added == 6
+    registry.client.delete(keys.study(study))  # the last command of the pipeline, lost
+    report = reconcile(Storage(storage, fsync=False), registry, None)
+    assert report.added == 6  # the study's series, indexed again (idempotent)
+    s = registry.get_study(study)
+    assert s["instances"] == 6 and s["calling_aet"] == "OLDCT"
+    assert reconcile(Storage(storage, fsync=False), registry, None).added == 0

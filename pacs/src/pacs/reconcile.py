@@ -228,7 +228,7 @@ def _settle(root: Path, sop: str, places: list[tuple[str, str]], ops: list[index
 
 def _not_indexed(registry: Registry, by_series: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[str]]:
     """The files of each series that the index does not list (or all of them, when the series or
-    its study is missing from the index)."""
+    its study -- in the list of studies, or its fields -- is missing from the index)."""
     out: dict[tuple[str, str], list[str]] = {}
     items = list(by_series.items())
     client = registry.client
@@ -240,10 +240,12 @@ def _not_indexed(registry: Registry, by_series: dict[tuple[str, str], list[str]]
                 pipe.smembers(keys.series_instances(study, series))
                 pipe.hexists(keys.study_series(study), series)
                 pipe.zscore(keys.STUDIES, study)
+                pipe.hexists(keys.study(study), "study_uid")  # the last write of an instance's first index ops
             res = pipe.execute()
             for i, ((study, series), sops) in enumerate(chunk):
-                listed, has_series, score = res[3 * i:3 * i + 3]
-                todo = sops if not has_series or score is None else [s for s in sops if s not in listed]
+                listed, has_series, score, has_study = res[4 * i:4 * i + 4]
+                whole = not has_series or score is None or not has_study
+                todo = sops if whole else [s for s in sops if s not in listed]
                 if todo:
                     out[(study, series)] = todo
     except (redis.RedisError, OSError) as exc:
