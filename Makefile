@@ -99,6 +99,14 @@ test: docker-engine
 docker-engine: ## Install Docker from Debian and start dockerd (root), for the Compose runtime
 	@bash scripts/docker-engine.sh
 
+# -- crash soak: soak/ (root: it mounts a tmpfs); summary in build/soak/ --------------------------------
+SOAK_SECONDS ?= 600
+SOAK_ARGS ?=
+
+.PHONY: soak
+soak: system-deps venv $(VENV)/.bench ## Crash soak (root): 5 modalities under faults for SOAK_SECONDS (600); fails if anything acknowledged is lost (build/soak/)
+	$(PY) -m soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
 # -- performance: bench/run.py; results in build/bench/ (results.json, results.md, pacs-profile.svg) ----
 BENCH_ARGS ?=
 

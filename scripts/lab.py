@@ -669,7 +669,7 @@ def local_redis_command(port: int) -> str:
     acl_file = rdir / "users.acl"
     write_private_file(acl_file, redis_acl_text(acl.server_version(binary)))
     return (f"exec {shlex.quote(binary)} --port {port} --bind 127.0.0.1 --dir {shlex.quote(str(rdir))} "
-            f"--aclfile {shlex.quote(str(acl_file))} --appendonly yes --save ''")
+            f"--aclfile {shlex.quote(str(acl_file))} --appendonly yes --appendfsync always --save ''")  # README: durability
 
 
 def local_plan(lab_id: str) -> tuple[dict[str, str], dict[str, str]]:

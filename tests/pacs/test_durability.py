@@ -407,3 +407,89 @@ def test_the_pacs_restarted_after_a_sigkill_of_its_supervisor_recovers_by_itself
                  what="the journals emptied")
     finally:
         pacs.stop()
+
+
+# -- Redis came back without what it had answered: the reconcile runs again ---------------------
+def _store_study(port: int, n: int) -> tuple[str, list[str]]:
+    study, series = generate_uid(), generate_uid()
+    datasets = [ct_dataset(study, series, i) for i in range(1, n + 1)]
+    assoc = associate(port)
+    try:
+        assert [store(assoc, ds) for ds in datasets] == [0] * n
+    finally:
+        assoc.release()
+    return study, [ds.SOPInstanceUID for ds in datasets]
+
+
+def _indexed(registry, study: str) -> set[str]:
+    from dicomlab import keys
+
+    return set(registry.client.smembers(keys.study_instances(study)))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_redis_killed_and_back_empty_gets_the_index_back_without_a_restart(own_redis, tmp_path, workers):
+    """A SIGKILL of Redis that loses index writes it had answered (here: all of them, it
+    restarts with an empty data folder): the running PACS sees it come back, reconciles
+    again, and the index lists every stored instance; the PACS is not restarted."""
+    storage = tmp_path / "storage"
+    registry = registry_of(own_redis.url)
+    add_node(registry, "CT01")
+    pacs = PacsProcess(own_redis.url, storage, extra_env={"PACS_WORKERS": workers}).start()
+    try:
+        wait_for(lambda: events_of(registry, "storage-reconciled"), timeout=60, what="the start-up reconcile")
+        study, sops = _store_study(pacs.port, 5)
+        assert _indexed(registry, study) == set(sops)
+        own_redis.proc.kill()  # SIGKILL; it had no persistence: it comes back empty
+        own_redis.proc.wait(10)
+        wait_for(lambda: "registry-unavailable" in pacs.log() or "unreachable" in pacs.log(), timeout=30,
+                 what="the PACS to see Redis away")
+        own_redis.start()
+        assert _indexed(registry, study) == set()  # Redis lost it
+        wait_for(lambda: _indexed(registry, study) == set(sops), timeout=60, what="the index restored")
+        ev = wait_for(lambda: [e for e in events_of(registry, "storage-reconciled") if e.detail.get("added")],
+                      timeout=30, what="the reconcile event")[-1]
+        assert ev.detail["added"] == 5 and "registry-back" in ev.detail["why"]
+        assert pacs.proc.poll() is None  # the same PACS
+    finally:
+        pacs.stop()
+
+
+def test_redis_emptied_without_an_outage_gets_the_index_back(own_redis, tmp_path):
+    """Redis lost its data between two polls (the PACS saw no outage): the PACS notices it
+    must seed the listener settings again, and reconciles."""
+    storage = tmp_path / "storage"
+    registry = registry_of(own_redis.url)
+    add_node(registry, "CT01")
+    pacs = PacsProcess(own_redis.url, storage, extra_env=ONE).start()
+    try:
+        wait_for(lambda: events_of(registry, "storage-reconciled"), timeout=60, what="the start-up reconcile")
+        study, sops = _store_study(pacs.port, 4)
+        registry.client.flushall()
+        wait_for(lambda: _indexed(registry, study) == set(sops), timeout=60, what="the index restored")
+        ev = wait_for(lambda: events_of(registry, "storage-reconciled"), timeout=30, what="the reconcile event")[-1]
+        assert ev.detail["added"] == 4 and ev.detail["why"] == ["registry-empty"]
+        assert "came back empty" in ev.message
+        assert "unreachable" not in pacs.log()  # no outage seen
+    finally:
+        pacs.stop()
+
+
+def test_reconcile_restores_a_study_record_redis_lost_after_its_instance_sets(registry, tmp_path):
+    """Redis (appendfsync everysec, killed) can keep the first commands of an instance's index
+    writes and lose the last: the instance is listed, its study's fields are gone. The
+    reconcile writes the study's fields again (the instance lists were complete)."""
+    from dicomlab import keys
+    from pacs.reconcile import reconcile
+    from pacs.storage import Storage
+
+    storage = tmp_path / "storage"
+    made = make_files(storage, 6, per_series=3)
+    study = made[0][0]
+    assert reconcile(Storage(storage, fsync=False), registry, None).added == 6
+    registry.client.delete(keys.study(study))  # the last command of the pipeline, lost
+    report = reconcile(Storage(storage, fsync=False), registry, None)
+    assert report.added == 6  # the study's series, indexed again (idempotent)
+    s = registry.get_study(study)
+    assert s["instances"] == 6 and s["calling_aet"] == "OLDCT"
+    assert reconcile(Storage(storage, fsync=False), registry, None).added == 0

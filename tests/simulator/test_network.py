@@ -137,6 +137,19 @@ def test_per_instance_failure_statuses_are_counted_and_named(failing_scp, capsys
     assert len(failing_scp.received) == 4
 
 
+def test_report_json_records_failure_statuses(failing_scp, tmp_path):
+    import json
+
+    port = failing_scp.server_address[1]
+    report = tmp_path / "report.json"
+    rc = main(_send(port, "--slices", "4", "--seed", "3", "--called-aet", "FAILSCP", "--report-json", str(report)))
+    assert rc == outcome.EXIT_INSTANCE_FAILED
+    rows = json.loads(report.read_text())["instances"]
+    assert [r["sop_instance_uid"] for r in rows] == failing_scp.received
+    assert [r["status"] for r in rows] == [0x0000, 0xA700, 0x0000, 0xA700]
+    assert all(len(r["sha256"]) == 64 for r in rows)
+
+
 def test_abort_mid_series_on_demand(storescp, capsys):
     scp = storescp()
     rc = main(_send(scp.port, "--slices", "6", "--abort-after", "2"))

@@ -66,3 +66,24 @@ def test_node_allowed_echo_only_gets_no_storage_context(pacs, registry, capsys):
     out = capsys.readouterr().out
     assert rc == outcome.EXIT_NO_CONTEXT, out
     assert "no presentation context accepted" in out
+
+
+def test_report_json_lists_each_instance_with_status_and_hash_of_the_bytes_stored(pacs, registry, tmp_path,
+                                                                                   capsys):
+    import hashlib
+    import json
+    import struct
+
+    registry.add_node(Node(ae_title="CT01", host="127.0.0.1", port=11113))
+    report = tmp_path / "out" / "report.json"
+    rc = main(_send(pacs, "--slices", "3", "--seed", "5", "--report-json", str(report)))
+    assert rc == 0, capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert data["sent"] == 3 and data["seed"] == 5
+    rows = data["instances"]
+    assert [r["status"] for r in rows] == [0, 0, 0]
+    for row in rows:
+        path = pacs.storage_dir / row["study_uid"] / row["series_uid"] / f"{row['sop_instance_uid']}.dcm"
+        raw = path.read_bytes()
+        meta_len = struct.unpack("<I", raw[140:144])[0]  # (0002,0000) group length, after preamble + DICM
+        assert hashlib.sha256(raw[144 + meta_len:]).hexdigest() == row["sha256"]

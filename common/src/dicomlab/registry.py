@@ -49,6 +49,7 @@ def _registry_errors() -> Iterator[None]:
 class Registry:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.seeded = False  # the last seed_listener stored a setting Redis did not have
 
     # -- health ---------------------------------------------------------
     def ping(self) -> bool:
@@ -65,7 +66,7 @@ class Registry:
             pipe = self.client.pipeline()
             for k, v in defaults.to_redis().items():
                 pipe.hsetnx(keys.SCP, k, v)
-            pipe.execute()
+            self.seeded = any(pipe.execute())  # a setting was missing: Redis is new, or came back empty
         return self.get_listener()
 
     def get_listener(self) -> ListenerSettings:

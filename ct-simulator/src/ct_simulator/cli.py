@@ -207,7 +207,7 @@ def cmd_send(a: argparse.Namespace) -> int:
     _check_plan(plan)
     syntaxes = tuple(resolve(t) for t in a.transfer_syntax) if a.transfer_syntax else DEFAULT_PROPOSAL
     options = SendOptions(transfer_syntaxes=syntaxes, associations=max(1, a.associations),
-                          abort_after=a.abort_after, delay=max(0.0, a.delay))
+                          abort_after=a.abort_after, delay=max(0.0, a.delay), record=a.report_json is not None)
     bar = _bar(plan.total, a.progress, f"{link.calling_aet} -> {link.called_aet}")
 
     def progress(done: int, failed: int) -> None:
@@ -219,11 +219,21 @@ def cmd_send(a: argparse.Namespace) -> int:
     rep = send(plan, link, options, progress)
     if bar:
         bar.close()
+    if a.report_json:
+        _write_report(Path(a.report_json), {**rep.to_dict(), "seed": plan.seed, "instances": rep.instances})
     if a.json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:
         _summary(plan, link, rep)
     return rep.exit_code
+
+
+def _write_report(path: Path, data: dict[str, Any]) -> None:
+    """Write the JSON report whole or not at all (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
@@ -287,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--delay", type=float, default=0.0, help="misbehave: seconds between instances")
     s.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("--report-json", metavar="PATH",
+                   help="also write the report to PATH as JSON, with one row per C-STORE tried: SOP Instance "
+                        "UID, study and series UIDs, status (null: no answer) and the SHA-256 of the dataset "
+                        "bytes sent")
     s.set_defaults(func=cmd_send)
 
     w = sub.add_parser("worker", help="take send requests from Redis; answer C-ECHO on SIM_PORT")

@@ -12,6 +12,7 @@ misbehaviour that changes the objects lives in ``iod.StudyPlan``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -45,6 +46,7 @@ class SendOptions:
     associations: int = 1
     abort_after: int | None = None  # send an A-ABORT after this many instances
     delay: float = 0.0  # seconds between instances (a slow modality)
+    record: bool = False  # keep one SendReport.instances row per C-STORE tried (--report-json)
 
 
 @dataclass
@@ -59,6 +61,9 @@ class SendReport:
     accepted: dict[str, str] = field(default_factory=dict)  # SOP class -> transfer syntax
     elapsed: float = 0.0
     first_failure: str = ""
+    # with SendOptions.record: per C-STORE tried, in order: SOP Instance UID, study and series UIDs,
+    # the status answered (None: no answer) and the SHA-256 of the dataset bytes sent
+    instances: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -223,10 +228,19 @@ class _Shared:
                 self.report.problem = problem
         self.stop.set()
 
-    def count(self, inst: Instance, status: int | None) -> bool:
-        """Record one answer; True when the simulator should abort now (on purpose)."""
+    def count(self, inst: Instance, status: int | None, data: bytes = b"") -> bool:
+        """Record one answer (``data``: the dataset bytes sent); True when the simulator should abort
+        now (on purpose)."""
+        row = None
+        if self.options.record:
+            ds = inst.dataset
+            row = {"sop_instance_uid": inst.sop_instance_uid, "study_uid": str(ds.StudyInstanceUID),
+                   "series_uid": str(ds.SeriesInstanceUID), "status": status,
+                   "sha256": hashlib.sha256(data).hexdigest()}
         with self.lock:
             r = self.report
+            if row is not None:
+                r.instances.append(row)
             if status is None:
                 r.failed += 1
                 r.statuses["no response"] += 1
@@ -313,22 +327,22 @@ def _send_all(link: Link, sop_class: str, syntax: str, shared: _Shared,
         try:
             answer = channel.store(sop_class, inst.sop_instance_uid, data)
         except NoAnswer:
-            shared.count(inst, None)
+            shared.count(inst, None, data)
             shared.fail(outcome.response_timed_out(link.peer, link.dimse_timeout,
                                                    f"the C-STORE of instance {inst.number}"))
             return _abort
         except PeerAborted as exc:
-            shared.count(inst, None)
+            shared.count(inst, None, data)
             shared.fail(outcome.aborted(link.peer, "the peer", f"while sending instance {inst.number} "
                                         f"({exc.words()})"))
             return _abort
         except ProtocolError as exc:
-            shared.count(inst, None)
+            shared.count(inst, None, data)
             shared.fail(Problem("aborted", f"{link.peer} broke the protocol while answering instance "
                                 f"{inst.number}: {exc}; the simulator aborted the association.",
                                 "Read the PACS's log for this association.", {"peer": link.peer}))
             return _abort
-        if shared.count(inst, answer.status):
+        if shared.count(inst, answer.status, data):
             shared.fail(outcome.aborted(link.peer, "the simulator",
                                         f"on purpose after {shared.done} instances (--abort-after)"))
             return _abort

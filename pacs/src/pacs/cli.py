@@ -18,7 +18,7 @@ from dicomlab.settings import EnvConfig, ListenerSettings
 
 from .counters import Counts, SharedCounts
 from .policy import AssociationSlots
-from .reconcile import reconcile, run_in_background
+from .reconcile import Reconciler, reconcile
 from .server import Pacs
 from .storage import Storage
 from .supervisor import STOP, Supervisor
@@ -139,6 +139,8 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
                 slots=slots, worker=worker, shared_ports=ports, inherited_socket=listen_socket,
                 shared_load=load, fastpath=ns.fastpath, pending=pending)  # type: ignore[arg-type]
+    reconciler = Reconciler(storage, registry, events, pacs._stop) if pacs.primary else None
+    pacs.on_registry_back = reconciler and reconciler.request  # Redis back (or back empty): reconcile again
     try:
         pacs.start()
     except OSError as exc:
@@ -148,8 +150,8 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     if ready_fd is not None:
         os.write(ready_fd, f"{pacs.port}\n".encode())
         os.close(ready_fd)
-    if pacs.primary:  # one reconcile per start of the primary process, while associations are served
-        run_in_background(storage, registry, started, events, pacs._stop)
+    if reconciler:  # one reconcile per start of the primary process, while associations are served
+        reconciler.request("start", started)
     signal.sigwait(STOP)
     pacs.shutdown()
     events.close()

@@ -228,7 +228,7 @@ def _settle(root: Path, sop: str, places: list[tuple[str, str]], ops: list[index
 
 def _not_indexed(registry: Registry, by_series: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[str]]:
     """The files of each series that the index does not list (or all of them, when the series or
-    its study is missing from the index)."""
+    its study -- in the list of studies, or its fields -- is missing from the index)."""
     out: dict[tuple[str, str], list[str]] = {}
     items = list(by_series.items())
     client = registry.client
@@ -240,10 +240,12 @@ def _not_indexed(registry: Registry, by_series: dict[tuple[str, str], list[str]]
                 pipe.smembers(keys.series_instances(study, series))
                 pipe.hexists(keys.study_series(study), series)
                 pipe.zscore(keys.STUDIES, study)
+                pipe.hexists(keys.study(study), "study_uid")  # the last write of an instance's first index ops
             res = pipe.execute()
             for i, ((study, series), sops) in enumerate(chunk):
-                listed, has_series, score = res[3 * i:3 * i + 3]
-                todo = sops if not has_series or score is None else [s for s in sops if s not in listed]
+                listed, has_series, score, has_study = res[4 * i:4 * i + 4]
+                whole = not has_series or score is None or not has_study
+                todo = sops if whole else [s for s in sops if s not in listed]
                 if todo:
                     out[(study, series)] = todo
     except (redis.RedisError, OSError) as exc:
@@ -251,36 +253,91 @@ def _not_indexed(registry: Registry, by_series: dict[tuple[str, str], list[str]]
     return out
 
 
-def run_in_background(storage: Storage, registry: Registry, cutoff: float, events: EventLog,
-                      stop: Any, retry: float = 2.0) -> threading.Thread:
-    """Start the reconcile in a daemon thread, once the journal is stored (so what the journal
-    had is not read from the files again); while Redis is away it tries again every ``retry``
-    seconds (temporary files are removed on the first try)."""
-    emit = events.emit
+class Reconciler:
+    """The primary listener process's reconcile, one thread at a time: at start, and again each
+    time the registry (Redis) comes back -- after an outage the PACS saw, or empty (the PACS had
+    to seed the listener settings again) -- because Redis may have lost index writes it had
+    already answered (``appendfsync everysec`` and a crash, or a Redis restarted without its
+    data); the journal cannot restore those, the files can. Each run waits until the journal
+    is stored (so what the journal had is not read from the files again); while Redis is away
+    it tries again every ``retry`` seconds. A request while a run is under way makes one more
+    run after it. Cheap when nothing is missing: one pipelined read of the index per 1,000
+    series, no file read."""
 
-    def run() -> None:
-        first_cutoff: float | None = cutoff
+    def __init__(self, storage: Storage, registry: Registry, events: EventLog, stop: Any,
+                 retry: float = 2.0) -> None:
+        self.storage, self.registry, self.events, self.stop, self.retry = storage, registry, events, stop, retry
+        self._lock = threading.Lock()
+        self._wanted: list[str] = []  # why, for each request not yet served
+        self._cutoff: float | None = None
+        self._thread: threading.Thread | None = None
+        self.runs = 0  # finished runs (tests)
+
+    def request(self, why: str, cutoff: float | None = None) -> None:
+        """Reconcile once more (``why``: "start", "registry-back", "registry-empty"). ``cutoff``:
+        remove temporary files last written before it (only at start: see ``reconcile``)."""
+        with self._lock:
+            if why not in self._wanted:
+                self._wanted.append(why)
+            if cutoff is not None:
+                self._cutoff = cutoff
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            with self._lock:
+                if not self._wanted:
+                    self._thread = None
+                    return
+                why, cutoff = self._wanted, self._cutoff
+                self._wanted, self._cutoff = [], None
+            self._run(why, cutoff)
+        with self._lock:
+            self._thread = None
+
+    def _run(self, why: list[str], cutoff: float | None) -> None:
+        emit, events = self.events.emit, self.events
         while events.catching_up:
-            if stop.wait(0.1):
+            if self.stop.wait(0.1):
                 return
+        after = "" if why == ["start"] else " after the registry (Redis) " + " and ".join(
+            _WHY.get(w, w) for w in why if w != "start")  # e.g. " after the registry (Redis) came back empty"
         while True:
             try:
-                report = reconcile(storage, registry, first_cutoff)
+                report = reconcile(self.storage, self.registry, cutoff)
             except RegistryUnavailable as exc:
-                first_cutoff = None  # the temporary files went on the first try
+                cutoff = None  # the temporary files went on the first try
                 LOG.warning("reconcile waits for the registry: %s", exc)
-                if stop.wait(retry):
+                if self.stop.wait(self.retry):
                     return
                 continue
             except Exception as exc:  # never take the listener down
                 LOG.exception("reconcile")
-                emit(RECONCILED, f"Reconciling storage with the index failed ({type(exc).__name__}: {exc}); "
+                emit(RECONCILED, f"Reconciling storage with the index{after} failed ({type(exc).__name__}: {exc}); "
                      "run `dicomlab-pacs reindex` once the cause is fixed.", level="error", reason="failed")
                 return
-            emit(RECONCILED, "Storage " + report.sentence(),
-                 level="warning" if report.unreadable or report.duplicates else "info", detail=report.detail())
+            lost = bool(after and report.added)  # Redis had lost index entries it had answered
+            message = "Storage " + report.sentence()
+            if after:
+                message = (f"Reconcile{after}: " + message[0].lower() + message[1:]
+                           + (" The entries added had been lost by Redis (a Redis crash with appendfsync "
+                              "everysec, or a restart without its data); they are restored from the files."
+                              if lost else ""))
+            emit(RECONCILED, message, level="warning" if lost or report.unreadable or report.duplicates else "info",
+                 detail={**report.detail(), "why": why})
+            self.runs += 1
             return
 
-    thread = threading.Thread(target=run, name="reconcile", daemon=True)
-    thread.start()
-    return thread
+
+_WHY = {"registry-back": "answered again", "registry-empty": "came back empty"}
+
+
+def run_in_background(storage: Storage, registry: Registry, cutoff: float, events: EventLog,
+                      stop: Any, retry: float = 2.0) -> Reconciler:
+    """The start-up reconcile (see ``Reconciler``); the PACS asks the same object again when
+    the registry comes back."""
+    reconciler = Reconciler(storage, registry, events, stop, retry)
+    reconciler.request("start", cutoff)
+    return reconciler

@@ -327,6 +327,7 @@ class Pacs:
         # the listener settings the watcher last read: the gate's limits, without a Redis read per connection
         self.limits = self.seed
         self.gate = Gate(self, pending if pending is not None else SharedCounts(1).row(0))
+        self.on_registry_back: Any = None  # called with why, when Redis comes back or comes back empty
 
         # pynetdicom's "standard" log handlers format every PDU and DIMSE message for its
         # logger even when nothing is logged; our events say what matters, once.
@@ -381,8 +382,11 @@ class Pacs:
             if self._registry_ok is False:
                 self._listener_event(E.SETTINGS_CHANGED, "The registry (Redis) answers again; associations are "
                                  "checked normally.", level="info", reason="registry-back")
+            back = "registry-back" if self._registry_ok is False else self._registry_ok and self.registry.seeded
             self._registry_ok = True
             self.limits = settings
+            if back and self.primary and self.on_registry_back:  # Redis may have lost index writes (reconcile.py)
+                self.on_registry_back("registry-empty" if back is True else back)
             return settings
         except RegistryUnavailable as exc:
             if self._registry_ok is not False:
