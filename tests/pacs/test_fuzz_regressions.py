@@ -50,7 +50,7 @@ def _load() -> list[tuple[str, c.Case]]:
 CASES = _load()
 
 
-@pytest.fixture(scope="module", params=["socket", "loops"])
+@pytest.fixture(scope="module", params=["socket", "loops", "stock"])
 def target(request):
     t = Target(request.param, Path(tempfile.mkdtemp(prefix=f"fuzz-regress-{request.param}-"))).start()
     yield t

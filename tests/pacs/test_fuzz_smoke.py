@@ -24,7 +24,7 @@ KNOWN_DEADLINE = ("known defect (issue 10 items 2-3, branch gate): no deadline f
                   "sending; LabAssociation.kill() waits for the ARTIM timer, holding threads and descriptors")
 
 
-@pytest.fixture(scope="module", params=["socket", "loops"])
+@pytest.fixture(scope="module", params=["socket", "loops", "stock"])
 def report(request, tmp_path_factory) -> Report:
     """(With PACS_FASTPATH=0 in the environment, `make test-stock`, "socket" is the stock engine.)"""
     return run_engine(request.param, CASES, SEED, batch_size=100, concurrency=4,

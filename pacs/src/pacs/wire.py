@@ -60,7 +60,9 @@ def _el(elem: int, value: bytes) -> bytes:
 
 
 def _ui(uid: str) -> bytes:
-    raw = uid.encode("ascii")
+    # echoes the request's UID; one with bytes beyond ASCII (a fuzzed request) goes back as
+    # it came (pydicom decoded it as Latin-1) rather than failing the response
+    raw = uid.encode("latin-1", "replace")
     return raw + b"\0" if len(raw) % 2 else raw
 
 
