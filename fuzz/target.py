@@ -182,7 +182,10 @@ class Target:
         out = {}
         if self.storage.is_dir():
             for p in self.storage.rglob("*"):
-                if p.is_file():
+                # not the SOP marks (.sop/<xx>/<UID>, sopmarks.py): symbolic links to stored files,
+                # which are checked themselves (a mark's name has no .dcm to strip, so its "stem"
+                # would never match the UID answered Success)
+                if p.is_file() and not p.is_symlink():
                     st = p.stat()
                     out[str(p.relative_to(self.storage))] = (st.st_ino, st.st_mtime_ns)
         return out

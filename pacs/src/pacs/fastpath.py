@@ -109,6 +109,12 @@ class LabDUL(DULServiceProvider):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # ring() may come from any thread after run_reactor closed the pipe; the lock and the
+        # flag keep it from writing to the old descriptor number, which the process may have
+        # given to another association's socket by then (fuzz finding: a C-ECHO answer
+        # starting with 0x00)
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
         ring_on_put(self.to_provider_queue, self.ring)
         ring_on_put(self.event_queue, self.ring)
         self._own_ident: int | None = None
@@ -134,10 +140,13 @@ class LabDUL(DULServiceProvider):
     def ring(self) -> None:
         if threading.get_ident() == self._own_ident:
             return  # the DUL thread queued it itself: it looks at its queues before it waits
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:  # full (already rung) or closed (finished)
-            pass
+        with self._wake_lock:
+            if self._wake_closed:
+                return  # finished: nobody waits, and the descriptor number may be someone else's
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:  # full: already rung
+                pass
 
     def _idle_wait(self) -> None:
         # poll, not select: select fails (and this loop would spin) on a descriptor >= 1024,
@@ -174,11 +183,13 @@ class LabDUL(DULServiceProvider):
         try:
             self._run()
         finally:
-            for fd in (self._wake_r, self._wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            with self._wake_lock:
+                self._wake_closed = True
+                for fd in (self._wake_r, self._wake_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
             self._running = False
             self._finished.set()
             if self.on_exit is not None:

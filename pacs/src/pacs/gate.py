@@ -22,6 +22,8 @@ What the gate checks, in order (each check before anything is allocated):
   - a known type other than A-ASSOCIATE-RQ: A-ABORT 2/2 (unexpected PDU);
   - an A-ASSOCIATE-RQ longer than 64 KiB, or shorter than its 68 bytes of fixed
     fields: A-ABORT 2/6 (invalid PDU parameter value); all three reason ``pdu-invalid``.
+- the complete request, decoded with pynetdicom's own decoder plus the checks its
+  negotiation would raise on (rqcheck.py): malformed, A-ABORT 2/6, ``pdu-invalid``.
   After an A-ABORT the gate shuts its side and discards what still arrives (at
   most 2 s), so the peer reads the A-ABORT rather than a connection reset.
 - a deadline: the request must be complete within ``assoc_request_timeout``
@@ -64,6 +66,7 @@ from dicomlab import events as E
 
 from .counters import Counts
 from .notes import Notes
+from .rqcheck import rq_problem
 
 LOG = logging.getLogger(__name__)
 
@@ -329,6 +332,11 @@ class Gate:
             self._check_header(p)
             if p.closing or len(p.buf) < p.need:
                 return
+        problem = rq_problem(bytes(p.buf))  # what pynetdicom would raise on rather than answer
+        if problem is not None:
+            self._abort(p, ABORT_INVALID_VALUE, f"its A-ASSOCIATE-RQ is malformed: {problem}; {HINT}",
+                        {"pdu_type": 1, "length": len(p.buf) - 6})
+            return
         self._hand_over(p)
 
     def _check_header(self, p: Pending) -> None:

@@ -60,7 +60,9 @@ def _el(elem: int, value: bytes) -> bytes:
 
 
 def _ui(uid: str) -> bytes:
-    raw = uid.encode("ascii")
+    # echoes the request's UID; one with bytes beyond ASCII (a fuzzed request) goes back as
+    # it came (pydicom decoded it as Latin-1) rather than failing the response
+    raw = uid.encode("latin-1", "replace")
     return raw + b"\0" if len(raw) % 2 else raw
 
 
@@ -340,6 +342,7 @@ class DataPhase:
             data_type = cs.get("CommandDataSetType")
             field, message_id = (None if field is None else int(field)), (None if message_id is None
                                                                            else int(message_id))
+            data_type = None if data_type is None else int(data_type)  # a list (VM > 1) fails here
             sop_instance = cs.get("AffectedSOPInstanceUID")
         except Exception as exc:
             raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a command set "
@@ -355,7 +358,7 @@ class DataPhase:
             raise Abort(A_ABORT_UNEXPECTED_PDU, f"Association aborted: DIMSE command 0x{field:04X} is not "
                         "supported by this PACS (C-ECHO and C-STORE only)", REASON_DIMSE_INVALID)
         m.cs = cs
-        m.wants_data = int(data_type) != NO_DATASET
+        m.wants_data = data_type != NO_DATASET
         if m.wants_data != (field == C_STORE_RQ):
             raise Abort(abort_pdu(ABORT_NOT_SPECIFIED), f"Association aborted: {self._who()} sent a "
                         f"{'C-STORE-RQ without' if field == C_STORE_RQ else 'C-ECHO-RQ with'} a dataset",

@@ -1,0 +1,49 @@
+"""Is a complete A-ASSOCIATE-RQ one pynetdicom can decode and negotiate? Checked in the gate.
+
+pynetdicom 3.0.4 raises, rather than answering, on some malformed requests: while
+decoding (``A_ASSOCIATE_RQ.decode``: an item whose length disagrees with the PDU's;
+``to_primitive``: an even presentation context ID, an unknown user identity type) and
+while negotiating (``presentation.negotiate_as_acceptor``: a context without an abstract
+syntax, ``TypeError``, or without a transfer syntax, ``IndexError``). The association
+thread then ends without a word to the peer: a silent close, and a traceback in the log.
+
+The gate (gate.py) holds the whole request before it hands the connection over, so it
+decodes it here first, with pynetdicom's own decoder, and checks what negotiation
+would trip on. A request that fails gets an A-ABORT, source 2 (service provider),
+reason 6 (invalid PDU parameter value), and a ``pdu-invalid`` event naming the peer.
+
+Why A-ABORT rather than A-ASSOCIATE-RJ: PS3.8 9.3.2 requires odd presentation context
+IDs, one abstract syntax and at least one transfer syntax per context; a request that
+breaks that is a PDU with an invalid parameter value (PS3.8 table 9-10, Sta2 + Evt19,
+"received unrecognized or invalid PDU": AA-1, an A-ABORT), which is also what DCMTK
+sends. A-ASSOCIATE-RJ (PS3.8 9.3.4) is for a well-formed request that is refused
+(AE title, protocol version, no reason given), and this gate answers the other PDU
+format errors (over 64 KiB, too short) the same way. Works for every engine: the check
+runs before pynetdicom, fast path or stock, sees the request.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+from dicomlab.text import safe_text
+
+
+def rq_problem(pdu: bytes) -> str | None:
+    """What is wrong with this A-ASSOCIATE-RQ (the whole PDU, header included), in words; None: fine."""
+    try:
+        with warnings.catch_warnings():  # pydicom warns about odd UIDs; the policy judges those later
+            warnings.simplefilter("ignore")
+            rq = A_ASSOCIATE_RQ()
+            rq.decode(pdu)
+            primitive = rq.to_primitive()
+    except Exception as exc:  # pynetdicom's decoder raises anything from AssertionError to ValueError
+        return f"it cannot be decoded ({type(exc).__name__}: {safe_text(str(exc))[:160]})"
+    for cx in primitive.presentation_context_definition_list:
+        if not cx.abstract_syntax:
+            return f"presentation context {cx.context_id} has no abstract syntax"
+        if not cx.transfer_syntax:
+            return f"presentation context {cx.context_id} has no transfer syntax"
+    return None

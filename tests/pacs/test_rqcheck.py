@@ -1,0 +1,79 @@
+"""A malformed A-ASSOCIATE-RQ that pynetdicom would raise on (rather than answer) gets an
+A-ABORT 2/6 from the gate and a pdu-invalid event naming the peer (pacs/rqcheck.py);
+in both engines, with real sockets against the real PACS process."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from lab import PacsProcess, add_node, echoscu, events_of, wait_for
+from pacs.rqcheck import rq_problem
+
+VERIFICATION, IMPLICIT = b"1.2.840.10008.1.1", b"1.2.840.10008.1.2"
+
+
+def item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def context(cid: int, abstract: bytes | None = VERIFICATION, transfers: tuple[bytes, ...] = (IMPLICIT,)) -> bytes:
+    subs = (item(0x30, abstract) if abstract is not None else b"") + b"".join(item(0x40, t) for t in transfers)
+    return item(0x20, bytes([cid, 0, 0, 0]) + subs)
+
+
+def overlong(it: bytes) -> bytes:
+    """The item with a length field 8 bytes longer than its content."""
+    return it[:2] + struct.pack(">H", len(it) - 4 + 8) + it[4:]
+
+
+def rq(*contexts: bytes, user: bytes | None = None) -> bytes:
+    """A whole A-ASSOCIATE-RQ PDU from CT01 to PACS with these presentation context items."""
+    user = user if user is not None else item(0x51, struct.pack(">I", 16384)) + item(0x52, b"1.2.826.0.1.3680043.9.9")
+    body = (struct.pack(">HH", 1, 0) + b"PACS".ljust(16) + b"CT01".ljust(16) + b"\0" * 32
+            + item(0x10, b"1.2.840.10008.3.1.1.1") + b"".join(contexts) + item(0x50, user))
+    return struct.pack(">BBI", 1, 0, len(body)) + body
+
+
+def test_a_sound_request_passes():
+    assert rq_problem(rq(context(1), context(3))) is None
+
+
+@pytest.mark.parametrize("pdu, words", [
+    (rq(context(1), context(3, transfers=())), "presentation context 3 has no transfer syntax"),
+    (rq(context(1), context(5, abstract=None)), "presentation context 5 has no abstract syntax"),
+    (rq(context(2)), "cannot be decoded (ValueError: 'context_id' must be an odd integer"),
+    (rq(context(1), user=item(0x51, struct.pack(">I", 16384)) + item(0x58, bytes([9, 0, 0, 1]) + b"x" + b"\0\0")),
+     "cannot be decoded (ValueError: User Identity Type"),
+    (rq(overlong(context(1))), "cannot be decoded"),
+])
+def test_what_pynetdicom_would_raise_on_is_named(pdu, words):
+    problem = rq_problem(pdu)
+    assert problem is not None and words in problem, problem
+
+
+@pytest.mark.parametrize("fastpath", ["1", "0"])
+def test_malformed_request_gets_an_abort_and_an_event(redis_url, registry, tmp_path, fastpath):
+    import socket
+
+    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": "1", "PACS_FASTPATH": fastpath})
+    registry.update_listener({"port": pacs.port})
+    pacs.start()
+    try:
+        add_node(registry, "CT01")
+        with socket.create_connection(("127.0.0.1", pacs.port), timeout=10) as s:
+            s.sendall(rq(context(1, transfers=())))  # pynetdicom 3.0.4: IndexError in negotiate_as_acceptor
+            got = b""
+            try:
+                while chunk := s.recv(4096):
+                    got += chunk
+            except ConnectionResetError:
+                pass
+        assert got == bytes.fromhex("07 00 00000004 00 00 02 06")  # A-ABORT, service provider, invalid parameter
+        ev = wait_for(lambda: events_of(registry, "connection-closed", reason="pdu-invalid"), what="event")[0]
+        assert "malformed" in ev.message and "no transfer syntax" in ev.message and ev.peer == "127.0.0.1"
+        assert "Traceback" not in pacs.log_path.read_text()
+        assert echoscu(pacs.port, "CT01", "PACS").returncode == 0  # the listener goes on
+    finally:
+        assert pacs.stop() == 0
