@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import keys
+from .files import fsync_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Journal:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self.fsync:
-                _fsync_dir(self.folder)
+                fsync_dir(self.folder)
             self._fd = fd
         return self._fd
 
@@ -161,7 +162,7 @@ class Journal:
             n = self._replay_fd(fd, path.name, client, commands)
             path.unlink()
             if self.fsync:
-                _fsync_dir(self.folder)
+                fsync_dir(self.folder)
             LOG.info("journal %s replayed (%d entries) and removed", path.name, n)
             return n
         finally:
@@ -222,10 +223,3 @@ def read_entries(fd: int, name: str = "") -> list[Entry]:
             LOG.warning("journal %s: unreadable entry on line %d skipped", name, i + 1)
     return out
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomlab import indexops
+from dicomlab.files import fsync_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class SopMarks:
             except FileNotFoundError:
                 return None  # a stale mark: nothing stored there any more
             if self.fsync:
-                _fsync_dir(old.parent)
+                fsync_dir(old.parent)
             return parts[0], parts[1]
         except OSError as exc:
             LOG.warning("SOP %s: could not settle the mark or an older copy (%s); the reconcile at the next "
@@ -137,10 +138,3 @@ def stored_ops(result: Any, indexed_series: set[str]) -> tuple[list[indexops.Op]
     ops.append(indexops.record_instance(m, full=full))
     return ops, moved, detail
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

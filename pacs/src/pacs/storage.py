@@ -50,6 +50,7 @@ from dicomlab.dicom import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
 )
+from dicomlab.files import fsync_dir
 
 from .bounded import HEADER_LIMIT, HeaderTooLarge, Inflated, ReadBound, chunks
 from .sopmarks import SopMarks
@@ -286,7 +287,7 @@ class Storage:
             replaced = final.exists()
             os.replace(tmp, final)  # atomic: .incoming and the series folder share the filesystem
             if self.fsync:
-                self._fsync_dir(folder)
+                fsync_dir(folder)
         except OSError as exc:
             self._drop(tmp, fd)
             return self._no_room(meta, exc)
@@ -310,15 +311,7 @@ class Storage:
             except FileExistsError:
                 continue
             if self.fsync:
-                self._fsync_dir(d.parent)
-
-    @staticmethod
-    def _fsync_dir(folder: Path) -> None:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                fsync_dir(d.parent)
 
 
 class Spool:
