@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from test_admin_browser import browser, page  # noqa: F401  (fixtures: one Chromium set-up)
 
 from lab import add_node, events_of, wait_for
 
@@ -39,7 +40,7 @@ HOSTILE = "<img src=x onerror=document.title='pwned'>\x1b[2J\r\nX"
 
 @pytest.mark.browser
 @pytest.mark.filterwarnings("ignore:The number of PN components")  # the '=' in the markup
-def test_page_shows_a_hostile_patient_name_as_text(page, gunicorn_server, pacs, registry):
+def test_page_shows_a_hostile_patient_name_as_text(page, gunicorn_server, pacs, registry):  # noqa: F811
     """A real PACS stores an instance whose Patient Name is markup with control characters; the live
     log and the studies table show it as text with the controls escaped, and nothing runs."""
     from dicomdata import CT, as_file, ct_dataset
@@ -71,32 +72,3 @@ def test_page_shows_a_hostile_patient_name_as_text(page, gunicorn_server, pacs, 
     assert page.locator("#log-lines img, #study-rows img").count() == 0
     assert "\x1b" not in cell.inner_text() and "\x1b" not in line.inner_text()
     assert page.title() != "pwned" and not dialogs
-
-
-@pytest.fixture
-def page(browser):
-    from test_admin_browser import ARTIFACTS
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 1500})
-    pg = context.new_page()
-    pg.set_default_timeout(10_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert not errors, errors
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from test_admin_browser import ARGS, CHROMIUM
-
-    from lab import need
-
-    need(CHROMIUM is not None, "chromium not found: install Debian's chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
