@@ -10,6 +10,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v pgrep >/dev/null || need+=(procps)
 command -v chromium >/dev/null || need+=(chromium)
+command -v Orthanc >/dev/null || need+=(orthanc)  # the interop peer (Q/R, Storage Commitment, DICOM TLS)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "Installing Debian packages: ${need[*]}"

@@ -14,7 +14,14 @@ from marshmallow import ValidationError as MaValidationError
 
 from dicomlab.aetitle import AE_MAX_LENGTH, check_ae_title, check_host, check_port, check_uid
 from dicomlab.errors import ValidationError as LabValidationError
-from dicomlab.settings import LIMITS, REFUSAL_MODES, SERVICES
+from dicomlab.settings import (
+    CLIENT_CERTIFICATE_MODES,
+    DEFAULT_NODE_SERVICES,
+    LIMITS,
+    REFUSAL_MODES,
+    SERVICES,
+    TLS_MODES,
+)
 
 # One printable non-space character somewhere, no backslash, no control characters
 # (documentation for clients and test generators; the shared rule decides).
@@ -134,6 +141,14 @@ class ScpPatch(Strict):
     spool_threshold_bytes = _limit("spool_threshold_bytes", "a dataset larger than this is written to disk as it "
                                    "arrives instead of held in memory")
     max_instance_bytes = _limit("max_instance_bytes", "a larger instance is aborted (instance-too-large)")
+    tls_enabled = fields.Boolean(metadata={"description": "the DICOM TLS listener runs beside the plain one"})
+    tls_port = port_field()  # the DICOM TLS port (registered: 2762)
+    commitment_attempts = _limit("commitment_attempts", "Storage Commitment: attempts to deliver an N-EVENT-REPORT")
+    commitment_interval = _limit("commitment_interval", "Storage Commitment: seconds before the second attempt, "
+                                 "doubled after each failure")
+    qr_max_matches = _limit("qr_max_matches", "Query/Retrieve: most C-FIND matches returned for one request")
+    qr_max_suboperations = _limit("qr_max_suboperations", "Query/Retrieve: most C-MOVE / C-GET sub-operations for "
+                                  "one request")
 
 
 class PublicAddress(Schema):
@@ -170,10 +185,33 @@ class ScpOut(Schema):
     max_associations_per_node = fields.Integer()
     spool_threshold_bytes = fields.Integer()
     max_instance_bytes = fields.Integer()
+    tls_enabled = fields.Boolean()
+    tls_port = fields.Integer()
+    commitment_attempts = fields.Integer()
+    commitment_interval = fields.Integer()
+    qr_max_matches = fields.Integer()
+    qr_max_suboperations = fields.Integer()
     listener = fields.Nested(ListenerInfo)
 
 
 # -- nodes ------------------------------------------------------------------------
+SERVICES_ERROR = f"Services are {', '.join(map(repr, SERVICES))}.".replace("'", '"')
+
+
+def _tls_field(**kw: Any) -> fields.String:
+    return fields.String(validate=validators.OneOf(TLS_MODES, error=f"tls is one of {', '.join(TLS_MODES)}."),
+                         metadata={"description": "DICOM TLS for this node: off (plain port only), allowed (either "
+                                   "port), required (TLS port only; on the plain port rejected 1/1/3)",
+                                   "enum": list(TLS_MODES)}, **kw)
+
+
+def _client_certificate_field(**kw: Any) -> fields.String:
+    return fields.String(validate=validators.OneOf(CLIENT_CERTIFICATE_MODES, error="client_certificate is one of "
+                                                   + ", ".join(CLIENT_CERTIFICATE_MODES) + "."),
+                         metadata={"description": "on the TLS port, must the node present a certificate from the "
+                                   "lab CA naming it", "enum": list(CLIENT_CERTIFICATE_MODES)}, **kw)
+
+
 class NodeIn(Strict):
     ae_title = ae_title_field(required=True, description="the modality's AE title (calling AE title); case matters")
     host = host_field(required=True)
@@ -182,11 +220,13 @@ class NodeIn(Strict):
         load_default="", validate=validators.Length(max=256, error="A description is text of at most 256 characters."),
         metadata={"maxLength": 256})
     services = fields.List(
-        fields.String(validate=validators.OneOf(SERVICES, error='Services are "C-ECHO" and "C-STORE".')),
-        load_default=lambda: list(SERVICES),
+        fields.String(validate=validators.OneOf(SERVICES, error=SERVICES_ERROR)),
+        load_default=lambda: list(DEFAULT_NODE_SERVICES),
         metadata={"description": "what the node may do"},
     )
     enabled = fields.Boolean(load_default=True)
+    tls = _tls_field(load_default="off")
+    client_certificate = _client_certificate_field(load_default="none")
 
 
 class NodePatch(Strict):
@@ -195,8 +235,10 @@ class NodePatch(Strict):
     port = port_field()
     description = fields.String(validate=validators.Length(max=256, error="A description is text of at most 256 characters."),
                                 metadata={"maxLength": 256})
-    services = fields.List(fields.String(validate=validators.OneOf(SERVICES, error='Services are "C-ECHO" and "C-STORE".')))
+    services = fields.List(fields.String(validate=validators.OneOf(SERVICES, error=SERVICES_ERROR)))
     enabled = fields.Boolean()
+    tls = _tls_field()
+    client_certificate = _client_certificate_field()
 
 
 class NodeStatus(Schema):
@@ -219,6 +261,8 @@ class NodeOut(Schema):
     description = fields.String()
     services = fields.List(fields.String())
     enabled = fields.Boolean()
+    tls = fields.String()
+    client_certificate = fields.String()
     status = fields.Nested(NodeStatus)
 
 

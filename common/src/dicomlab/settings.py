@@ -12,7 +12,15 @@ from .aetitle import check_ae_title, check_host, check_port, check_uid
 from .dicom import DEFAULT_STORAGE_SOP_CLASSES, DEFAULT_TRANSFER_SYNTAXES
 from .errors import LabError, ValidationError
 
-SERVICES = ("C-ECHO", "C-STORE")
+# What a node may do, each offered as presentation contexts (DESIGN.md "The PACS talks back"):
+SERVICES = ("C-ECHO", "C-STORE", "STORAGE-COMMITMENT", "C-FIND", "C-MOVE", "C-GET")
+# A node added without a services list: what a modality that only sends needs. The lab's
+# own CT (make up) and the scenarios ask for more explicitly.
+DEFAULT_NODE_SERVICES = ("C-ECHO", "C-STORE")
+# Per node, DICOM TLS (DESIGN.md "DICOM TLS"): may it, or must it, use the TLS port;
+# must it present a client certificate from the lab CA.
+TLS_MODES = ("off", "allowed", "required")
+CLIENT_CERTIFICATE_MODES = ("none", "required")
 
 # How a node refused by the policy (rows 2-4: wrong called AE, unknown or disabled
 # calling AE, wrong address) is turned away -- to test how a modality copes with
@@ -81,7 +89,7 @@ def _check_uid_list(value: Any, name: str) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-# The port limits: name -> (lowest, highest) accepted value.
+# The listener's whole-number settings with a range: name -> (lowest, highest) accepted value.
 LIMITS: dict[str, tuple[int, int]] = {
     "assoc_request_timeout": (1, 3600),
     "max_pending_connections": (1, 100_000),
@@ -89,8 +97,17 @@ LIMITS: dict[str, tuple[int, int]] = {
     "max_associations_per_node": (0, 1000),
     "spool_threshold_bytes": (64 * 1024, 1 << 40),
     "max_instance_bytes": (1024 * 1024, 1 << 42),
+    # Storage Commitment: attempts to deliver an N-EVENT-REPORT, and the first wait between two
+    # (doubled after each failure, at most 10 times the first).
+    "commitment_attempts": (1, 100),
+    "commitment_interval": (1, 3600),
+    # Query/Retrieve: at most this many C-FIND matches are returned (then the search ends with
+    # a warning event); at most this many C-MOVE / C-GET sub-operations per request.
+    "qr_max_matches": (1, 100_000),
+    "qr_max_suboperations": (1, 1_000_000),
 }
-INT_FIELDS = ("port", "max_associations", "fault_delay_ms", "fault_abort_after", "fault_status", *LIMITS)
+BOOL_FIELDS = ("verbose", "fault_stall", "tls_enabled")
+INT_FIELDS = ("port", "tls_port", "max_associations", "fault_delay_ms", "fault_abort_after", "fault_status", *LIMITS)
 
 
 @dataclass
@@ -116,12 +133,25 @@ class ListenerSettings:
     max_associations_per_node: int = 0  # simultaneous associations per calling AE title (0: off)
     spool_threshold_bytes: int = 16 * 1024 * 1024  # a dataset larger than this goes to disk as it arrives
     max_instance_bytes: int = 4 * 1024 * 1024 * 1024  # a larger instance is aborted (instance-too-large)
+    # DICOM TLS (second stage, "DICOM TLS"): a second listener beside the plain one.
+    tls_enabled: bool = True
+    tls_port: int = 2762  # the port registered for DICOM TLS
+    # The PACS talks back (second stage): Storage Commitment and Query/Retrieve.
+    commitment_attempts: int = 5
+    commitment_interval: int = 10  # seconds before the second attempt; doubled after each failure
+    qr_max_matches: int = 1000
+    qr_max_suboperations: int = 10_000
 
     def validate(self) -> "ListenerSettings":
         self.ae_title = check_ae_title(self.ae_title, "ae_title")
         self.port = check_port(self.port, "port")
-        if not isinstance(self.verbose, bool):
-            raise ValidationError("verbose is true or false.", "verbose")
+        self.tls_port = check_port(self.tls_port, "tls_port")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValidationError(f"{name} is true or false.", name)
+        if self.tls_enabled and self.tls_port == self.port:
+            raise ValidationError(f"tls_port {self.tls_port} is the plain port too: the TLS listener needs a port "
+                                  "of its own (DICOM TLS is registered as 2762).", "tls_port")
         if isinstance(self.max_associations, bool) or not isinstance(self.max_associations, int) or not 1 <= self.max_associations <= 1000:
             raise ValidationError("max_associations is a whole number from 1 to 1000.", "max_associations")
         self.sop_classes = _check_uid_list(self.sop_classes, "sop_classes")
@@ -134,8 +164,6 @@ class ListenerSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
                 raise ValidationError(f"{name} is a whole number from 0 to {top} (0: off).", name)
-        if not isinstance(self.fault_stall, bool):
-            raise ValidationError("fault_stall is true or false.", "fault_stall")
         for name, (low, top) in LIMITS.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top:
@@ -159,7 +187,7 @@ class ListenerSettings:
             v = raw[f.name]
             if f.name in INT_FIELDS:
                 setattr(out, f.name, int(v))
-            elif f.name in ("verbose", "fault_stall"):
+            elif f.name in BOOL_FIELDS:
                 setattr(out, f.name, v == "1")
             elif f.name in ("sop_classes", "transfer_syntaxes"):
                 setattr(out, f.name, json.loads(v))
@@ -179,8 +207,10 @@ class Node:
     host: str
     port: int = 104
     description: str = ""
-    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    services: list[str] = field(default_factory=lambda: list(DEFAULT_NODE_SERVICES))
     enabled: bool = True
+    tls: str = "off"  # TLS_MODES
+    client_certificate: str = "none"  # CLIENT_CERTIFICATE_MODES
 
     def validate(self) -> "Node":
         self.ae_title = check_ae_title(self.ae_title, "ae_title")
@@ -189,10 +219,18 @@ class Node:
         if not isinstance(self.description, str) or len(self.description) > 256:
             raise ValidationError("A description is text of at most 256 characters.", "description")
         if not isinstance(self.services, list) or not all(s in SERVICES for s in self.services):
-            raise ValidationError('services is a list drawn from "C-ECHO" and "C-STORE".', "services")
+            raise ValidationError(f"services is a list drawn from {', '.join(map(repr, SERVICES))}.", "services")
         self.services = [s for s in SERVICES if s in self.services]
         if not isinstance(self.enabled, bool):
             raise ValidationError("enabled is true or false.", "enabled")
+        if self.tls not in TLS_MODES:
+            raise ValidationError(f"tls is one of {', '.join(TLS_MODES)}.", "tls")
+        if self.client_certificate not in CLIENT_CERTIFICATE_MODES:
+            raise ValidationError(f"client_certificate is one of {', '.join(CLIENT_CERTIFICATE_MODES)}.",
+                                  "client_certificate")
+        if self.client_certificate == "required" and self.tls == "off":
+            raise ValidationError("client_certificate required needs TLS: set tls to allowed or required.",
+                                  "client_certificate")
         return self
 
     def allows(self, service: str) -> bool:
@@ -210,6 +248,8 @@ class Node:
             description=raw.get("description", ""),
             services=json.loads(raw.get("services", "[]")),
             enabled=raw.get("enabled", "1") == "1",
+            tls=raw.get("tls", "off"),
+            client_certificate=raw.get("client_certificate", "none"),
         )
 
     def to_dict(self) -> dict[str, Any]:

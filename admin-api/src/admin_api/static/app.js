@@ -153,6 +153,8 @@ function nodeFormBody() {
     description: $("#node-description").value,
     services: [...document.querySelectorAll('#node-form input[name=services]:checked')].map((i) => i.value),
     enabled: $("#node-enabled").checked,
+    tls: $("#node-tls").value,
+    client_certificate: $("#node-client_certificate").value,
   };
   const port = $("#node-port").value;
   if (port.trim() !== "") body.port = numberOrText(port);
@@ -175,8 +177,11 @@ function editNode(node) {
   $("#node-host").value = node.host;
   $("#node-port").value = node.port;
   $("#node-description").value = node.description || "";
-  $("#node-echo").checked = node.services.includes("C-ECHO");
-  $("#node-store").checked = node.services.includes("C-STORE");
+  for (const box of document.querySelectorAll("#node-form input[name=services]")) {
+    box.checked = node.services.includes(box.value);
+  }
+  $("#node-tls").value = node.tls || "off";
+  $("#node-client_certificate").value = node.client_certificate || "none";
   $("#node-enabled").checked = node.enabled;
   $("#node-form-title").textContent = `Edit node ${node.ae_title}`;
   $("#node-submit").textContent = "Save changes";

@@ -17,8 +17,8 @@ from dicomlab.settings import LIMITS
 # Listener settings the runner may change and must put back.
 SCP_WRITABLE = ("ae_title", "port", "verbose", "max_associations", "sop_classes", "transfer_syntaxes",
                 "refusal_mode", "fault_delay_ms", "fault_abort_after", "fault_status", "fault_stall",
-                *LIMITS)
-NODE_WRITABLE = ("ae_title", "host", "port", "description", "services", "enabled")
+                "tls_enabled", "tls_port", *LIMITS)
+NODE_WRITABLE = ("ae_title", "host", "port", "description", "services", "enabled", "tls", "client_certificate")
 
 
 class ApiError(RuntimeError):
