@@ -44,8 +44,8 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "pynetdicom.dimse.DIMSEServiceProvider.__init__": ("bbecd186810e77006d189aff29c42e76d226cd6b34cbb12066c56300a8280ef4", "pacs/fastpath.py LabAssociation.__init__ (rings on dimse.msg_queue)"),
     "pynetdicom.transport.AssociationSocket.recv": ("6bc20a33b1b7cfe76d4ad4407ca242563bc6206fde4b4e1cf7a2fbb1f11d621d", "pacs/server.py FastSocket.recv (pacs/wire.py recv_up_to)"),
     "pynetdicom.transport.AssociationSocket.connect": ("aeeeae413bd339dcc18230a6c0926993a824fd6ec31479febfbe21734911482f", "ct-simulator/network.py _ConnectErrorCapture (reads its log line)"),
-    "pynetdicom.transport.AssociationSocket._create_socket": ("bf8b92b106c8aa07e6a0d6cf483002f71bdab3320fda7f0fefeb99d7c52a10f6", "admin-api/echo.py _EchoSocket._create_socket"),
-    "pynetdicom.ae.ApplicationEntity._create_socket": ("f56bca8888e1ce9f3d64f30608db5d89f003b0b1b31106d3178a550871a4030f", "admin-api/echo.py _EchoAE._create_socket"),
+    "pynetdicom.transport.AssociationSocket._create_socket": ("bf8b92b106c8aa07e6a0d6cf483002f71bdab3320fda7f0fefeb99d7c52a10f6", "common dicomlab/outbound.py _OutboundSocket._create_socket"),
+    "pynetdicom.ae.ApplicationEntity._create_socket": ("f56bca8888e1ce9f3d64f30608db5d89f003b0b1b31106d3178a550871a4030f", "common dicomlab/outbound.py OutboundAE._create_socket"),
     "pynetdicom.transport.RequestHandler._create_association": ("05c8d12b79863cdbdb901ce37187b7030a0434c5cd89d219ed0bedbda679a61e", "pacs/server.py LabRequestHandler._create_association (a copy)"),
     "pynetdicom.transport.RequestHandler.handle": ("034823fb4df3a87467bd0d45193f0d457fcf59c87fda8e97b2edfb89426f76dd", "pacs/server.py LabRequestHandler.handle"),
     "pynetdicom.transport.AssociationServer.service_actions": ("0a0853a3615ac7c5260a57dcdc8b0e9908d655919b7d64737c89534869758873", "pacs/server.py LabServer.service_actions (no gc.collect)"),
@@ -82,7 +82,7 @@ UPSTREAM: dict[str, tuple[str, str]] = {
 
 # Modules whose classes may subclass pynetdicom classes (walked by the second test).
 OUR_MODULES = ["pacs.server", "pacs.fastpath", "pacs.wire", "pacs.guard", "pacs.gate", "pacs.spooling",
-               "pacs.rqcheck", "admin_api.echo", "ct_simulator.network",
+               "pacs.rqcheck", "admin_api.echo", "dicomlab.outbound", "ct_simulator.network",
                "ct_simulator.wire", "ct_simulator.sender", "ct_simulator.worker"]
 
 

@@ -1,0 +1,174 @@
+"""Associations the lab opens *to* a node (the admin API's echo, the PACS's
+Storage Commitment reports and C-MOVE sub-operations), with the failure in the
+words of DESIGN.md: refused, timed out, unreachable, rejected with result /
+source / reason, aborted, TLS failure.
+
+The words come from the socket and from pynetdicom's primitives, never from log
+text. ``associate`` returns an ``Outbound``: either an established association,
+or ``error`` (one sentence) and ``kind`` (a short reason key for events).
+
+Overrides of pynetdicom 3.0.4 (guarded by tests/pacs/test_pynetdicom_drift.py):
+``AssociationSocket._create_socket`` (TCP_NODELAY, a recorded connect error) and
+``ApplicationEntity._create_socket`` (to keep the socket).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.transport import AddressInformation, AssociationSocket
+
+from .dicom import RJ_REASON, RJ_RESULT, RJ_SOURCE
+
+
+class _RecordingSocket(socket.socket):
+    """A TCP socket that remembers why ``connect`` failed (pynetdicom only logs it)."""
+
+    connect_error: OSError | None = None
+
+    def connect(self, address: Any) -> None:  # type: ignore[override]
+        try:
+            super().connect(address)
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+
+
+class _OutboundSocket(AssociationSocket):
+    """pynetdicom's requestor socket, with TCP_NODELAY and a recorded connect error."""
+
+    def _create_socket(self, address: AddressInformation) -> socket.socket:
+        family = socket.AF_INET if address.is_ipv4 else socket.AF_INET6
+        sock = _RecordingSocket(family, socket.SOCK_STREAM)
+        # Small PDUs (A-ASSOCIATE-RQ, C-ECHO-RQ) go out at once instead of
+        # waiting for Nagle's algorithm to coalesce them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.assoc.network_timeout is not None:
+            sock.settimeout(self.assoc.network_timeout)
+        sock.bind(address.as_tuple)
+        self._is_connected = False
+        self.raw_socket = sock  # pynetdicom drops .socket after a failed connect; keep ours
+        return sock
+
+
+class OutboundAE(AE):
+    """An AE whose requestor sockets record their connect error."""
+
+    def _create_socket(self, assoc, address, tls_args):  # type: ignore[no-untyped-def]
+        sock = _OutboundSocket(assoc, address=address)
+        sock.tls_args = tls_args
+        self.last_socket = sock
+        return sock
+
+
+def connect_words(exc: BaseException | None, host: str, port: int, timeout: float) -> tuple[str, str]:
+    """(kind, sentence) for a TCP connect that failed."""
+    where = f"{host}:{port}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection-refused", (f"connection refused: nothing listens on {where} (is the node on, and is its "
+                                      f"DICOM port {port}?)")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout", (f"timed out: {where} did not answer within {timeout:g} s (wrong address, host down, or a "
+                           "firewall drops the packets)")
+    if isinstance(exc, ssl.SSLError):
+        return "tls-handshake-failed", f"the TLS handshake with {where} failed: {exc.reason or exc}"
+    if exc is not None and getattr(exc, "errno", None) in (101, 113):  # ENETUNREACH, EHOSTUNREACH
+        return "unreachable", f"no route to {where}: the address is not reachable from the PACS"
+    if isinstance(exc, OSError):
+        return "connect-failed", f"could not connect to {where}: {exc.strerror or exc}"
+    return "connect-failed", f"could not connect to {where}"
+
+
+@dataclass
+class Outbound:
+    """The outcome of ``associate``: ``assoc`` established, or ``kind``/``error`` say why not."""
+
+    ae: AE
+    assoc: Association
+    kind: str | None
+    error: str | None
+    rejection: tuple[int, int, int] | None = None  # result, source, reason of an A-ASSOCIATE-RJ
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def resolve(host: str, port: int) -> tuple[str, int]:
+    """(address, family) for ``host``; raises OSError with the reason."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, _t, _p, _c, sockaddr = infos[0]
+    return sockaddr[0], family
+
+
+def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
+             started: float) -> tuple[str, str, tuple[int, int, int] | None]:
+    """(kind, sentence, rejection) for an association that was not established."""
+    if assoc.is_rejected:
+        prim = assoc.acceptor.primitive
+        rj_result = getattr(prim, "result", None)
+        if rj_result in (1, 2):
+            src, reason = prim.result_source, prim.diagnostic
+            words = (f"{RJ_RESULT.get(rj_result, rj_result)} / {RJ_SOURCE.get(src, src)} / "
+                     f"{RJ_REASON.get((src, reason), reason)}")
+            return "rejected", f"association rejected: {words} (codes {rj_result}/{src}/{reason})", \
+                (int(rj_result), int(src), int(reason))
+        return "rejected", "association rejected: the node accepts none of the proposed presentation contexts", None
+    raw = getattr(getattr(ae, "last_socket", None), "raw_socket", None)
+    connect_error = raw.connect_error if isinstance(raw, _RecordingSocket) else None
+    if connect_error is not None:
+        kind, words = connect_words(connect_error, host, port, timeout)
+        return kind, words, None
+    if assoc.is_aborted:
+        if time.perf_counter() - started >= timeout * 0.9:
+            return "timeout", (f"timed out: {host}:{port} accepted the connection but gave no association answer "
+                               f"within {timeout:g} s"), None
+        return "aborted", "association aborted by the node", None
+    return "failed", "the association failed", None
+
+
+def associate(calling_aet: str, called_aet: str, host: str, port: int, contexts: list[Any], *,
+              timeout: float = 10.0, ext_neg: list[Any] | None = None, evt_handlers: list[Any] | None = None,
+              tls_args: tuple[ssl.SSLContext, str] | None = None) -> Outbound:
+    """Request an association; ``contexts`` are pynetdicom presentation contexts (``build_context``)."""
+    started = time.perf_counter()
+    ae = OutboundAE(ae_title=calling_aet)
+    for t in ("connection_timeout", "acse_timeout", "dimse_timeout", "network_timeout"):
+        setattr(ae, t, timeout)
+    ae.requested_contexts = contexts
+    try:
+        address, family = resolve(host, port)
+    except OSError:
+        assoc = Association(ae, "requestor")
+        return Outbound(ae, assoc, "unresolved", f"the host name {host!r} does not resolve to an address")
+    bind = ("::", 0) if family == socket.AF_INET6 else ("", 0)
+    assoc = ae.associate(address, port, ae_title=called_aet, bind_address=bind, ext_neg=ext_neg,
+                         evt_handlers=evt_handlers, tls_args=tls_args)
+    if assoc.is_established:
+        return Outbound(ae, assoc, None, None)
+    kind, words, rejection = diagnose(ae, assoc, host, port, timeout, started)
+    ae.shutdown()
+    return Outbound(ae, assoc, kind, words, rejection)
+
+
+@contextmanager
+def association(*args: Any, **kwargs: Any) -> Iterator[Outbound]:
+    """``associate`` as a context manager: released (or aborted) and shut down on the way out."""
+    out = associate(*args, **kwargs)
+    try:
+        yield out
+    finally:
+        if out.assoc.is_established:
+            try:
+                out.assoc.release()
+            except Exception:  # noqa: BLE001 - a peer gone mid-release: abort below
+                out.assoc.abort()
+        out.ae.shutdown()
