@@ -272,30 +272,43 @@ class EventLog:
     _outage = False  # Redis did not answer (as opposed to: a journal left by a dead process to replay)
 
     def _write_loop(self) -> None:
-        assert self._queue is not None
+        """The writer thread: it must outlive anything one event can do to it, or every
+        later event would wait in memory and ``flush`` would always time out."""
         while True:
-            with self._write_lock:
-                if self._down:
-                    self._spill()  # at once: the journal outlives a crash, memory does not
-                    if time.monotonic() >= self._next_try and not self._recover():
-                        self._next_try = time.monotonic() + self.RETRY_SECONDS
-                else:
-                    with self._cv:
-                        batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
-                        self._busy = bool(batch)
-                    if batch:
-                        self._write(batch)
-            with self._cv:
-                if self._down:
-                    self._cv.wait(max(0.0, self._next_try - time.monotonic()))
-                elif not self._queue:
-                    self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
-            if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
-                # a listener process that died (or stopped while Redis was away) left a journal
-                self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
-                if self.journal.has_pending():
-                    with self._cv:
-                        self._down = True
+            try:
+                self._write_round()
+            except Exception as exc:  # noqa: BLE001 - said, then the next round
+                self._print(f"{_now()} {self.source} ERROR   events: the event writer failed ({type(exc).__name__}: "
+                            f"{exc}); it goes on in 1 s. This is a bug in the lab: please report it with this line.")
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+                time.sleep(1.0)
+
+    def _write_round(self) -> None:
+        assert self._queue is not None
+        with self._write_lock:
+            if self._down:
+                self._spill()  # at once: the journal outlives a crash, memory does not
+                if time.monotonic() >= self._next_try and not self._recover():
+                    self._next_try = time.monotonic() + self.RETRY_SECONDS
+            else:
+                with self._cv:
+                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+                    self._busy = bool(batch)
+                if batch:
+                    self._write(batch)
+        with self._cv:
+            if self._down:
+                self._cv.wait(max(0.0, self._next_try - time.monotonic()))
+            elif not self._queue:
+                self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
+        if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
+            # a listener process that died (or stopped while Redis was away) left a journal
+            self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
+            if self.journal.has_pending():
+                with self._cv:
+                    self._down = True
 
     def _write_now(self, item: _Pending) -> None:
         """``emit(wait=True)``: what is queued, then this event, written by the caller's
@@ -341,6 +354,28 @@ class EventLog:
         except (redis.RedisError, OSError) as exc:
             self._stalled(batch, exc)
             return False
+        except Exception as exc:  # noqa: BLE001 - not Redis: one event (or its index writes) is broken
+            self._one_by_one(batch, exc)
+            return True
+        with self._cv:
+            self._busy = False
+            self._cv.notify_all()
+        return True
+
+    def _one_by_one(self, batch: "list[_Pending]", exc: Exception) -> bool:
+        """A batch failed for a reason other than Redis: store its events one by one, and drop
+        (saying so) the ones that still fail, so one broken event cannot stop the others.
+        Its line was printed when it was emitted."""
+        for i, item in enumerate(batch):
+            try:
+                self._send([item])
+            except (redis.RedisError, OSError) as down:
+                self._stalled(batch[i:], down)
+                return False
+            except Exception as bad:  # noqa: BLE001
+                self._print(f"{_now()} {self.source} ERROR   events: event {item.event.type!r} could not be stored "
+                            f"({type(bad).__name__}: {bad}) and is dropped; its line above stands. This is a bug "
+                            "in the lab: please report it with this line.")
         with self._cv:
             self._busy = False
             self._cv.notify_all()
@@ -360,7 +395,17 @@ class EventLog:
                     batch = [self._queue[i] for i in range(min(len(self._queue), 500))]
                 if not batch:
                     break
-                self._send(batch)
+                try:
+                    self._send(batch)
+                except (redis.RedisError, OSError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a broken event: the others are stored
+                    with self._cv:
+                        for _ in batch:
+                            self._queue.popleft()
+                    if not self._one_by_one(batch, exc):  # Redis went away: the rest is back in front
+                        return False
+                    continue
                 with self._cv:
                     for _ in batch:
                         self._queue.popleft()
