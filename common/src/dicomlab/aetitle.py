@@ -52,12 +52,6 @@ def check_ae_title(value: object, field: str = "ae_title") -> str:
     return stripped
 
 
-def is_valid_ae_title(value: object) -> bool:
-    try:
-        check_ae_title(value)
-    except AETitleError:
-        return False
-    return True
 
 
 def same_ae_title(a: str, b: str) -> bool:

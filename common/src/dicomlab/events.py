@@ -65,7 +65,6 @@ REASON_DIMSE_INVALID = "dimse-invalid"  # a command set that cannot be decoded, 
 REASON_INTERNAL_ERROR = "internal-error"  # an exception inside an association: A-ABORT
 CONNECTION_CLOSED = "connection-closed"  # a connection closed before it became an association
 
-LEVELS = ("debug", "info", "warning", "error")
 
 
 def _now() -> str:

@@ -334,9 +334,7 @@ class Registry:
 
 
 # -- node status, shown as the lesson shows it: "USPROD (192.168.1.10 : 104) CONNECTED"
-NODE_STATES = ("CONNECTED", "REJECTED", "UNREACHABLE", "NEVER SEEN")
-
-
+# (state: CONNECTED, REJECTED, UNREACHABLE or NEVER SEEN)
 def node_state(status: dict[str, str]) -> tuple[str, str]:
     """(state, why) from a node's status hash; the most recent fact decides.
 

@@ -26,7 +26,7 @@ from dicomlab.text import safe_text
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # bad input or an unexpected error
-EXIT_USAGE = 2  # argparse
+# 2: argparse's own exit code for a usage error
 EXIT_REJECTED = 3
 EXIT_REFUSED = 4
 EXIT_TIMED_OUT = 5

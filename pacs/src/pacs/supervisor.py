@@ -1,7 +1,7 @@
 """Several listener processes on one port, so the PACS uses every core.
 
-One Python process tops out near 0.4x DCMTK storescp (the GIL; see
-PERF-NOTES.md). The supervisor forks ``PACS_WORKERS`` listener processes before
+One Python process tops out near 0.4x DCMTK storescp (the GIL; measured with
+`make bench`, bench/README.md). The supervisor forks ``PACS_WORKERS`` listener processes before
 it starts any thread; they all accept from one listening socket opened before
 the fork (a busier one leaves new connections to the others), and a worker
 restarted later or moved to a new port binds its own SO_REUSEPORT socket. Each worker is a complete ``Pacs``: it decides
