@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(VENV)/bin/pip
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+# uv reads the system CA bundle (where a proxy re-signs PyPI's certificate) and never downloads Python.
+export UV_SYSTEM_CERTS := 1
+export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -11,14 +15,21 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+# One lock, uv.lock, for the venv, the images and CI: the four packages (editable here) and the
+# dependency groups of pyproject.toml (test, lab, bench, dev). `--locked` fails when a pyproject.toml
+# changed without `make lock`.
 .PHONY: venv
-venv: $(VENV)/.installed ## Create the Python environment with every package of the lab
+venv: $(VENV)/.installed ## Create the Python environment with every package of the lab, from uv.lock
 
-$(VENV)/.installed: common/pyproject.toml pacs/pyproject.toml requirements-test.txt $(wildcard ct-simulator/pyproject.toml admin-api/pyproject.toml)
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements-test.txt -e common -e pacs $(foreach p,ct-simulator admin-api,$(if $(wildcard $(p)/pyproject.toml),-e $(p)))
+$(VENV)/.installed: uv.lock pyproject.toml common/pyproject.toml pacs/pyproject.toml admin-api/pyproject.toml ct-simulator/pyproject.toml
+	test -x $(UV) || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q "uv==$(UV_VERSION)"; }
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --locked --all-packages --all-groups
 	touch $@
+
+.PHONY: lock
+lock: ## Refresh uv.lock from the pyproject.toml files (then `make venv` installs it)
+	test -x $(UV) || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q "uv==$(UV_VERSION)"; }
+	$(UV) lock
 
 .PHONY: system-deps
 system-deps: ## Install the Debian packages the tests use (when root and missing)
@@ -48,11 +59,6 @@ fuzz: venv ## Structural fuzzing of a live PACS (FUZZ_CASES=10000 per engine, FU
 # LAB_RUNTIME=docker|local chooses; unset, Docker where an engine answers, local processes otherwise.
 LAB_PY = $(if $(wildcard $(PY)),$(PY),python3)
 
-# The local runtime's own requirements, added to the venv.
-venv: $(VENV)/.lab-runtime
-$(VENV)/.lab-runtime: requirements-lab.txt $(VENV)/.installed
-	$(PIP) install -q -r requirements-lab.txt
-	touch $@
 SLICES ?= 16
 
 .PHONY: up
@@ -104,16 +110,12 @@ SOAK_SECONDS ?= 600
 SOAK_ARGS ?=
 
 .PHONY: soak
-soak: system-deps venv $(VENV)/.bench ## Crash soak (root): 5 modalities under faults for SOAK_SECONDS (600); fails if anything acknowledged is lost (build/soak/)
+soak: system-deps venv ## Crash soak (root): 5 modalities under faults for SOAK_SECONDS (600); fails if anything acknowledged is lost (build/soak/)
 	$(PY) -m soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 # -- performance: bench/run.py; results in build/bench/ (results.json, results.md, pacs-profile.svg) ----
 BENCH_ARGS ?=
 
-$(VENV)/.bench: bench/requirements.txt $(VENV)/.installed
-	$(PIP) install -q -r bench/requirements.txt
-	touch $@
-
 .PHONY: bench
-bench: venv $(VENV)/.bench ## Performance beside DCMTK and Orthanc, one table (BENCH_SLICES=300, BENCH_REPEAT=5, BENCH_ARGS=..., e.g. "--only hostile")
+bench: venv ## Performance beside DCMTK and Orthanc, one table (BENCH_SLICES=300, BENCH_REPEAT=5, BENCH_ARGS=..., e.g. "--only hostile")
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -53,32 +52,65 @@ def test_service_images_build_from_the_repository_root_with_the_base_image_as_ar
     for name in SERVICES:
         build = compose["services"][name]["build"]
         assert build["context"] == "."
-        assert build["dockerfile"] == f"{name}/Dockerfile"
+        assert build["dockerfile"] == "Dockerfile"  # one Dockerfile, one target per service
+        assert build["target"] == name
         assert "PYTHON_IMAGE" in build["args"]
+
+
+def _stages() -> dict[str, list[str]]:
+    """The Dockerfile's stages: name -> its instruction lines (continuations joined)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: dict[str, list[str]] = {"": []}
+    current = ""
+    for ln in (ln.strip() for ln in text.splitlines()):
+        if not ln or ln.startswith("#"):
+            continue
+        m = re.match(r"FROM \S+ AS (\S+)$", ln)
+        if m:
+            current = m.group(1)
+            stages[current] = []
+        stages[current].append(ln)
+    return stages
+
+
+def test_one_dockerfile_with_a_shared_base_and_a_target_per_service():
+    stages = _stages()
+    assert stages[""][0].startswith("ARG PYTHON_IMAGE=python:3.11-slim")
+    assert stages["base"][0] == "FROM ${PYTHON_IMAGE} AS base"
+    assert "COPY pyproject.toml uv.lock ./" in stages["base"]
+    for service in SERVICES:
+        assert stages[service][0] == f"FROM base AS {service}"
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerfile_rules(service):
-    text = (ROOT / service / "Dockerfile").read_text()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert lines[0].startswith("ARG PYTHON_IMAGE=python:3.11-slim") and lines[1] == "FROM ${PYTHON_IMAGE}"
+    text = (ROOT / "Dockerfile").read_text()
+    lines = _stages()[service]
     assert "PYTHONUNBUFFERED=1" in text
     user = [ln for ln in lines if ln.startswith("USER ")]
     assert user and user[-1] not in ("USER root", "USER 0")
     cmd = [ln for ln in lines if ln.startswith("CMD ")][-1]
     assert cmd.startswith("CMD [")  # exec form
     assert any(ln.startswith("HEALTHCHECK") for ln in lines)
-    # dependencies are installed before the code is copied
+    # the locked third-party packages are installed before the code is copied, then the code without them
+    package = f"dicomlab-{service}"
     first_code_copy = next(i for i, ln in enumerate(lines) if re.match(rf"COPY {service} {service}$", ln))
-    deps_install = max(i for i, ln in enumerate(lines) if "pip install -r" in ln)
-    assert deps_install < first_code_copy
+    deps = [i for i, ln in enumerate(lines) if f"uv sync --frozen --no-dev --package {package} --no-install-workspace" in ln]
+    assert deps and deps[0] < first_code_copy
+    assert any("--frozen" in ln and "--no-editable" in ln for ln in lines[first_code_copy:])
 
 
-def test_pyproject_deps_leaves_out_the_labs_own_packages():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "pyproject-deps.py"), "common", "pacs"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    assert out and not any(r.lower().startswith("dicomlab") for r in out)
-    assert any(r.startswith("pynetdicom") for r in out)
+def test_the_lock_is_current_and_covers_every_package():
+    """uv.lock matches the pyproject.toml files (what `make venv` and the images install with --locked/--frozen)."""
+    uv = shutil.which("uv", path=str(ROOT / ".venv" / "bin")) or shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv not found: `make venv` installs it (the dev group of pyproject.toml)")
+    subprocess.run([uv, "lock", "--check"], cwd=ROOT, check=True, capture_output=True, text=True,
+                   env={**os.environ, "UV_SYSTEM_CERTS": "1", "UV_PYTHON_DOWNLOADS": "never"})
+    lock = (ROOT / "uv.lock").read_text()
+    for name in ("dicomlab-common", "dicomlab-pacs", "dicomlab-admin-api", "dicomlab-ct-simulator"):
+        assert f'name = "{name}"' in lock
+    assert 'name = "pynetdicom"\nversion = "3.0.4"' in lock
 
 
 def test_env_file_token_is_generated_once(tmp_path, monkeypatch):
