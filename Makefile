@@ -31,6 +31,14 @@ lock: ## Refresh uv.lock from the pyproject.toml files (then `make venv` install
 	test -x $(UV) || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q "uv==$(UV_VERSION)"; }
 	$(UV) lock
 
+# ruff on everything; mypy --strict (settings in pyproject.toml) on the shared package and the PACS.
+LINT_TYPED ?= common/src/dicomlab pacs/src/pacs
+
+.PHONY: lint
+lint: venv ## ruff on the whole tree, mypy --strict on common/ and pacs/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(LINT_TYPED)
+
 .PHONY: system-deps
 system-deps: ## Install the Debian packages the tests use (when root and missing)
 	@bash scripts/system-deps.sh

@@ -120,7 +120,7 @@ def resolve_host(host: str) -> set[str]:
     except ValueError:
         pass
     infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    return {str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos}
+    return {str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos}
 
 
 def same_address(peer: str, addresses: set[str]) -> bool:

@@ -221,9 +221,8 @@ class EventLog:
             try:
                 pipe = self.client.pipeline(transaction=False)
                 _commands(pipe, ev.to_stream(), ops or [], self.maxlen, also)
-                ev.id = pipe.execute()[-1]
-                if isinstance(ev.id, bytes):
-                    ev.id = ev.id.decode()
+                entry_id = pipe.execute()[-1]
+                ev.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
             except (redis.RedisError, OSError):
                 stored = False
         line = ev.line()

@@ -34,7 +34,7 @@ class _RecordingSocket(socket.socket):
 
     connect_error: OSError | None = None
 
-    def connect(self, address: Any) -> None:  # type: ignore[override]
+    def connect(self, address: Any) -> None:
         try:
             super().connect(address)
         except OSError as exc:
@@ -106,7 +106,7 @@ def resolve(host: str, port: int) -> tuple[str, int]:
     """(address, family) for ``host``; raises OSError with the reason."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     family, _t, _p, _c, sockaddr = infos[0]
-    return sockaddr[0], family
+    return str(sockaddr[0]), int(family)
 
 
 def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
@@ -115,8 +115,9 @@ def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
     if assoc.is_rejected:
         prim = assoc.acceptor.primitive
         rj_result = getattr(prim, "result", None)
-        if rj_result in (1, 2):
-            src, reason = prim.result_source, prim.diagnostic
+        if prim is not None and rj_result in (1, 2) and prim.result_source is not None \
+                and prim.diagnostic is not None:
+            src, reason = int(prim.result_source), int(prim.diagnostic)
             words = (f"{RJ_RESULT.get(rj_result, rj_result)} / {RJ_SOURCE.get(src, src)} / "
                      f"{RJ_REASON.get((src, reason), reason)}")
             return "rejected", f"association rejected: {words} (codes {rj_result}/{src}/{reason})", \

@@ -192,7 +192,8 @@ class Registry:
 
     def get_node_status(self, ae_title: str) -> dict[str, str]:
         with _registry_errors():
-            return self.client.hgetall(keys.node_status(ae_title.strip(" ")))
+            status: dict[str, str] = self.client.hgetall(keys.node_status(ae_title.strip(" ")))
+            return status
 
     # -- events -------------------------------------------------------------
     def read_events(
@@ -273,7 +274,7 @@ class Registry:
             for series_uid in series_raw:
                 pipe.scard(keys.series_instances(uid, series_uid))
             counts = pipe.execute()
-        out = self._study_summary({**raw, "instances": counts[0], "series": len(series_raw)})
+        out = self._study_summary({**raw, "instances": str(counts[0]), "series": str(len(series_raw))})
         series = []
         for v, n in zip(series_raw.values(), counts[1:], strict=True):
             s = json.loads(v)
