@@ -215,6 +215,13 @@ class LadderBuilder:
         self.abort(t, by, why, fix, label="connection closed")
         self.outcome = "closed"
 
+    def no_connection(self, t: float | None, why: str, fix: str = "") -> None:
+        """The TCP connection itself failed (refused, timed out, unreachable)."""
+        self.outcome = "unreachable"
+        self._step("connect", MODALITY, "TCP connect failed", t, [why], "bad")
+        self.problem = {"title": "No association: the TCP connection failed", "why": why, "fix": fix}
+        self.end = t
+
     def pdu(self, t: float | None, text: str) -> None:
         self.pdus.append({"at_ms": self._at(t), "text": safe_text(text)})
 
@@ -233,10 +240,11 @@ class LadderBuilder:
             "aborted": f"aborted after {n_store} C-STORE(s)",
             "rejected": "rejected: nothing was sent",
             "closed": "connection closed without an answer",
+            "unreachable": "no TCP connection",
             "accepted": "accepted, still open (or its end is not recorded yet)",
             "open": "requested, no answer recorded",
         }[self.outcome]
-        if duration is not None:
+        if duration is not None and self.outcome != "unreachable":
             summary += f", {duration / 1000:.3f} s from TCP connect to the end"
         out = {
             "assoc_id": self.assoc_id, "view": self.view,
@@ -279,8 +287,8 @@ def _ms(at: float | None) -> str:
 def to_text(ladder: dict[str, Any], pdus: bool = False) -> str:
     """The ladder for a terminal, 100 columns or so; the problem (if any) first and last."""
     mod, pacs = ladder["modality"], ladder["pacs"]
-    out = [f"Association {ladder['assoc_id'] or '(no id)'} as seen by the {'PACS' if ladder['view'] == PACS else 'modality'}"
-           f": {ladder['summary']}"]
+    name = f"Association {ladder['assoc_id']}" if ladder["assoc_id"] else "Association"
+    out = [f"{name} as seen by the {'PACS' if ladder['view'] == PACS else 'modality'}: {ladder['summary']}"]
     left = f"{mod['ae_title'] or '?'} (modality)"
     right = f"{pacs['ae_title'] or '?'} (PACS)"
     out.append(f"{'':10}{left:<{GAP + 1}}{right}")
