@@ -87,9 +87,14 @@ class LadderOut(Schema):
 @protected(404, 422)
 @bp.input(LadderQuery, location="query", arg_name="query")
 @bp.output(LadderOut)
-@bp.doc(summary="One association as a ladder: TCP connect, A-ASSOCIATE-RQ/AC/RJ with contexts, DIMSE pairs "
-                "collapsed with counts and times, release or abort")
 def get_ladder(assoc_id: str, query: dict[str, Any]):
+    """One association as a ladder (sequence diagram)
+
+    The modality and the PACS as two lanes: TCP connect, the A-ASSOCIATE-RQ with its AE titles and
+    proposed presentation contexts, the A-ASSOCIATE-AC (a result per context) or -RJ (result, source
+    and reason in words, the fix), the C-STORE / C-ECHO request/response pairs collapsed with counts
+    and times, the release or abort; verbose mode adds the PDU detail. Built from the PACS's events.
+    """
     if not re.fullmatch(ASSOC_ID_PATTERN, assoc_id):
         raise NotFound(f"No association {assoc_id!r}: association ids look like a00012 or a00012.1.")
     events = find_events(resources().registry.client, assoc_id, query.get("at"))
