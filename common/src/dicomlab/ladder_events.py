@@ -121,7 +121,8 @@ def from_events(events: list[Event], assoc_id: str = "") -> dict[str, Any]:
     """The ladder of one association from its events (oldest first), as the PACS saw it."""
     b = LadderBuilder(PACS, assoc_id or (events[0].assoc_id if events else ""))
     b.measured("the PACS stored (written and synced) each instance in")
-    why: dict[int, str] = {}
+    why = {ev.detail["context_id"]: ev.message for ev in events  # emitted before the accepted event
+           if ev.type == E.CONTEXT_REJECTED and isinstance(ev.detail.get("context_id"), int)}
     if events:
         first = next((e for e in events if e.detail.get("request")), events[0])
         rq, t = first.detail.get("request") or {}, _time(events[0])
@@ -131,11 +132,7 @@ def from_events(events: list[Event], assoc_id: str = "") -> dict[str, Any]:
         b.request(rq_t, _rq_contexts(first.detail), rq.get("max_pdu"), rq.get("implementation", ""))
     for ev in events:
         t = _time(ev)
-        if ev.type == E.CONTEXT_REJECTED:
-            cid = ev.detail.get("context_id")
-            if isinstance(cid, int):
-                why[cid] = ev.message
-        elif ev.type == E.ASSOCIATION_ACCEPTED and ev.reason == "fault-injected":
+        if ev.type == E.ASSOCIATION_ACCEPTED and ev.reason == "fault-injected":
             b.note(t, ev.message)
         elif ev.type == E.ASSOCIATION_ACCEPTED:
             results = []

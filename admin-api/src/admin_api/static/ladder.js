@@ -79,7 +79,7 @@ function drawLadder(ladder) {
         "marker-end": `url(#ladder-arrow-${tone})` }));
       g.append(svgText({ x: mid, y: arrowY - 6, "text-anchor": "middle", class: "ladder-label" }, s.label));
       s.lines.forEach((line, j) => g.append(svgText({ x: mid, y: arrowY + 16 + j * L.line, "text-anchor": "middle",
-        class: j === 0 && s.tone === "bad" ? "ladder-line strong" : "ladder-line" }, line)));
+        class: s.tone === "bad" ? "ladder-line strong" : "ladder-line" }, line)));
     }
     root.append(g);
     y += rows[i];
