@@ -28,6 +28,7 @@ implementation name come from the network); renderers still set text, never mark
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,11 +41,22 @@ MODALITY, PACS = "modality", "pacs"
 CONTEXT_RESULTS = {0: "accepted", 1: "user-rejection", 2: "no-reason (provider rejection)",
                    3: "abstract-syntax-not-supported", 4: "transfer-syntaxes-not-supported"}
 SHOWN_CONTEXTS = 6  # per arrow; the full list is in "contexts"
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 def short_name(uid: str) -> str:
-    """A known SOP class or transfer syntax by name, anything else as its UID."""
-    return SOP_CLASS_NAMES.get(uid) or TRANSFER_SYNTAX_NAMES.get(uid) or uid
+    """A SOP class or transfer syntax by name (the lab's, else pydicom's), anything else as its UID."""
+    name = SOP_CLASS_NAMES.get(uid) or TRANSFER_SYNTAX_NAMES.get(uid)
+    if name is None and not _UID.fullmatch(uid):
+        name = uid
+    if name is None:
+        try:
+            from pydicom.uid import UID
+
+            name = UID(uid).name if UID(uid).is_valid else uid
+        except Exception:  # pydicom not installed in this service: the UID alone
+            name = uid
+    return name
 
 
 def iso(t: float | None) -> str | None:
@@ -140,12 +152,16 @@ class LadderBuilder:
             c["transfer_syntax"] = short_name(ts) if ts else ""
             c["why"] = (why or {}).get(cid, "")
         accepted = [c for c in self.contexts if c["result"] == "accepted"]
+        refused = [c for c in self.contexts if c["result"] != "accepted"]
         lines = [f"{len(accepted)} of {len(self.contexts) or len(results)} presentation context(s) accepted"]
-        for c in self.contexts[:SHOWN_CONTEXTS]:
-            what = f"accepted, {c['transfer_syntax']}" if c["result"] == "accepted" else c["result"] or "?"
-            lines.append(f"[{c['id']}] {c['abstract_syntax']}: {what}")
-        if len(self.contexts) > SHOWN_CONTEXTS:
-            lines.append(f"... and {len(self.contexts) - SHOWN_CONTEXTS} more (see the table of contexts)")
+        lines += [f"[{c['id']}] {c['abstract_syntax']}: accepted, {c['transfer_syntax']}"
+                  for c in accepted[:SHOWN_CONTEXTS]]
+        if len(accepted) > SHOWN_CONTEXTS:
+            lines.append(f"... and {len(accepted) - SHOWN_CONTEXTS} more accepted (see the table of contexts)")
+        if len(refused) <= 3:
+            lines += [f"[{c['id']}] {c['abstract_syntax']}: {c['result'] or '?'}" for c in refused]
+        else:
+            lines += [f"{n} refused: {why}" for why, n in Counter(c["result"] or "?" for c in refused).most_common()]
         if note:
             lines.append(note)
         self._step("associate-ac", PACS, "A-ASSOCIATE-AC", t, lines, "ok" if accepted else "warn")

@@ -22,7 +22,7 @@ from . import keys
 from .dicom import Rejection
 from .errors import RegistryUnavailable
 from .events import Event
-from .ladder import MODALITY, PACS, LadderBuilder, split_fix
+from .ladder import MODALITY, PACS, LadderBuilder, iso, split_fix
 
 CHUNK = 1000
 STARTS = {E.ASSOCIATION_REQUESTED, E.ASSOCIATION_ACCEPTED, E.ASSOCIATION_REJECTED}
@@ -58,18 +58,19 @@ def find_events(client: "redis.Redis", assoc_id: str, at: str | None = None) -> 
 def _find(client: "redis.Redis", assoc_id: str, at: str | None) -> list[Event]:
     back: list[Event] = []
     start_time: float | None = None
+    before = ""  # once the start is found: ISO times sort as text; anything older is not this association's
     top = at or "+"
     done = False
     while not done:
         chunk = client.xrevrange(keys.EVENTS, max=top, min="-", count=CHUNK)
         for entry_id, raw in chunk:
+            if before and raw.get("time", "") < before:
+                done = True  # older than this association's TCP connect (with a margin): stop reading
+                break
             if raw.get("assoc_id") != assoc_id:
                 continue
             ev = Event.from_stream(entry_id, raw)
             t = _time(ev)
-            if start_time is not None and t is not None and t < start_time - 2.0:
-                done = True  # older than this association's TCP connect: an earlier run's namesake
-                break
             if start_time is not None and _is_end(ev):
                 done = True  # the end of an earlier association of the same id
                 break
@@ -79,6 +80,7 @@ def _find(client: "redis.Redis", assoc_id: str, at: str | None) -> list[Event]:
                 break
             if _is_start(ev) and start_time is None:
                 start_time = (ev.detail.get("request") or {}).get("connected") or t or 0.0
+                before = iso(start_time - 2.0) or ""
         if len(chunk) < CHUNK or done:
             break
         top = f"({chunk[-1][0]}"
