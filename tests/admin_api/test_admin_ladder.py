@@ -7,7 +7,6 @@ association, verbose mode's PDU detail, and an id that the PACS reused after a r
 
 from __future__ import annotations
 
-import sys
 import tempfile
 
 import pytest
@@ -143,7 +142,3 @@ def test_the_route_needs_the_token_and_is_in_the_openapi_document(client, api):
     assert "ladder" in op["summary"]
     assert {"200", "401", "404", "422"} <= set(op["responses"])
     assert "LadderOut" in spec["components"]["schemas"]
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
