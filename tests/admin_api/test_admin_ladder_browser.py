@@ -71,3 +71,24 @@ def test_the_page_draws_the_ladder_of_an_accepted_and_a_rejected_association(pag
                                                          "reason: calling-AE-title-not-recognized"])
     expect(dialog.locator("svg text.ladder-label", has_text="C-STORE")).to_have_count(0)
     dialog.screenshot(path=str(ARTIFACTS / "ladder-rejected.png"))
+
+
+def test_verbose_mode_adds_the_pdu_detail_under_the_ladder(page, gunicorn_server, pacs, registry):  # noqa: F811
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    for method, path, body in (("post", "/api/nodes", {"ae_title": "CT01", "host": "127.0.0.1", "port": 104}),
+                               ("patch", "/api/scp", {"verbose": True})):
+        r = getattr(requests, method)(gunicorn_server.url + path, headers=AUTH, json=body, timeout=10)
+        assert r.ok, r.text
+    assert echoscu(pacs.port, "CT01", "PACS").returncode == 0
+    wait_for(lambda: events_of(registry, "association-released"), timeout=20, what="the release")
+    login(page, gunicorn_server)
+    page.locator("#log-lines li[data-type=association-released]").last.get_by_role("button", name="ladder").click()
+    dialog = page.locator("#ladder-dialog")
+    expect(dialog.locator("svg text.ladder-label", has_text="C-ECHO-RSP")).to_have_count(1)
+    details = dialog.locator("details", has_text="PDU detail, verbose mode")
+    details.locator("summary").click()
+    expect(details.locator("li", has_text="DIMSE received: C-ECHO-RQ").first).to_be_visible()
+    expect(details.locator("li", has_text="PDU sent: A_RELEASE_RP").first).to_be_visible()
+    dialog.screenshot(path=str(ARTIFACTS / "ladder-verbose.png"))

@@ -87,25 +87,34 @@ def _find(client: "redis.Redis", assoc_id: str, at: str | None) -> list[Event]:
     if not back:
         return []
     events = list(reversed(back))
-    if at and not _is_end(events[-1]):
-        decided = any(_is_start(e) and e.type != E.ASSOCIATION_REQUESTED for e in events)
-        start = f"({at}"
-        while True:
-            chunk = client.xrange(keys.EVENTS, min=start, max="+", count=CHUNK)
-            for entry_id, raw in chunk:
-                if raw.get("assoc_id") != assoc_id:
-                    continue
-                ev = Event.from_stream(entry_id, raw)
-                if ev.type == E.ASSOCIATION_REQUESTED or (_is_start(ev) and decided):
-                    return events  # the same id again: a later run's association
-                decided = decided or _is_start(ev)
-                events.append(ev)
-                if _is_end(ev):
-                    return events
-            if len(chunk) < CHUNK:
-                return events
-            start = f"({chunk[-1][0]}"
+    if at:
+        events += _after(client, assoc_id, at, events)
     return events
+
+
+def _after(client: "redis.Redis", assoc_id: str, at: str, events: list[Event]) -> list[Event]:
+    """The association's events after ``at``: to its end, then the verbose PDU lines that follow
+    the end (the A-RELEASE-RP goes out after the association-released event); stops at a later
+    run's association of the same id."""
+    decided = any(_is_start(e) and e.type != E.ASSOCIATION_REQUESTED for e in events)
+    ended = any(_is_end(e) for e in events)
+    out: list[Event] = []
+    start, read = f"({at}", 0
+    while True:
+        chunk = client.xrange(keys.EVENTS, min=start, max="+", count=CHUNK)
+        read += len(chunk)
+        for entry_id, raw in chunk:
+            if raw.get("assoc_id") != assoc_id:
+                continue
+            ev = Event.from_stream(entry_id, raw)
+            if ev.type == E.ASSOCIATION_REQUESTED or (_is_start(ev) and decided) or (ended and ev.type != E.PDU):
+                return out  # the same id again: a later run's association
+            decided = decided or _is_start(ev)
+            ended = ended or _is_end(ev)
+            out.append(ev)
+        if len(chunk) < CHUNK or (ended and read >= CHUNK):
+            return out
+        start = f"({chunk[-1][0]}"
 
 
 def _rq_contexts(detail: dict[str, Any]) -> list[tuple[int, str, list[str]]]:
