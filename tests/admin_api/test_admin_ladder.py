@@ -55,7 +55,7 @@ def test_ladder_of_an_accepted_association_with_stores(api, registry, pacs):
     times = [s["at_ms"] for s in lad["steps"]]
     assert times[0] == 0 and all(a <= b for a, b in zip(times, times[1:], strict=False)), times
     assert lad["duration_ms"] == times[-1] and lad["started"].endswith("Z")
-    assert lad["summary"].startswith("released after 3 C-STORE(s)")
+    assert lad["summary"].startswith("released after 3 C-STORE")
     # the node's status points at it
     node = api.get("/api/nodes/CT01").get_json()
     assert node["status"]["last_assoc_id"] == released.assoc_id

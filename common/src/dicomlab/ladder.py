@@ -249,11 +249,15 @@ class LadderBuilder:
     def build(self) -> dict[str, Any]:
         self._flush()
         duration = self._at(self.end) if self.end is not None else None
-        n_store = sum(s.get("count", 0) for s in self.steps if s["label"].startswith("C-STORE-RSP"))
+        done: Counter[str] = Counter()
+        for s in self.steps:
+            if s["kind"] == "dimse-rsp":
+                done[s["label"].partition("-RSP")[0]] += s.get("count", 0)
         n_failed = sum(s.get("failed", 0) for s in self.steps if s["kind"] == "dimse-rsp")
+        did = " and ".join(f"{n} {service}" for service, n in done.items()) or "no request"
         summary = {
-            "released": f"released after {n_store} C-STORE(s)" + (f", {n_failed} failed" if n_failed else ""),
-            "aborted": f"aborted after {n_store} C-STORE(s)",
+            "released": f"released after {did}" + (f" ({n_failed} failed)" if n_failed else ""),
+            "aborted": f"aborted after {did}" + (f" ({n_failed} failed)" if n_failed else ""),
             "rejected": "rejected: nothing was sent",
             "closed": "connection closed without an answer",
             "unreachable": "no TCP connection",
