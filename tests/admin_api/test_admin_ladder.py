@@ -50,7 +50,7 @@ def test_ladder_of_an_accepted_association_with_stores(api, registry, pacs):
     store_rq, store_rsp = lad["steps"][3], lad["steps"][4]
     assert store_rq["label"] == "C-STORE-RQ x 3" and store_rsp["label"] == "C-STORE-RSP x 3"
     assert store_rsp["count"] == 3 and store_rsp["failed"] == 0 and store_rsp["lines"][0] == "3 x Success"
-    assert any(line.startswith("the PACS stored (written and synced) each instance in") for line in store_rsp["lines"])
+    assert any(line.startswith("PACS write + sync per instance: ") for line in store_rsp["lines"])
     # times run from the TCP connect, in order
     times = [s["at_ms"] for s in lad["steps"]]
     assert times[0] == 0 and all(a <= b for a, b in zip(times, times[1:], strict=False)), times

@@ -46,7 +46,7 @@ def test_send_ladder_of_an_accepted_association(pacs, registry, capsys):
     assert "calling AE 'CT01', called AE 'PACS'" in out
     assert "[1] CT Image Storage: Explicit VR Little Endian, Implicit VR Little Endian" in out
     assert "[1] CT Image Storage: accepted, Explicit VR Little Endian" in out
-    assert "5 x Success" in out and "round trip (RQ sent to RSP received)" in out
+    assert "5 x Success" in out and "round trip, RQ sent to RSP received: " in out
     assert ">>" not in out  # no problem to report
 
 

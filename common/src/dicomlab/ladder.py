@@ -99,7 +99,7 @@ class LadderBuilder:
         self.outcome = "open"
         self.end: float | None = None
         self._run: _Run | None = None
-        self._ms_what = "answered in"
+        self._ms_what = "time per request"
 
     # -- recording ---------------------------------------------------------------------
     def _at(self, t: float | None) -> float | None:
@@ -191,7 +191,7 @@ class LadderBuilder:
             run.ms.append(ms)
 
     def measured(self, what: str) -> None:
-        """What the DIMSE times are, in words (e.g. "the PACS wrote each instance in")."""
+        """What the DIMSE times are, in words (e.g. "PACS write + sync per instance")."""
         self._ms_what = what
 
     def _flush(self) -> None:
@@ -206,8 +206,8 @@ class LadderBuilder:
         if run.count > 1 and first is not None and last is not None:
             lines.append(f"first answered at +{first:.0f} ms, last at +{last:.0f} ms ({last - first:.0f} ms)")
         if run.ms:
-            lines.append(f"{self._ms_what} {sum(run.ms) / len(run.ms):.1f} ms on average"
-                         + (f" (max {max(run.ms):.1f} ms)" if len(run.ms) > 1 else ""))
+            lines.append(f"{self._ms_what}: {sum(run.ms) / len(run.ms):.1f} ms"
+                         + (f" on average, max {max(run.ms):.1f} ms" if len(run.ms) > 1 else ""))
         self.steps.append({"kind": "dimse-rsp", "sender": PACS, "label": f"{run.service}-RSP{n}", "at_ms": last,
                            "lines": lines, "tone": "bad" if run.failed == run.count else "warn" if run.failed
                            else "ok", "count": run.count, "failed": run.failed})

@@ -131,7 +131,7 @@ def _rq_contexts(detail: dict[str, Any]) -> list[tuple[int, str, list[str]]]:
 def from_events(events: list[Event], assoc_id: str = "") -> dict[str, Any]:
     """The ladder of one association from its events (oldest first), as the PACS saw it."""
     b = LadderBuilder(PACS, assoc_id or (events[0].assoc_id if events else ""))
-    b.measured("the PACS stored (written and synced) each instance in")
+    b.measured("PACS write + sync per instance")
     why = {ev.detail["context_id"]: ev.message for ev in events  # emitted before the accepted event
            if ev.type == E.CONTEXT_REJECTED and isinstance(ev.detail.get("context_id"), int)}
     if events:

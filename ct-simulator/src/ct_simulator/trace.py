@@ -25,7 +25,7 @@ class Trace:
     def __init__(self, calling: str = "", called: str = "", peer: str = "") -> None:
         self.b = LadderBuilder(MODALITY)
         self.b.calling, self.b.called, self.b.pacs_address = calling, called, peer
-        self.b.measured("round trip (RQ sent to RSP received)")
+        self.b.measured("round trip, RQ sent to RSP received")
         self.lock = threading.Lock()
         self.connected: float | None = None
         self.answered: float | None = None

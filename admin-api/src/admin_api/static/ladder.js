@@ -7,7 +7,7 @@
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const LADDER = { width: 980, left: 230, right: 850, top: 74, line: 16, label: 20, gap: 14, chars: 84 };
+const LADDER = { width: 980, left: 230, right: 850, top: 74, line: 16, label: 20, gap: 14, chars: 92 };
 
 function svg(tag, attrs, text) {
   const e = document.createElementNS(SVG_NS, tag);
