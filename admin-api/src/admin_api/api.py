@@ -64,6 +64,7 @@ def node_out(node: Node, status: dict[str, str] | None = None) -> dict[str, Any]
             "last_association": raw.get("last_association"),
             "last_association_time": _num(raw.get("last_association_time")),
             "last_rejected_reason": raw.get("last_rejected_reason"),
+            "last_assoc_id": raw.get("last_assoc_id") or None,
             "last_echo_ok": None if echo_ok is None else echo_ok == "1",
             "last_echo_time": _num(raw.get("last_echo_time")),
             "last_echo_error": raw.get("last_echo_error") or None,

@@ -248,6 +248,8 @@ class NodeStatus(Schema):
     last_association = fields.String(allow_none=True)
     last_association_time = fields.Float(allow_none=True)
     last_rejected_reason = fields.String(allow_none=True)
+    last_assoc_id = fields.String(allow_none=True, metadata={
+        "description": "the last association's id: GET /api/associations/<id> shows its ladder"})
     last_echo_ok = fields.Boolean(allow_none=True)
     last_echo_time = fields.Float(allow_none=True)
     last_echo_error = fields.String(allow_none=True)

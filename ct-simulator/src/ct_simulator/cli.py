@@ -111,6 +111,13 @@ def _link(a: argparse.Namespace, env: EnvConfig) -> Link:
                 called_aet=called, connect_timeout=a.timeout, acse_timeout=a.timeout, dimse_timeout=a.dimse_timeout)
 
 
+def _add_ladder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ladder", action="store_true",
+                   help="print each association as a ladder diagram, as the simulator saw it: TCP connect, "
+                        "A-ASSOCIATE-RQ and its contexts, AC or RJ, the C-STOREs collapsed with counts and "
+                        "round trips, release or abort (with --json: a \"ladders\" list)")
+
+
 def _check_plan(plan: StudyPlan) -> None:
     for name in ("studies", "series", "slices"):
         if getattr(plan, name) < 1:
@@ -170,9 +177,21 @@ def _print_echo(link: Link, rep: EchoReport) -> None:
 def cmd_echo(a: argparse.Namespace) -> int:
     env = _env()
     link = _link(a, env)
+    link.ladder = a.ladder
     rep = echo(link)
     _print_echo(link, rep)
+    if link.trace is not None:
+        _print_ladders([link.trace.build()])
     return rep.exit_code
+
+
+def _print_ladders(ladders: list[dict[str, Any]]) -> None:
+    """``--ladder``: each association as the simulator saw it (``dicomlab.ladder.to_text``)."""
+    from dicomlab.ladder import to_text
+
+    for ladder in ladders:
+        print()
+        print(to_text(ladder))
 
 
 def _bar(total: int, mode: str, desc: str) -> Any:
@@ -203,6 +222,7 @@ def _summary(plan: StudyPlan, link: Link, rep: SendReport) -> None:
 def cmd_send(a: argparse.Namespace) -> int:
     env = _env()
     link = _link(a, env)
+    link.ladder = a.ladder
     plan = _plan(a, env.sim_ae_title)
     _check_plan(plan)
     syntaxes = tuple(resolve(t) for t in a.transfer_syntax) if a.transfer_syntax else DEFAULT_PROPOSAL
@@ -222,9 +242,10 @@ def cmd_send(a: argparse.Namespace) -> int:
     if a.report_json:
         _write_report(Path(a.report_json), {**rep.to_dict(), "seed": plan.seed, "instances": rep.instances})
     if a.json:
-        print(json.dumps(rep.to_dict(), indent=2))
+        print(json.dumps({**rep.to_dict(), **({"ladders": rep.ladders} if a.ladder else {})}, indent=2))
     else:
         _summary(plan, link, rep)
+        _print_ladders(rep.ladders)
     return rep.exit_code
 
 
@@ -283,12 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("echo", help="C-ECHO the PACS", epilog=outcome.EXIT_CODES_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_link(e)
+    _add_ladder(e)
     e.set_defaults(func=cmd_echo)
 
     s = sub.add_parser("send", help="generate and C-STORE studies to the PACS", epilog=outcome.EXIT_CODES_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan(s)
     _add_link(s)
+    _add_ladder(s)
     s.add_argument("--transfer-syntax", action="append",
                    help="propose only this transfer syntax (repeatable): explicit, implicit, deflated, rle, j2k, "
                         "jpeg-ls (proposed but not encodable) or a UID; default: explicit and implicit")

@@ -32,7 +32,7 @@ from typing import Any
 from pynetdicom import AE, _config, evt
 from pynetdicom._validators import validate_ae
 from pynetdicom.association import Association
-from pynetdicom.pdu import A_ASSOCIATE_RJ
+from pynetdicom.pdu import A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
@@ -40,6 +40,7 @@ from dicomlab.dicom import Rejection
 
 from . import outcome
 from .outcome import Problem
+from .trace import Trace
 
 LOG = logging.getLogger(__name__)
 AE_FIELD = 16  # bytes of the AE title fields in A-ASSOCIATE-RQ/AC (PS3.8 9.3.2)
@@ -133,6 +134,8 @@ class Link:
     dimse_timeout: float = 60.0
     max_pdu: int = 0  # 0: no limit on what we receive
     notes: list[str] = field(default_factory=list)
+    ladder: bool = False  # record each association's ladder (send --ladder): ``trace``
+    trace: Trace | None = None  # the last association's, set by ``associate``
 
     @property
     def peer(self) -> str:
@@ -148,7 +151,23 @@ class _Watch:
 
 
 def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Association | None, Problem | None]:
-    """An established association, or None and the named reason it failed."""
+    """An established association, or None and the named reason it failed; with ``link.ladder``,
+    ``link.trace`` records it (``trace.Trace``)."""
+    trace = link.trace = Trace(link.calling_aet, link.called_aet, link.peer) if link.ladder else None
+    assoc, problem = _associate(link, contexts, trace)
+    if trace is not None:
+        if assoc is not None:
+            trace.accepted(assoc)
+        else:
+            problem = problem or Problem("error", "the association failed")
+            d = problem.detail
+            rj = Rejection(d["result"], d["source"], d["reason"]) if problem.kind == "rejected" else None
+            trace.failed(problem, rj)
+    return assoc, problem
+
+
+def _associate(link: Link, contexts: list[PresentationContext],
+               trace: Trace | None) -> tuple[Association | None, Problem | None]:
     try:
         calling, notes = permit_ae_title(link.calling_aet)
         called, notes2 = permit_ae_title(link.called_aet)
@@ -167,9 +186,17 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
     def on_open(event: evt.Event) -> None:
         watch.connected = True
         set_nodelay(event)
+        if trace is not None:
+            trace.on_open(calling, called, link.peer)
 
     def on_acse(event: evt.Event) -> None:
         watch.received.append(type(event.primitive).__name__)
+        if trace is not None and trace.answered is None:
+            trace.on_answer()
+
+    def on_pdu_sent(event: evt.Event) -> None:
+        if trace is not None and isinstance(event.pdu, A_ASSOCIATE_RQ):
+            trace.on_request(event.pdu.to_primitive())
 
     def on_pdu(event: evt.Event) -> None:
         # the PDU itself: a peer that closes right after its A-ASSOCIATE-RJ (DCMTK does) can make
@@ -179,6 +206,8 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
             watch.rejection = Rejection(int(p.result or 0), int(p.source or 0), int(p.reason_diagnostic or 0))
 
     handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse), (evt.EVT_PDU_RECV, on_pdu)]
+    if trace is not None:
+        handlers.append((evt.EVT_PDU_SENT, on_pdu_sent))
     started = time.monotonic()
     try:
         assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers)

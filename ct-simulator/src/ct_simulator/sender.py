@@ -25,6 +25,7 @@ from typing import Any
 from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomlab.dicom import VERIFICATION, uid_name
+from dicomlab.ladder import MODALITY, PACS
 
 from . import outcome
 from .iod import Instance, StudyPlan, iter_instances
@@ -64,6 +65,7 @@ class SendReport:
     # with SendOptions.record: per C-STORE tried, in order: SOP Instance UID, study and series UIDs,
     # the status answered (None: no answer) and the SHA-256 of the dataset bytes sent
     instances: list[dict[str, Any]] = field(default_factory=list)
+    ladders: list[dict[str, Any]] = field(default_factory=list)  # with Link.ladder: one per association
 
     @property
     def rate(self) -> float:
@@ -115,13 +117,18 @@ def echo(link: Link) -> EchoReport:
     if assoc is None:
         return EchoReport(False, problem=problem, notes=link.notes,
                           elapsed_ms=(time.monotonic() - started) * 1000)
+    sent, rsp = time.time(), None
     try:
         rsp = assoc.send_c_echo()
     finally:
+        status = int(rsp.Status) if rsp and "Status" in rsp else None
+        if link.trace is not None:
+            link.trace.echo(sent, status)
         if assoc.is_established:
             release(assoc)
+            if link.trace is not None:
+                link.trace.released()
     elapsed = (time.monotonic() - started) * 1000
-    status = int(rsp.Status) if rsp and "Status" in rsp else None
     if status is None:
         return EchoReport(False, None, elapsed, outcome.aborted(link.peer, "the peer", "before answering the C-ECHO"),
                           link.notes)
@@ -299,6 +306,14 @@ def _run_association(link: Link, sop_class: str, shared: _Shared) -> None:
         shared.fail(outcome.aborted(link.peer, "the peer", f"before the first instance ({exc.words()})"))
     finally:
         end(assoc)
+        if link.trace is not None:
+            problem = shared.report.problem
+            if end is release:
+                link.trace.released()
+            else:
+                peer = problem is not None and problem.kind == "aborted" and "aborted by the peer" in problem.message
+                link.trace.aborted(PACS if peer else MODALITY, problem.message if problem else "aborted by the "
+                                   "simulator", problem.hint if problem else "")
 
 
 def _abort(assoc: Any) -> None:
@@ -324,19 +339,28 @@ def _send_all(link: Link, sop_class: str, syntax: str, shared: _Shared,
             shared.fail(Problem("cannot-encode", f"cannot encode instance {inst.number} in "
                                 f"{uid_name(syntax)}: {exc}"))
             return release
+        sent = time.time()
         try:
             answer = channel.store(sop_class, inst.sop_instance_uid, data)
+            if link.trace is not None:
+                link.trace.store(sent, answer.status)
         except NoAnswer:
+            if link.trace is not None:
+                link.trace.store(sent, None)
             shared.count(inst, None, data)
             shared.fail(outcome.response_timed_out(link.peer, link.dimse_timeout,
                                                    f"the C-STORE of instance {inst.number}"))
             return _abort
         except PeerAborted as exc:
+            if link.trace is not None:
+                link.trace.store(sent, None)
             shared.count(inst, None, data)
             shared.fail(outcome.aborted(link.peer, "the peer", f"while sending instance {inst.number} "
                                         f"({exc.words()})"))
             return _abort
         except ProtocolError as exc:
+            if link.trace is not None:
+                link.trace.store(sent, None)
             shared.count(inst, None, data)
             shared.fail(Problem("aborted", f"{link.peer} broke the protocol while answering instance "
                                 f"{inst.number}: {exc}; the simulator aborted the association.",
@@ -371,6 +395,7 @@ def send(plan: StudyPlan, link: Link, options: SendOptions | None = None,
         shared.close()
     report.elapsed = time.monotonic() - started
     report.notes = list(dict.fromkeys(note for lk in links for note in lk.notes))
+    report.ladders = [lk.trace.build() for lk in links if lk.trace is not None]
     if report.problem is None and report.failed:
         report.problem = outcome.instance_failed(report.failed, report.sent + report.failed, report.first_failure)
     return report

@@ -92,7 +92,7 @@ def a_abort(reason: int) -> bytes:
 class Pending:
     """A connection the gate holds: reading its request, or closing after an A-ABORT."""
 
-    __slots__ = ("sock", "address", "peer", "server", "deadline", "buf", "need", "closing", "discarded")
+    __slots__ = ("sock", "address", "peer", "server", "deadline", "buf", "need", "closing", "discarded", "since")
 
     def __init__(self, sock: socket.socket, address: Any, server: Any, deadline: float) -> None:
         self.sock = sock
@@ -104,6 +104,7 @@ class Pending:
         self.need = 6  # bytes of the PDU (header first, then header + body)
         self.closing = False
         self.discarded = 0
+        self.since = time.time()  # the TCP connect, for the association ladder (dicomlab.ladder)
 
 
 class _Listener:
@@ -123,6 +124,8 @@ class Gate:
         self.pacs = pacs
         self.counts = counts
         self.handed: dict[socket.socket, bytearray] = {}  # read by LabRequestHandler: the request's bytes
+        # read by LabRequestHandler, for the ladder: when the connection came, when its request was complete
+        self.since: dict[socket.socket, tuple[float, float]] = {}
         self.notes = Notes(pacs.events.emit)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -416,8 +419,10 @@ class Gate:
         try:
             p.sock.setblocking(True)
             self.handed[p.sock] = p.buf
+            self.since[p.sock] = (p.since, time.time())
             p.server.process_request(p.sock, p.address)
         except Exception:
             LOG.exception("hand-over to the association thread")
             self.handed.pop(p.sock, None)
+            self.since.pop(p.sock, None)
             p.sock.close()

@@ -53,6 +53,7 @@ from dicomlab.events import EventLog
 from dicomlab.registry import Registry
 from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
+from .associnfo import context_results, request_detail
 from .contexts import contexts_for, contexts_for_services, why_refused
 from .counters import Counts, SharedCounts
 from .fastpath import LabAssociation, ThreadReuse
@@ -79,6 +80,7 @@ class Session:
     called: str = ""
     peer: str = ""
     started: float = field(default_factory=time.monotonic)
+    connected: tuple[float, float] = (0.0, 0.0)  # TCP connect, request complete (gate.py), for the ladder
     decision: Decision | None = None
     counted: bool = False
     refusal: str = ""  # "abort" / "dimse-failure": a refused node let in only to be turned away
@@ -95,7 +97,8 @@ class Session:
 def _session(assoc: Any) -> Session:
     s = getattr(assoc, "lab_session", None)
     if s is None:
-        s = Session(id=f"a{next(_ids):05d}{_id_suffix}", peer=str(assoc.requestor.address))
+        s = Session(id=f"a{next(_ids):05d}{_id_suffix}", peer=str(assoc.requestor.address),
+                    connected=getattr(assoc, "lab_connected", None) or (time.time(), time.time()))
         assoc.lab_session = s
     return s
 
@@ -161,6 +164,7 @@ class LabRequestHandler(RequestHandler):
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         sock = FastSocket(assoc, client_socket=self.request)
         sock.preread = self.server.lab_gate.handed.pop(self.request, None)  # type: ignore[attr-defined]
+        assoc.lab_connected = self.server.lab_gate.since.pop(self.request, None)  # type: ignore[attr-defined]
         assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.lab_pacs.sentinel_title  # type: ignore[attr-defined]
@@ -610,8 +614,9 @@ class Pacs:
             E.ASSOCIATION_REJECTED,
             f"Association rejected ({rj.codes} {rj.words}): {d.message}",
             level="warning", outcome="rejected", reason=d.reason,
-            detail={"result": rj.result, "source": rj.source, "reason": rj.reason, **d.detail}, **s.who(),
-            ops=self._status(s.calling, "rejected", d.message),
+            detail={"result": rj.result, "source": rj.source, "reason": rj.reason, **d.detail,
+                    "request": request_detail(assoc, s.connected)}, **s.who(),
+            ops=self._status(s.calling, "rejected", d.message, s.id),
         )
         assoc.acse.send_reject(rj.result, rj.source, rj.reason)
         assoc.kill()  # returns once the RJ is sent and the DUL is idle: the peer gets it intact
@@ -625,8 +630,8 @@ class Pacs:
             f"{d.rejection.codes}: {d.message}",
             level="warning", outcome=mode, reason=d.reason,
             detail={"refusal_mode": mode, "result": d.rejection.result, "source": d.rejection.source,
-                    "reason": d.rejection.reason, **d.detail}, **s.who(),
-            ops=self._status(s.calling, "rejected", d.message),
+                    "reason": d.rejection.reason, **d.detail, "request": request_detail(assoc, s.connected)},
+            ops=self._status(s.calling, "rejected", d.message, s.id), **s.who(),
         )
         if mode == "close":
             assoc.is_aborted = True  # no negotiation: the connection just goes away
@@ -637,10 +642,11 @@ class Pacs:
         assoc.acceptor.ae_title = s.called or d.settings.ae_title
         assoc.acceptor.supported_contexts = contexts_for_services(d.settings, list(SERVICES))
 
-    def _status(self, calling: str, outcome: str, why: str = "") -> Any:
+    def _status(self, calling: str, outcome: str, why: str = "", assoc_id: str = "") -> Any:
         """The node's last-association status, written with the event (if it is a node)."""
         now = time.time()
-        fields: dict[str, Any] = {"last_association": outcome, "last_association_time": now}
+        fields: dict[str, Any] = {"last_association": outcome, "last_association_time": now,
+                                  "last_assoc_id": assoc_id}
         if why:
             fields["last_rejected_reason"] = why
         return [indexops.node_status(calling, **fields)]
@@ -715,8 +721,9 @@ class Pacs:
             f"Association accepted: {s.calling!r} at {s.peer} (services {services}); "
             f"{len(accepted)} of {len(proposed)} presentation context(s) accepted"
             + ("" if accepted else " -- none, so the modality cannot send anything: see the context events"),
-            outcome="accepted", reason="accepted", detail={"accepted": accepted}, **s.who(),
-            ops=self._status(s.calling, "accepted"),
+            outcome="accepted", reason="accepted", detail={"accepted": accepted, "contexts": context_results(assoc),
+                                                           "request": request_detail(assoc, s.connected)},
+            ops=self._status(s.calling, "accepted", assoc_id=s.id), **s.who(),
         )
         if d.settings.fault_delay_ms:
             self.events.emit(E.ASSOCIATION_ACCEPTED, f"Fault injected: every response on this association waits "
@@ -782,6 +789,7 @@ class Pacs:
                sop_instance: str) -> int:
         """Store one instance durably (``raw``: its bytes, or the Spool they were written to), index it,
         record it; the status to answer."""
+        t0 = time.monotonic()
         try:
             result = (raw.commit() if isinstance(raw, Spool)
                       else self.storage.store(raw, transfer_syntax, abstract_syntax, sop_instance, s.calling))
@@ -812,7 +820,8 @@ class Pacs:
             wait=True,  # indexed (or journaled on disk, if Redis is away) before Success goes out
             outcome="stored",
             detail={"sop_instance_uid": m["sop_instance_uid"], "study_uid": m["study_uid"],
-                    "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"], **moved_from},
+                    "series_uid": m["series_uid"], "replaced": result.replaced, "path": m["path"], **moved_from,
+                    "store_ms": round((time.monotonic() - t0) * 1000, 2)},  # written + fsync'd, for the ladder
             **s.who(),
         )
         if not ev.id:

@@ -231,6 +231,7 @@ function renderNode(node) {
   const remove = el("button", "danger small", "Remove");
   remove.addEventListener("click", () => removeNode(node.ae_title));
   actions.append(echo, edit, remove);
+  if (st.last_assoc_id) actions.prepend(ladderButton(st.last_assoc_id, null, "Last association")); // ladder.js
   li.append(summary, actions, meta);
   if (er) li.append(el("div", `echo-result ${er.ok ? "ok" : "bad"}`, er.text));
   return li;
@@ -330,6 +331,7 @@ function addLogLine(e) {
   li.hidden = e.type === "pdu" && !$("#log-pdu").checked;
   li.append(el("span", "t", fmtTime(e.time)), " ", el("span", "src", e.source), " ",
     el("span", "type", e.type), " ", el("span", "msg", e.message));
+  if (e.assoc_id) li.append(" ", ladderButton(e.assoc_id, e.id)); // ladder.js
   list.append(li);
   while (list.children.length > MAX_LINES) list.firstElementChild.remove();
   if (atBottom) list.scrollTop = list.scrollHeight;
