@@ -37,9 +37,9 @@ function renderPacsStatement(st) {
   ]));
   box.append(el("strong", "", "SOP classes (SCP)"), confSopList(st.sop_classes));
   box.append(el("strong", "", "Association policy"));
-  const ol = el("ol");
-  for (const r of st.association_policy) ol.append(el("li", "", `${r.condition} → ${r.answer} [${r.reason}]`));
-  box.append(ol, el("strong", "", "Limits"));
+  const ul = el("ul", "policy");
+  for (const r of st.association_policy) ul.append(el("li", "", `${r.order}. ${r.condition} → ${r.answer} [${r.reason}]`));
+  box.append(ul, el("strong", "", "Limits"));
   box.append(confDl(Object.entries(st.limits).map(([k, v]) => [k, `${v.value} — ${v.meaning}`])));
 }
 
