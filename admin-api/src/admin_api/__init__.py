@@ -42,4 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
 
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)
+    from . import metrics
+
+    metrics.init_app(app)  # GET /metrics (token), request counts and times
     return app
