@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from admin_helpers import AUTH, Gunicorn
+from admin_helpers import AUTH, TOKEN, Gunicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab import PacsProcess, RedisServer, add_node, echoscu, free_port, rejection_of, wait_for
@@ -98,6 +98,30 @@ def test_the_pacs_metrics_count_what_was_done(metrics_pacs, registry):
     assert value(m, "dicomlab_pacs_open_associations") == 0
     assert value(m, "dicomlab_pacs_event_backlog") == 0
     assert value(m, "dicomlab_pacs_journal_entries") == 0
+
+    # The admin API passes them through at /metrics/pacs (its token), as in both runtimes.
+    from admin_api import create_app
+
+    client = create_app({"TESTING": True, "ADMIN_TOKEN": TOKEN, "REDIS_URL": pacs.redis_url,
+                         "PACS_METRICS_URL": pacs.metrics_url}).test_client()
+    assert client.get("/metrics/pacs").status_code == 401
+    r = client.get("/metrics/pacs", headers=AUTH)
+    assert r.status_code == 200 and r.content_type.startswith("text/plain; version=")
+    via = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(r.get_data(as_text=True)) for s in fam.samples}
+    assert value(via, "dicomlab_pacs_instances_stored_total") == 5
+
+
+def test_the_pacs_passthrough_says_what_is_wrong(redis_url):
+    from admin_api import create_app
+
+    r = create_app({"TESTING": True, "ADMIN_TOKEN": TOKEN, "REDIS_URL": redis_url}).test_client().get(
+        "/metrics/pacs", headers=AUTH)
+    assert r.status_code == 404 and "PACS_METRICS_URL" in r.get_json()["error"]
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    r = create_app({"TESTING": True, "ADMIN_TOKEN": TOKEN, "REDIS_URL": redis_url,
+                    "PACS_METRICS_URL": url}).test_client().get("/metrics/pacs", headers=AUTH)
+    assert r.status_code == 503 and url in r.get_json()["error"]
 
 
 def test_open_associations_and_a_dead_worker(metrics_pacs, registry):
