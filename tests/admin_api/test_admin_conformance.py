@@ -48,6 +48,9 @@ def test_a_tls_setting_present_in_redis_appears_in_the_statement(api, registry):
     tls = api.get("/api/conformance").get_json()["tls"]
     assert tls["settings"] == {"tls_enabled": "1", "tls_port": "2762"}
     assert tls["enabled"] is True and "port 2762" in tls["words"]
+    registry.client.hset(keys.SCP, "tls_enabled", "0")
+    tls = api.get("/api/conformance").get_json()["tls"]
+    assert tls["enabled"] is False and "configured but off" in tls["words"]
 
 
 def test_the_check_names_what_would_fail(api):

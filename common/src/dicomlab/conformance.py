@@ -126,7 +126,7 @@ def tls_statement(listener: dict[str, Any], nodes: list[dict[str, Any]]) -> dict
     fields_ = {k: v for k, v in listener.items() if k.startswith("tls")}
     per_node = {n["ae_title"]: {k: v for k, v in n.items() if k.startswith("tls") or k == "client_certificate"}
                 for n in nodes if any(k.startswith("tls") or k == "client_certificate" for k in n)}
-    enabled = bool(fields_.get("tls_enabled"))
+    enabled = fields_.get("tls_enabled") in (True, 1, "1", "true")  # typed, or as stored in Redis
     if not fields_:
         words = "Not offered: this PACS speaks DICOM over plain TCP only (no TLS setting is stored)."
     elif enabled:
