@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from test_admin_browser import browser, page  # noqa: F401  (fixtures: one Chromium set-up)
 
+from dicomlab.conformance import tls_statement
 from dicomlab.dicom import JPEG_LOSSLESS_SV1, RLE_LOSSLESS
 from dicomlab.settings import Node
 from lab import ROOT
@@ -34,7 +35,8 @@ def test_the_page_runs_the_conformance_check(page, gunicorn_server, pacs, regist
     expect(ct_row.locator("td").nth(2)).to_have_text("JPEG Lossless SV1, RLE Lossless")
     expect(ct_row.locator("td").nth(3)).to_have_text("none")
     expect(page.locator("#conf-pacs")).to_contain_text(f"{pacs.port}")
-    expect(page.locator("#conf-pacs")).to_contain_text("DICOM over plain TCP only")
+    tls = tls_statement(registry.get_listener().to_dict(), [n.to_dict() for n in registry.list_nodes()])
+    expect(page.locator("#conf-pacs")).to_contain_text(tls["words"])  # plain TCP, or the TLS port once it exists
     expect(page.locator("#conf-sim")).to_contain_text("--transfer-syntax rle: RLE Lossless")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator("#conformance").screenshot(path=str(ARTIFACTS / "conformance-check.png"))

@@ -39,14 +39,17 @@ def test_the_statement_follows_the_live_settings(api, registry):
     assert "called AE title is not 'MAINPACS'" in policy["2"]["condition"]
     assert "refusal_mode abort" in policy["3"]["answer"]
     assert st["pdu"]["max_pdu_receive"] == PACS_MAX_PDU
-    assert st["tls"]["enabled"] is False and "plain TCP" in st["tls"]["words"]
+    assert st["settings"]["max_associations"] == 7
+    stored_tls = registry.get_listener().to_dict().get("tls_enabled")  # once the TLS settings exist
+    assert st["tls"]["enabled"] is bool(stored_tls)
+    assert ("plain TCP" in st["tls"]["words"]) is (not stored_tls)
 
 
 def test_a_tls_setting_present_in_redis_appears_in_the_statement(api, registry):
     registry.client.hset(keys.SCP, mapping={"tls_enabled": "1", "tls_port": "2762"})
     api.post("/api/nodes", json={**CT})
     tls = api.get("/api/conformance").get_json()["tls"]
-    assert tls["settings"] == {"tls_enabled": "1", "tls_port": "2762"}
+    assert {k: str(int(v)) for k, v in tls["settings"].items()} == {"tls_enabled": "1", "tls_port": "2762"}
     assert tls["enabled"] is True and "port 2762" in tls["words"]
     registry.client.hset(keys.SCP, "tls_enabled", "0")
     tls = api.get("/api/conformance").get_json()["tls"]

@@ -51,6 +51,7 @@ class StatementOut(Schema):
     verbose = fields.Boolean()
     authorized_nodes = fields.Integer()
     other_settings = fields.Dict()
+    settings = fields.Dict()
     on_request = fields.Dict()
     proposal = fields.String()
     encodable = fields.List(fields.Dict())

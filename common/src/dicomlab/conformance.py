@@ -149,7 +149,7 @@ def pacs_statement(settings: ListenerSettings, *, live_port: int | None = None, 
                     "transfer_syntaxes": transfer}]
     sop_classes += [{"uid": uid, "name": ts_item(uid)["name"], "role": "SCP", "service": "C-STORE",
                      "transfer_syntaxes": transfer} for uid in settings.sop_classes]
-    limits = {name: {"value": getattr(settings, name), "meaning": LIMIT_WORDS[name]}
+    limits = {name: {"value": getattr(settings, name), "meaning": LIMIT_WORDS.get(name, name.replace("_", " "))}
               for name in ("max_associations", *LIMITS)}
     other = {k: v for k, v in listener.items() if k not in KNOWN_SETTINGS and not k.startswith("tls")}
     port = live_port if live_port is not None else settings.port
@@ -177,6 +177,7 @@ def pacs_statement(settings: ListenerSettings, *, live_port: int | None = None, 
         "verbose": settings.verbose,
         "authorized_nodes": len(nodes or []),
         "other_settings": other,
+        "settings": listener,  # every listener setting in force, as stored
     }
 
 
