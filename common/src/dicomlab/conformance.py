@@ -77,6 +77,11 @@ LIMIT_WORDS = {
     "max_pending_per_address": "connections not yet decided, per source address",
     "spool_threshold_bytes": "a larger dataset is written to disk as it arrives",
     "max_instance_bytes": "a larger instance is aborted (instance-too-large)",
+    # the second stage's (DESIGN.md "The PACS talks back"); any other setting gets its name in words
+    "commitment_attempts": "attempts to deliver a Storage Commitment N-EVENT-REPORT",
+    "commitment_interval": "seconds before its second attempt (doubled after each failure)",
+    "qr_max_matches": "C-FIND matches returned at most",
+    "qr_max_suboperations": "C-MOVE / C-GET sub-operations per request at most",
 }
 
 
