@@ -21,14 +21,37 @@ Worker class: gthread (a pool of OS threads per worker process).
 - The access log leaves out health checks that pass (`GET /api/health`
   answered 2xx): Compose and `make up` probe it every few seconds, and
   `make logs` should show what people and modalities do. A failing
-  health check is still logged.
+  health check is still logged. Prometheus scrapes of `/metrics` that pass
+  are left out the same way.
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from gunicorn.glogging import Logger
 
 HEALTH_PATH = "/api/health"
+METRICS_PATH = "/metrics"
+
+# Prometheus multiprocess mode (admin_api/metrics.py): one folder for every worker, in the
+# environment before a worker imports prometheus_client. ADMIN_METRICS_DIR, else a fresh
+# folder in the temporary folder (a tmpfs in Compose), removed on exit.
+_metrics_dir = os.environ.get("ADMIN_METRICS_DIR") or tempfile.mkdtemp(prefix="dicomlab-admin-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server):
+    """Counts of an earlier run are not this run's."""
+    Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+    for f in Path(_metrics_dir).glob("*.db"):
+        f.unlink(missing_ok=True)
+
+
+def on_exit(server):
+    if not os.environ.get("ADMIN_METRICS_DIR"):
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 class QuietHealthLogger(Logger):
@@ -36,7 +59,7 @@ class QuietHealthLogger(Logger):
 
     def access(self, resp, req, environ, request_time):
         status = getattr(resp, "status_code", None) or 0
-        if environ.get("PATH_INFO") == HEALTH_PATH and 200 <= status < 300:
+        if environ.get("PATH_INFO") in (HEALTH_PATH, METRICS_PATH) and 200 <= status < 300:
             return
         super().access(resp, req, environ, request_time)
 

@@ -689,7 +689,12 @@ def local_plan(lab_id: str) -> tuple[dict[str, str], dict[str, str]]:
         "ADMIN_PORT": env.get("ADMIN_PORT") or "8080",
         "PACS_STORAGE_DIR": str(Path(env.get("PACS_STORAGE_DIR") or ROOT / "data" / "storage").resolve()),
         "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        # Prometheus /metrics of the PACS on loopback (a free port unless set); the admin API
+        # passes it through at /metrics/pacs, so one port and one token reach both.
+        "PACS_METRICS_PORT": env.get("PACS_METRICS_PORT") or str(free_port()),
+        "PACS_METRICS_BIND": env.get("PACS_METRICS_BIND") or "127.0.0.1",
     })
+    env.setdefault("PACS_METRICS_URL", f"http://127.0.0.1:{env['PACS_METRICS_PORT']}/metrics")
     py = shlex.quote(sys.executable)
     lab = f"{py} {shlex.quote(str(Path(__file__).resolve()))}"
     pid = f"echo $$ > {shlex.quote(str(sd / 'pids'))}/"

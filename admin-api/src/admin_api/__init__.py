@@ -36,10 +36,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     headers.init_app(app)
     Resources.init_app(app)
 
-    from . import ladder_routes  # noqa: F401  (its routes join the API blueprint)
+    from . import (
+        conformance,  # noqa: F401  (its routes go on the API blueprint)
+        ladder_routes,  # noqa: F401  (its routes join the API blueprint)
+    )
     from .api import bp as api_bp
     from .web import bp as web_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)
+    from . import metrics
+
+    metrics.init_app(app)  # GET /metrics (token), request counts and times
     return app

@@ -231,6 +231,11 @@ class EventLog:
         self._print(line)
         return ev
 
+    @property
+    def backlog(self) -> int:
+        """Events waiting in memory to be stored in Redis (background mode; 0 otherwise)."""
+        return len(self._queue) if self._queue is not None else 0
+
     def _print(self, line: str) -> None:
         with self._lock:
             try:

@@ -17,12 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dicomlab.dicom import (
-    CT_IMAGE_STORAGE,
-    ENHANCED_CT_IMAGE_STORAGE,
-    MR_IMAGE_STORAGE,
-    SECONDARY_CAPTURE_IMAGE_STORAGE,
-)
+from dicomlab.conformance import SIM_SOP_CLASSES
 from dicomlab.errors import LabError
 from dicomlab.settings import EnvConfig
 from dicomlab.text import safe_text
@@ -34,8 +29,7 @@ from .outcome import Problem
 from .sender import EchoReport, SendOptions, SendReport, echo, send
 from .syntaxes import DEFAULT_PROPOSAL, encode_for, resolve
 
-SOP_CLASSES = {"ct": CT_IMAGE_STORAGE, "enhanced-ct": ENHANCED_CT_IMAGE_STORAGE, "mr": MR_IMAGE_STORAGE,
-               "sc": SECONDARY_CAPTURE_IMAGE_STORAGE}
+SOP_CLASSES = SIM_SOP_CLASSES  # one list, shared with the conformance statement
 
 
 def _env() -> EnvConfig:
@@ -286,6 +280,29 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return bench.run(a.slices, a.rows, a.cols, link, a.storescu)
 
 
+def cmd_conformance(a: argparse.Namespace) -> int:
+    """The simulator's own conformance statement (no network), as text or JSON."""
+    from dicomlab.conformance import simulator_statement
+
+    env = _env()
+    st = simulator_statement(env.sim_ae_title, env.sim_port)
+    if a.json:
+        print(json.dumps(st, indent=2))
+        return outcome.EXIT_OK
+    _say(st["title"])
+    _say(f"  roles: {', '.join(st['application_entity']['roles'])}; C-ECHO answered on port {env.sim_port} (worker)")
+    for sc in st["sop_classes"]:
+        _say(f"  {sc['name']} as {sc['role']} ({sc['service']}): "
+             + ", ".join(t["name"] for t in sc["transfer_syntaxes"]))
+    _say(f"  {st['proposal']}")
+    _say("  on request:")
+    for opt in st["on_request"]["transfer_syntaxes"]:
+        _say(f"    {opt['option']:<32} {opt['name']}" + ("" if opt["encodable"] else " (proposed, not encodable)"))
+    for opt in st["on_request"]["sop_classes"]:
+        _say(f"    {opt['option']:<32} {opt['name']}" + (f" ({opt['note']})" if opt["note"] else ""))
+    return outcome.EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ct-simulator", description="DICOM Lab's CT modality: generates CT studies "
@@ -339,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storescu", action="store_true", help="also time DCMTK storescu on the same files")
     _add_link(b)
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("conformance", help="print the simulator's conformance statement (what it proposes)")
+    c.add_argument("--json", action="store_true", help="as JSON (the admin API serves the same)")
+    c.set_defaults(func=cmd_conformance)
 
     from .scenarios.cli import add_parser as add_scenarios
 

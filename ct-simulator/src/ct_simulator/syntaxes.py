@@ -19,33 +19,16 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pynetdicom.dsutils import encode
 
-from dicomlab.dicom import (
-    DEFLATED_EXPLICIT_VR_LE,
-    EXPLICIT_VR_BE,
-    EXPLICIT_VR_LE,
-    IMPLICIT_VR_LE,
-    JPEG_2000_LOSSLESS,
-    JPEG_LOSSLESS_SV1,
-    JPEG_LS_LOSSLESS,
-    RLE_LOSSLESS,
-    uid_name,
-)
+from dicomlab.conformance import SIM_COMPRESSED, SIM_DEFAULT_PROPOSAL, SIM_SYNTAX_ALIASES, SIM_UNCOMPRESSED
+from dicomlab.dicom import uid_name
 
-ALIASES = {
-    "explicit": EXPLICIT_VR_LE,
-    "implicit": IMPLICIT_VR_LE,
-    "deflated": DEFLATED_EXPLICIT_VR_LE,
-    "big-endian": EXPLICIT_VR_BE,
-    "rle": RLE_LOSSLESS,
-    "j2k": JPEG_2000_LOSSLESS,
-    "jpeg2000-lossless": JPEG_2000_LOSSLESS,
-    "jpeg-lossless": JPEG_LOSSLESS_SV1,
-    "jpeg-ls": JPEG_LS_LOSSLESS,
-}
-UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE)
-COMPRESSED = (RLE_LOSSLESS, JPEG_2000_LOSSLESS)
+# One list of what the simulator proposes and encodes, shared with its conformance statement
+# (dicomlab.conformance: the admin API shows it without the simulator installed).
+ALIASES = SIM_SYNTAX_ALIASES
+UNCOMPRESSED = SIM_UNCOMPRESSED
+COMPRESSED = SIM_COMPRESSED
 # What a CT proposes when nothing is chosen: like storescu, both uncompressed little endian syntaxes
-DEFAULT_PROPOSAL = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
+DEFAULT_PROPOSAL = SIM_DEFAULT_PROPOSAL
 
 
 class UnsupportedSyntax(ValueError):

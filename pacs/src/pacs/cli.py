@@ -16,6 +16,7 @@ from dicomlab.journal import Journal
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 
+from . import metrics
 from .counters import Counts, SharedCounts
 from .policy import AssociationSlots
 from .reconcile import Reconciler, reconcile
@@ -76,6 +77,11 @@ def main(args: list[str] | None = None) -> int:
     # synchronously with sigwait: a handler-based wait can miss a signal that the kernel
     # delivers to another thread.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP)
+    try:  # /metrics on PACS_METRICS_PORT, from a process of its own forked now (metrics.py)
+        metrics.start(storage.root / JOURNAL_DIR)
+    except ValueError as exc:
+        print(f"pacs: configuration error: {exc}", file=sys.stderr)
+        return 2
     if workers <= 1:
         return _serve(url, storage, seed, ns, worker=None, shared=None, ports=None, ready_fd=None)
 
@@ -135,6 +141,7 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     journal = Journal(storage.root / JOURNAL_DIR, name="pacs" if worker is None else f"pacs-w{worker}",
                       fsync=storage.fsync)
     events = EventLog(client, source="pacs", background=True, journal=journal)
+    metrics.watch(events)  # associations by outcome, the event backlog (metrics.py)
     slots = AssociationSlots(shared, worker or 0, nodes=nodes) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
                 slots=slots, worker=worker, shared_ports=ports, inherited_socket=listen_socket,

@@ -53,6 +53,7 @@ from dicomlab.events import EventLog
 from dicomlab.registry import Registry
 from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
+from . import metrics
 from .associnfo import context_results, request_detail
 from .contexts import contexts_for, contexts_for_services, why_refused
 from .counters import Counts, SharedCounts
@@ -504,6 +505,7 @@ class Pacs:
             self._publish_load()
 
     def _publish_load(self) -> None:
+        metrics.open_associations(len(self._active))
         if self.shared_load is not None:
             self.shared_load[self.worker or 0] = len(self._active)
 
@@ -785,6 +787,7 @@ class Pacs:
         self._fault_delay(s)
         return status
 
+    @metrics.timed_store
     def _store(self, s: Session, raw: bytes | Spool, transfer_syntax: str, abstract_syntax: str,
                sop_instance: str) -> int:
         """Store one instance durably (``raw``: its bytes, or the Spool they were written to), index it,

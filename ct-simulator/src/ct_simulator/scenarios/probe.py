@@ -14,13 +14,14 @@ import re
 import sys
 from typing import Any
 
+from dicomlab.conformance import SIM_SOP_CLASSES
+
 from ..iod import StudyPlan
 from ..network import Link, quiet_pynetdicom
 from ..sender import SendOptions, echo, send
 from ..syntaxes import DEFAULT_PROPOSAL, resolve
 
-SOP_CLASSES = {"ct": "1.2.840.10008.5.1.4.1.1.2", "enhanced-ct": "1.2.840.10008.5.1.4.1.1.2.1",
-               "mr": "1.2.840.10008.5.1.4.1.1.4", "sc": "1.2.840.10008.5.1.4.1.1.7"}
+SOP_CLASSES = SIM_SOP_CLASSES  # the simulator's one list (dicomlab.conformance)
 _HEX = re.compile(r"^0x([0-9A-Fa-f]{4})")
 
 
