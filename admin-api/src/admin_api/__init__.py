@@ -37,8 +37,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     Resources.init_app(app)
 
     from .api import bp as api_bp
+    from .dicomweb import bp as dicomweb_bp
     from .web import bp as web_bp
 
     app.register_blueprint(api_bp)
+    app.register_blueprint(dicomweb_bp)
     app.register_blueprint(web_bp)
     return app
