@@ -409,7 +409,7 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
     ok = False
     for media, params in accept_list(request.headers.get("Accept")):
         if media in ("*/*", "multipart/*") or (media == "multipart/related" and params.get(
-                "type", "application/octet-stream") in ("application/octet-stream", "application/*")):
+                "type", "application/octet-stream") in ("application/octet-stream", "application/*", "*/*")):
             ok = params.get("transfer-syntax", ExplicitVRLittleEndian) in (ExplicitVRLittleEndian, "*")
             break
     if not ok:
