@@ -308,3 +308,41 @@ def test_bad_requests_are_told_in_words(lab, client):
                      headers={**AUTH, "Accept": 'multipart/related; type="application/dicom"'})
     assert r.status_code == 200 and r.headers["Content-Type"].startswith('multipart/related; type="application/dicom"')
     assert f"Content-Type: application/dicom; transfer-syntax={EXPLICIT}\r\n".encode() in r.content
+
+
+def test_rendered_slices_are_cached_within_bounds(lab, client):
+    """In one process: a repeated request comes from the caches, which never hold more than their budget;
+    a replaced file is decoded again."""
+    import os
+
+    from admin_api import create_app
+    from admin_api.dicomweb import parts
+
+    app = create_app({"TESTING": True, "ADMIN_TOKEN": TOKEN, "REDIS_URL": lab.pacs.redis_url,
+                      "STORAGE_DIR": str(lab.storage), "RENDER_CACHE_MB": 0.2, "RENDERED_CACHE_MB": 0.05})
+    http = app.test_client()
+    study = lab.studies["DW-EXPLICIT"]
+    se, sops = series_of(client, study)
+    url = f"/api/dicomweb/studies/{study}/series/{se}/instances/{{}}/rendered?window=-600,1500&accept=image/png"
+    first = http.get(url.format(sops[0]), headers=AUTH)
+    assert first.status_code == 200 and first.mimetype == "image/png"
+    with app.app_context():
+        _, renderer = parts()
+    hits = renderer.images.hits
+    again = http.get(url.format(sops[0]), headers=AUTH)
+    assert again.data == first.data and renderer.images.hits == hits + 1
+    for sop in sops:  # six 64 KiB frames through a 200 KiB budget
+        for window in ("-600,1500", "40,400", "500,2000"):
+            assert http.get(url.format(sop).replace("-600,1500", window), headers=AUTH).status_code == 200
+            assert renderer.frames.used <= renderer.frames.budget
+            assert renderer.images.used <= renderer.images.budget
+    assert 0 < len(renderer.frames) <= 3
+    # Another version of the file (same size, new modification time) is a new key: decoded again.
+    path = lab.storage / study / se / f"{sops[-1]}.dcm"
+    misses = renderer.frames.misses
+    http.get(url.format(sops[-1]), headers=AUTH)
+    assert renderer.frames.misses == misses  # still cached
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert http.get(url.format(sops[-1]), headers=AUTH).status_code == 200
+    assert renderer.frames.misses == misses + 1

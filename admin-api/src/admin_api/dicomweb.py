@@ -94,7 +94,8 @@ def route(path: str, summary: str, content: dict[str, Any], errors: tuple[int, .
     return deco
 
 
-def _parts() -> tuple[Store, Renderer]:
+def parts() -> tuple[Store, Renderer]:
+    """This process's store and renderer (made on first use, from the app's configuration)."""
     ext = current_app.extensions.get(KEY)
     if ext is None:
         with _lock:
@@ -102,7 +103,8 @@ def _parts() -> tuple[Store, Renderer]:
             if ext is None:
                 cfg = current_app.config
                 ext = (Store(resources().registry.client, cfg["STORAGE_DIR"]),
-                       Renderer(int(cfg["RENDER_CACHE_MB"]) << 20, int(cfg["RENDERED_CACHE_MB"]) << 20))
+                       Renderer(int(float(cfg["RENDER_CACHE_MB"]) * (1 << 20)),
+                                int(float(cfg["RENDERED_CACHE_MB"]) * (1 << 20))))
                 current_app.extensions[KEY] = ext
     return ext
 
@@ -177,7 +179,7 @@ def _with_header(store: Store, rec: dict[str, Any], base: tuple[str, ...], extra
 @route("/studies", "QIDO-RS: search for studies", {DICOM_JSON: _ARRAY})
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_studies(_q: dict[str, Any]) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     query = qido.Query.parse(request.args.items(multi=True), "study")
     found = [(s, r) for s in store.studies() if qido.matches(query, r := _study_record(s))]
     return _json([_with_header(store, r, qido.STUDY_RETURN, STUDY_ALL, query, s["study_uid"], None)
@@ -209,7 +211,7 @@ def _num(v: Any) -> float:
 @route("/series", "QIDO-RS: search for series in every study", {DICOM_JSON: _ARRAY})
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_all_series(_q: dict[str, Any]) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     query = qido.Query.parse(request.args.items(multi=True), "series")
     return _series_results(store, [s["study_uid"] for s in store.studies()], query)
 
@@ -217,7 +219,7 @@ def search_all_series(_q: dict[str, Any]) -> Response:
 @route("/studies/<study>/series", "QIDO-RS: search for the series of a study", {DICOM_JSON: _ARRAY})
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_series(study: str, _q: dict[str, Any]) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     store.study(study)  # 404 for an unknown study
     return _series_results(store, [study], qido.Query.parse(request.args.items(multi=True), "series"))
 
@@ -251,7 +253,7 @@ def _value(ds: Any, kw: str) -> Any:
 @route("/studies/<study>/instances", "QIDO-RS: search for the instances of a study", {DICOM_JSON: _ARRAY})
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_study_instances(study: str, _q: dict[str, Any]) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     query = qido.Query.parse(request.args.items(multi=True), "instance")
     return _instance_results(store, study, [s["series_uid"] for s in store.series(study)], query)
 
@@ -260,7 +262,7 @@ def search_study_instances(study: str, _q: dict[str, Any]) -> Response:
        {DICOM_JSON: _ARRAY})
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_instances(study: str, series: str, _q: dict[str, Any]) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     store.sop_uids(study, series)  # 404 for an unknown series
     return _instance_results(store, study, [series], qido.Query.parse(request.args.items(multi=True), "instance"))
 
@@ -328,18 +330,18 @@ def _retrieve(paths: list[Path]) -> Response:
         return _fail(406, 'This resource is offered as multipart/related; type="application/dicom" '
                           "(transfer-syntax=* for the files as stored).")
     if syntax != "*" and syntax != ExplicitVRLittleEndian:
-        stored = {str(_parts()[0].header(p).file_meta.get("TransferSyntaxUID", "")) for p in paths}
+        stored = {str(parts()[0].header(p).file_meta.get("TransferSyntaxUID", "")) for p in paths}
         if stored != {syntax}:
             return _fail(406, f"Transfer syntax {syntax[:64]} is not offered: the instances are stored as "
                               f"{', '.join(sorted(stored))}; ask for one of those, 1.2.840.10008.1.2.1 or *.")
     first = _part10(paths[0], syntax)  # errors (406/400) before the response starts
 
-    def parts() -> Iterator[tuple[bytes, str]]:
+    def items() -> Iterator[tuple[bytes, str]]:
         for i, p in enumerate(paths):
             data, ts = first if i == 0 else _part10(p, syntax)
             yield data, f"application/dicom; transfer-syntax={ts}"
 
-    return _multipart(parts(), "application/dicom")
+    return _multipart(items(), "application/dicom")
 
 
 _MULTI_DICOM = {"multipart/related": _BINARY}
@@ -347,7 +349,7 @@ _MULTI_DICOM = {"multipart/related": _BINARY}
 
 @route("/studies/<study>", "WADO-RS: retrieve every instance of a study", _MULTI_DICOM, (406,))
 def retrieve_study(study: str) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     paths = [store.instance_path(study, s["series_uid"], sop) for s in store.series(study)
              for sop in store.sop_uids(study, s["series_uid"])]
     return _retrieve(paths)
@@ -355,18 +357,18 @@ def retrieve_study(study: str) -> Response:
 
 @route("/studies/<study>/series/<series>", "WADO-RS: retrieve every instance of a series", _MULTI_DICOM, (406,))
 def retrieve_series(study: str, series: str) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     return _retrieve([store.instance_path(study, series, sop) for sop in store.sop_uids(study, series)])
 
 
 @route("/studies/<study>/series/<series>/instances/<sop>", "WADO-RS: retrieve an instance", _MULTI_DICOM, (406,))
 def retrieve_instance(study: str, series: str, sop: str) -> Response:
-    return _retrieve([_parts()[0].instance_path(study, series, sop)])
+    return _retrieve([parts()[0].instance_path(study, series, sop)])
 
 
 # -- WADO-RS: metadata ---------------------------------------------------------------------
 def _metadata(items: list[tuple[str, str, str]]) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     out = []
     for study, series, sop in items:
         out.append(qido.header_json(store.header(store.instance_path(study, series, sop)), None))
@@ -376,7 +378,7 @@ def _metadata(items: list[tuple[str, str, str]]) -> Response:
 
 @route("/studies/<study>/metadata", "WADO-RS: the metadata of every instance of a study", {DICOM_JSON: _ARRAY})
 def study_metadata(study: str) -> Response:
-    store, _ = _parts()
+    store, _ = parts()
     return _metadata([(study, s["series_uid"], sop) for s in store.series(study)
                       for sop in store.sop_uids(study, s["series_uid"])])
 
@@ -384,7 +386,7 @@ def study_metadata(study: str) -> Response:
 @route("/studies/<study>/series/<series>/metadata", "WADO-RS: the metadata of every instance of a series",
        {DICOM_JSON: _ARRAY})
 def series_metadata(study: str, series: str) -> Response:
-    return _metadata([(study, series, sop) for sop in _parts()[0].sop_uids(study, series)])
+    return _metadata([(study, series, sop) for sop in parts()[0].sop_uids(study, series)])
 
 
 @route("/studies/<study>/series/<series>/instances/<sop>/metadata", "WADO-RS: the metadata of an instance",
@@ -403,7 +405,7 @@ def _frame_numbers(raw: str) -> list[int]:
 @route("/studies/<study>/series/<series>/instances/<sop>/frames/<frames>",
        "WADO-RS: frames, decoded (native little endian)", {"multipart/related": _BINARY}, (406,))
 def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
-    store, renderer = _parts()
+    store, renderer = parts()
     numbers = _frame_numbers(frames)
     path = store.instance_path(study, series, sop)
     ok = False
@@ -424,7 +426,7 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
 
 
 def _render(study: str, series: str, sop: str, number: int, args: dict[str, Any]) -> Response:
-    store, renderer = _parts()
+    store, renderer = parts()
     wanted = [(args["accept"].lower(), {})] if args.get("accept") else accept_list(request.headers.get("Accept"))
     media = None
     for m, _params in wanted:
