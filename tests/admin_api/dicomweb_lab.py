@@ -41,10 +41,11 @@ class ImageLab:
         self.pacs.stop()
 
 
-def simulator_send(pacs: PacsProcess, patient_id: str, slices: int, seed: int, syntax: str | None = None) -> str:
+def simulator_send(pacs: PacsProcess, patient_id: str, slices: int, seed: int, syntax: str | None = None,
+                   size: int = 128) -> str:
     """One study from the CT simulator's command line; returns its Study Instance UID."""
     report = Path(tempfile.mkdtemp(prefix="lab-dw-")) / "report.json"
-    cmd = [sys.executable, "-m", "ct_simulator", "send", "--slices", str(slices), "--rows", "128", "--cols", "128",
+    cmd = [sys.executable, "-m", "ct_simulator", "send", "--slices", str(slices), "--rows", str(size), "--cols", str(size),
            "--seed", str(seed), "--patient-id", patient_id, "--calling-aet", "CT01", "--called-aet", "PACS",
            "--host", "127.0.0.1", "--port", str(pacs.port), "--progress", "never", "--report-json", str(report)]
     if syntax:
