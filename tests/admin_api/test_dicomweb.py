@@ -319,7 +319,7 @@ def test_rendered_slices_are_cached_within_bounds(lab, client):
     from admin_api.dicomweb import parts
 
     app = create_app({"TESTING": True, "ADMIN_TOKEN": TOKEN, "REDIS_URL": lab.pacs.redis_url,
-                      "STORAGE_DIR": str(lab.storage), "RENDER_CACHE_MB": 0.2, "RENDERED_CACHE_MB": 0.05})
+                      "STORAGE_DIR": str(lab.storage), "RENDER_CACHE_MB": 0.1, "RENDERED_CACHE_MB": 0.05})
     http = app.test_client()
     study = lab.studies["DW-EXPLICIT"]
     se, sops = series_of(client, study)
@@ -331,7 +331,7 @@ def test_rendered_slices_are_cached_within_bounds(lab, client):
     hits = renderer.images.hits
     again = http.get(url.format(sops[0]), headers=AUTH)
     assert again.data == first.data and renderer.images.hits == hits + 1
-    for sop in sops:  # six 64 KiB frames through a 200 KiB budget
+    for sop in sops:  # six 32 KiB frames through a 100 KiB budget
         for window in ("-600,1500", "40,400", "500,2000"):
             assert http.get(url.format(sop).replace("-600,1500", window), headers=AUTH).status_code == 200
             assert renderer.frames.used <= renderer.frames.budget

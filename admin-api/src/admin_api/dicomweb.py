@@ -22,6 +22,7 @@ Instances are listed in Instance Number order (then SOP Instance UID).
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import threading
@@ -35,6 +36,7 @@ from apiflask.fields import String
 from flask import Response, current_app, request, url_for
 from marshmallow import INCLUDE
 from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomlab.errors import NotFound
@@ -48,6 +50,7 @@ from .resources import resources
 
 bp = APIBlueprint("dicomweb", __name__, url_prefix="/api/dicomweb", tag="DICOMweb")
 KEY = "dicomweb"
+LOG = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
 _lock = threading.Lock()
 
@@ -122,7 +125,15 @@ def _bad_query(exc: qido.QueryError) -> Response:
 
 @bp.errorhandler(RenderError)
 def _bad_render(exc: RenderError) -> Response:
+    LOG.warning("DICOMweb: %s %s answered 400: %s", request.method, request.path, exc)
     return _fail(400, str(exc))
+
+
+@bp.errorhandler(InvalidDicomError)
+def _bad_file(exc: InvalidDicomError) -> Response:
+    LOG.warning("DICOMweb: %s reads a stored file that is not DICOM (%s); the PACS's start-up reconcile "
+                "checks the storage", request.path, exc)
+    return _fail(500, "A stored file could not be read as DICOM; the admin API's log has the details.")
 
 
 def _json(items: Any, query: qido.Query | None = None) -> Response:
@@ -418,7 +429,7 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
         return _fail(406, 'Frames are offered as multipart/related; type="application/octet-stream" '
                           f"(transfer-syntax={ExplicitVRLittleEndian}).")
     try:
-        data = [renderer.raw_frame(path, n)[0] for n in numbers]
+        data = [renderer.raw_frame(store.file_key(path), n) for n in numbers]
     except IndexError as exc:
         raise NotFound(f"No {exc}.") from None
     ctype = f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"

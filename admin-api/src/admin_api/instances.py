@@ -29,6 +29,7 @@ from typing import Any
 import redis
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from dicomlab import keys
 from dicomlab.errors import NotFound, RegistryUnavailable
@@ -207,6 +208,6 @@ class Store:
         for sop in self.sop_uids(study_uid, series_uid):
             try:
                 out.append((sop, self.header(self._file(study_uid, series_uid, sop))))
-            except (NotFound, OSError):
+            except (NotFound, OSError, InvalidDicomError):
                 continue  # the index is ahead of the files (reconcile pending): listed when it is there
         return out

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.multival import MultiValue
+from pydicom.pixels import pixel_array
 
 from .instances import LRU, FileKey
 
@@ -66,9 +66,16 @@ class Window:
 
 @dataclass(frozen=True)
 class Frame:
-    values: np.ndarray  # float32, Modality LUT applied (HU for CT)
+    stored: np.ndarray  # the decoded stored values (what WADO-RS frames returns)
+    slope: float
+    intercept: float
     invert: bool  # MONOCHROME1
     default: Window | None  # the instance's first VOI window
+
+    @property
+    def values(self) -> np.ndarray:
+        """The Modality LUT applied: output values (HU for CT), float32."""
+        return self.stored.astype(np.float32) * np.float32(self.slope) + np.float32(self.intercept)
 
 
 def _first(value: Any) -> float | None:
@@ -90,45 +97,36 @@ class Renderer:
         self.images = LRU(image_budget)
 
     def frame(self, key: FileKey, number: int = 1) -> Frame:
-        """Frame ``number`` (1-based) of the file, decoded (cached)."""
+        """Frame ``number`` (1-based) of the file, decoded (cached): only that frame is decoded."""
         cached = self.frames.get((key, number))
         if cached is not None:
             return cached
-        ds = dcmread(key.path)
-        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-            raise RenderError("This instance has no pixel data to render.")
+        ds = dcmread(key.path, stop_before_pixels=True)
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise RenderError("Only greyscale images (Samples per Pixel 1) are rendered.")
+        if "Rows" not in ds or "Columns" not in ds:
+            raise RenderError("This instance has no image (no Rows and Columns).")
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if not 1 <= number <= frames:
             raise IndexError(f"frame {number} of an instance with {frames} frame(s)")
         try:
-            arr = ds.pixel_array if frames == 1 else ds.pixel_array[number - 1]
-        except Exception as exc:  # no decoder, corrupt data: the message says which
+            arr = pixel_array(key.path, index=number - 1)
+        except Exception as exc:  # no pixel data, no decoder, corrupt data: the message says which
             ts = ds.file_meta.get("TransferSyntaxUID", "?")
             raise RenderError(f"The pixel data could not be decoded (transfer syntax {ts}): {exc}") from None
-        slope = _first(ds.get("RescaleSlope")) or 1.0
-        intercept = _first(ds.get("RescaleIntercept")) or 0.0
-        values = arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        if arr.ndim != 2:
+            raise RenderError(f"Frame {number} is not a greyscale image (shape {arr.shape}).")
         center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-        default = Window(center, width) if center is not None and width is not None and width >= 1 else None
-        frame = Frame(values, str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1", default)
-        self.frames.put((key, number), frame, values.nbytes)
+        frame = Frame(arr, _first(ds.get("RescaleSlope")) or 1.0, _first(ds.get("RescaleIntercept")) or 0.0,
+                      str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1",
+                      Window(center, width) if center is not None and width is not None and width >= 1 else None)
+        self.frames.put((key, number), frame, arr.nbytes)
         return frame
 
-    def raw_frame(self, path: Path, number: int = 1) -> tuple[bytes, dict[str, Any]]:
+    def raw_frame(self, key: FileKey, number: int = 1) -> bytes:
         """Frame ``number`` as stored values, native little endian (WADO-RS frames)."""
-        ds = dcmread(path)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        if "PixelData" not in ds:
-            raise RenderError("This instance has no pixel data.")
-        if not 1 <= number <= frames:
-            raise IndexError(f"frame {number} of an instance with {frames} frame(s)")
-        try:
-            arr = ds.pixel_array if frames == 1 else ds.pixel_array[number - 1]
-        except Exception as exc:
-            raise RenderError(f"The pixel data could not be decoded: {exc}") from None
-        return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"))).tobytes(), {"dtype": str(arr.dtype)}
+        arr = self.frame(key, number).stored
+        return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
     def render(self, key: FileKey, window: Window | None, media_type: str, quality: int = 90,
                viewport: tuple[int, int] | None = None, number: int = 1) -> bytes:
@@ -138,7 +136,8 @@ class Renderer:
         if cached is not None:
             return cached
         frame = self.frame(key, number)
-        grey = to_grey(frame.values, window or frame.default or auto_window(frame.values))
+        values = frame.values
+        grey = to_grey(values, window or frame.default or auto_window(values))
         if frame.invert:
             grey = 255 - grey
         img = Image.fromarray(grey, mode="L")
