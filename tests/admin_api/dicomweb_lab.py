@@ -23,6 +23,7 @@ JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 RLE = "1.2.840.10008.1.2.5"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
 
 
 @dataclass
@@ -59,15 +60,21 @@ def simulator_send(pacs: PacsProcess, patient_id: str, slices: int, seed: int, s
 
 
 def dcmtk_send(pacs: PacsProcess, folder: Path) -> tuple[str, list[Path]]:
-    """Two small CT instances, the first compressed JPEG Lossless SV1, the second JPEG-LS Lossless,
-    each sent by storescu proposing its syntax. Returns the study UID and the uncompressed originals."""
+    """Three small CT instances: the first compressed JPEG Lossless SV1, the second JPEG-LS Lossless,
+    the third sent uncompressed in Implicit VR Little Endian, each by storescu proposing only its
+    syntax. Returns the study UID and the uncompressed originals."""
     from pydicom import dcmread
 
-    originals = write_series(folder / "originals", 2, rows=96, cols=80, seed=5)
+    originals = write_series(folder / "originals", 3, rows=96, cols=80, seed=5)
     storescu = need_tool("storescu", "dcmtk")
-    for src, tool, flag in ((originals[0], "dcmcjpeg", "-xs"), (originals[1], "dcmcjpls", "-xt")):
+    for src, tool, flag in ((originals[0], "dcmcjpeg", "-xs"), (originals[1], "dcmcjpls", "-xt"),
+                            (originals[2], None, "-xi")):
         out = folder / f"{src.stem}-{tool}.dcm"
-        subprocess.run([need_tool(tool, "dcmtk"), str(src), str(out)], check=True, capture_output=True, timeout=60)
+        if tool is None:
+            out = src
+        else:
+            subprocess.run([need_tool(tool, "dcmtk"), str(src), str(out)], check=True, capture_output=True,
+                           timeout=60)
         sent = subprocess.run([storescu, flag, "-aet", "CT01", "-aec", "PACS", "127.0.0.1", str(pacs.port), str(out)],
                               capture_output=True, text=True, timeout=60, env=dcmtk_env())
         assert sent.returncode == 0, sent.stdout + sent.stderr

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 from admin_helpers import AUTH, TOKEN
-from dicomweb_lab import EXPLICIT, J2K_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, RLE, start
+from dicomweb_lab import EXPLICIT, IMPLICIT, J2K_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, RLE, start
 
 from lab import need_tool
 
@@ -105,6 +105,7 @@ def test_qido_series_and_instances(lab, client):
     assert val(series[0], "00201209") == 6  # NumberOfSeriesRelatedInstances
     se = val(series[0], "0020000E")
     assert client.search_for_series(study, search_filters={"Modality": "MR"}) == []
+    assert len(client.search_for_series(search_filters={"ModalitiesInStudy": "CT", "PatientID": "DW-*"})) == 3
     everywhere = client.search_for_series(search_filters={"Modality": "CT"})
     assert len(everywhere) == 4 and se in {val(s, "0020000E") for s in everywhere}
 
@@ -135,7 +136,7 @@ def test_wado_retrieve_as_stored_and_as_explicit_vr_little_endian(lab, client, p
         assert np.array_equal(plain.pixel_array, disk.pixel_array)
     syntaxes = {str(stored_file(lab, study, se, s).file_meta.TransferSyntaxUID) for s in sops}
     if pid == "LAB0001":
-        assert syntaxes == {JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS}
+        assert syntaxes == {JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, IMPLICIT}
     assert len(client.retrieve_series(study, se, media_types=(("application/dicom", "*"),))) == len(sops)
     assert len(client.retrieve_study(study)) == len(sops)
 
@@ -196,8 +197,8 @@ def test_rendered_png_matches_dcmtk_in_each_window(lab, client, tmp_path, center
 
 
 def test_rendered_compressed_syntaxes_equal_their_uncompressed_rendering(lab, client, tmp_path):
-    """JPEG Lossless and JPEG-LS (pylibjpeg-libjpeg) rendered like DCMTK renders the uncompressed
-    originals; RLE like DCMTK renders the stored file; JPEG 2000 like the transcoded instance."""
+    """JPEG Lossless and JPEG-LS (pylibjpeg-libjpeg) and Implicit VR rendered like DCMTK renders the
+    uncompressed originals; RLE like DCMTK renders the stored file; JPEG 2000 like the transcoded instance."""
     study = lab.studies["LAB0001"]
     se, sops = series_of(client, study)
     originals = sorted(lab.originals.glob("*.dcm"))
@@ -286,7 +287,8 @@ def test_bad_requests_are_told_in_words(lab, client):
     r = requests.get(rendered, headers={**AUTH, "Accept": "text/html"}, timeout=30)
     assert r.status_code == 406 and "image/jpeg or image/png" in r.json()["error"]
     for params, words in (({"window": "abc"}, "window"), ({"window": "40,0"}, "width"),
-                          ({"quality": "0"}, "quality"), ({"viewport": "0,10"}, "viewport")):
+                          ({"quality": "0"}, "quality"), ({"quality": "x"}, "quality"),
+                          ({"viewport": "0,10"}, "viewport"), ({"viewport": "64"}, "viewport")):
         r = requests.get(rendered, headers=AUTH, params=params, timeout=30)
         assert r.status_code == 400 and words in r.json()["error"], params
     r = requests.get(f"{base}/studies", headers=AUTH, params={"NotAnAttribute": "1"}, timeout=30)

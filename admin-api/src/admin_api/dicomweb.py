@@ -23,11 +23,8 @@ Instances are listed in Instance Number order (then SOP Instance UID).
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 import threading
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +32,16 @@ from apiflask import APIBlueprint, Schema
 from apiflask.fields import String
 from flask import Response, current_app, request, url_for
 from marshmallow import INCLUDE
-from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomlab.errors import NotFound
 
-from . import qido
+from . import media, qido
 from .auth import auth
 from .errors import error_body
 from .instances import Store
-from .render import FORMATS, Renderer, RenderError, Window
+from .render import Renderer, RenderError
 from .resources import resources
 
 bp = APIBlueprint("dicomweb", __name__, url_prefix="/api/dicomweb", tag="DICOMweb")
@@ -201,10 +197,11 @@ def _series_results(store: Store, studies: list[str], query: qido.Query) -> Resp
     found = []
     for study in studies:
         try:
-            srec = _study_record({**store.study(study), "series_list": [], "instances": 0})
+            series_list = store.series(study)
+            srec = _study_record({**store.study(study), "series_list": series_list, "instances": 0})
         except NotFound:
             continue
-        for s in sorted(store.series(study), key=lambda s: (_num(s.get("series_number")), s["series_uid"])):
+        for s in sorted(series_list, key=lambda s: (_num(s.get("series_number")), s["series_uid"])):
             rec = {**srec, **_series_record(s)}
             if qido.matches(query, rec):
                 found.append((study, s["series_uid"], _series_record(s)))
@@ -279,64 +276,8 @@ def search_instances(study: str, series: str, _q: dict[str, Any]) -> Response:
 
 
 # -- WADO-RS: instances ------------------------------------------------------------------
-def accept_list(header: str | None) -> list[tuple[str, dict[str, str]]]:
-    """The media ranges of an Accept header, in order, with their parameters (lower-case names)."""
-    out = []
-    for part in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", header or ""):
-        bits = [b.strip() for b in part.split(";")]
-        if not bits[0]:
-            continue
-        params = {}
-        for b in bits[1:]:
-            k, _, v = b.partition("=")
-            params[k.strip().lower()] = v.strip().strip('"')
-        out.append((bits[0].lower(), params))
-    return out or [("*/*", {})]
-
-
-def _dicom_syntax() -> str | None:
-    """The transfer syntax the client accepts for application/dicom: ``*`` (as stored), a UID, or None
-    when nothing it accepts is offered."""
-    for media, params in accept_list(request.headers.get("Accept")):
-        if media in ("*/*", "multipart/*") or (media == "multipart/related" and
-                                               params.get("type", "application/dicom") in ("application/dicom",
-                                                                                           "application/*")):
-            return params.get("transfer-syntax", ExplicitVRLittleEndian)
-    return None
-
-
-def _part10(path: Path, syntax: str) -> tuple[bytes, str]:
-    """The file as stored (``syntax`` ``*`` or the stored one), else transcoded to Explicit VR LE."""
-    raw = path.read_bytes()
-    stored = str(dcmread(BytesIO(raw), stop_before_pixels=True).file_meta.get("TransferSyntaxUID", ""))
-    if syntax in ("*", stored):
-        return raw, stored
-    ds = dcmread(BytesIO(raw))
-    try:
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
-            ds.decompress()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True, implicit_vr=False, little_endian=True)
-    except Exception as exc:
-        raise RenderError(f"The instance is stored as {stored} and could not be transcoded to Explicit VR "
-                          f"Little Endian ({exc}); ask for transfer-syntax=* to get it as stored.") from None
-    return buf.getvalue(), ExplicitVRLittleEndian
-
-
-def _multipart(parts: Iterator[tuple[bytes, str]], media: str) -> Response:
-    boundary = secrets.token_hex(16)
-
-    def body() -> Iterator[bytes]:
-        for data, ctype in parts:
-            yield f"--{boundary}\r\nContent-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
-        yield f"--{boundary}--\r\n".encode()
-
-    return Response(body(), content_type=f'multipart/related; type="{media}"; boundary={boundary}')
-
-
 def _retrieve(paths: list[Path]) -> Response:
-    syntax = _dicom_syntax()
+    syntax = media.dicom_syntax(request.headers.get("Accept"))
     if syntax is None:
         return _fail(406, 'This resource is offered as multipart/related; type="application/dicom" '
                           "(transfer-syntax=* for the files as stored).")
@@ -345,14 +286,14 @@ def _retrieve(paths: list[Path]) -> Response:
         if stored != {syntax}:
             return _fail(406, f"Transfer syntax {syntax[:64]} is not offered: the instances are stored as "
                               f"{', '.join(sorted(stored))}; ask for one of those, 1.2.840.10008.1.2.1 or *.")
-    first = _part10(paths[0], syntax)  # errors (406/400) before the response starts
+    first = media.part10(paths[0], syntax)  # errors (406/400) before the response starts
 
     def items() -> Iterator[tuple[bytes, str]]:
         for i, p in enumerate(paths):
-            data, ts = first if i == 0 else _part10(p, syntax)
+            data, ts = first if i == 0 else media.part10(p, syntax)
             yield data, f"application/dicom; transfer-syntax={ts}"
 
-    return _multipart(items(), "application/dicom")
+    return media.multipart(items(), "application/dicom")
 
 
 _MULTI_DICOM = {"multipart/related": _BINARY}
@@ -407,25 +348,13 @@ def instance_metadata(study: str, series: str, sop: str) -> Response:
 
 
 # -- WADO-RS: frames and rendered ------------------------------------------------------------
-def _frame_numbers(raw: str) -> list[int]:
-    if not re.fullmatch(r"[0-9]{1,6}(,[0-9]{1,6}){0,99}", raw) or "0" in raw.split(","):
-        raise qido.QueryError("Frame numbers are whole numbers from 1, comma-separated (at most 100).")
-    return [int(x) for x in raw.split(",")]
-
-
 @route("/studies/<study>/series/<series>/instances/<sop>/frames/<frames>",
        "WADO-RS: frames, decoded (native little endian)", {"multipart/related": _BINARY}, (406,))
 def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
     store, renderer = parts()
-    numbers = _frame_numbers(frames)
+    numbers = media.frame_numbers(frames)
     path = store.instance_path(study, series, sop)
-    ok = False
-    for media, params in accept_list(request.headers.get("Accept")):
-        if media in ("*/*", "multipart/*") or (media == "multipart/related" and params.get(
-                "type", "application/octet-stream") in ("application/octet-stream", "application/*", "*/*")):
-            ok = params.get("transfer-syntax", ExplicitVRLittleEndian) in (ExplicitVRLittleEndian, "*")
-            break
-    if not ok:
+    if not media.frames_accepted(request.headers.get("Accept")):
         return _fail(406, 'Frames are offered as multipart/related; type="application/octet-stream" '
                           f"(transfer-syntax={ExplicitVRLittleEndian}).")
     try:
@@ -433,42 +362,21 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
     except IndexError as exc:
         raise NotFound(f"No {exc}.") from None
     ctype = f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
-    return _multipart(iter([(d, ctype) for d in data]), "application/octet-stream")
+    return media.multipart(iter([(d, ctype) for d in data]), "application/octet-stream")
 
 
 def _render(study: str, series: str, sop: str, number: int, args: dict[str, Any]) -> Response:
     store, renderer = parts()
-    wanted = [(args["accept"].lower(), {})] if args.get("accept") else accept_list(request.headers.get("Accept"))
-    media = None
-    for m, _params in wanted:
-        if m in FORMATS:
-            media = m
-            break
-        if m in ("*/*", "image/*"):
-            media = "image/jpeg"  # PS3.18 §8.7.4: the default rendered media type
-            break
-    if media is None:
+    mtype = media.rendered_type(args.get("accept"), request.headers.get("Accept"))
+    if mtype is None:
         return _fail(406, "Rendered images are offered as image/jpeg or image/png.")
-    try:
-        window = Window.parse(args["window"]) if args.get("window") else None
-        quality = int(args.get("quality") or 90)
-        if not 1 <= quality <= 100:
-            raise ValueError("quality is a whole number from 1 to 100")
-        viewport = None
-        if args.get("viewport"):
-            vw, vh = (int(x) for x in args["viewport"].split(",")[:2])
-            if not (1 <= vw <= 4096 and 1 <= vh <= 4096):
-                raise ValueError("viewport is width,height, each from 1 to 4096")
-            viewport = (vw, vh)
-    except ValueError as exc:
-        raise qido.QueryError(str(exc) if "invalid literal" not in str(exc) else
-                              "quality and viewport are whole numbers") from None
+    window, quality, viewport = media.render_args(args)
     key = store.file_key(store.instance_path(study, series, sop))
     try:
-        data = renderer.render(key, window, media, quality, viewport, number)
+        data = renderer.render(key, window, mtype, quality, viewport, number)
     except IndexError as exc:
         raise NotFound(f"No {exc}.") from None
-    resp = Response(data, mimetype=media)
+    resp = Response(data, mimetype=mtype)
     resp.headers["Cache-Control"] = "private, max-age=3600"
     return resp
 
