@@ -244,6 +244,40 @@ def test_rendered_jpeg_and_the_default_window(lab, client):
     assert Image.open(io.BytesIO(small)).size == (64, 64)
 
 
+def test_rendered_is_revalidated_and_changes_with_the_file(lab, client):
+    """ETag + no-cache: 304 while the file and the parameters are the same, a new ETag once the
+    instance was replaced (the same SOP Instance UID sent again). The last test to use LAB0001,
+    whose third instance it replaces."""
+
+    study = lab.studies["LAB0001"]
+    se, sops = series_of(client, study)
+    url = f"{lab.api.url}/api/dicomweb/studies/{study}/series/{se}/instances/{sops[2]}/rendered"
+    first = requests.get(url, headers={**AUTH, "Accept": "image/png"}, params={"window": "40,400"}, timeout=30)
+    assert first.status_code == 200 and first.headers["Cache-Control"] == "private, no-cache"
+    etag = first.headers["ETag"]
+    same = requests.get(url, headers={**AUTH, "Accept": "image/png", "If-None-Match": etag},
+                        params={"window": "40,400"}, timeout=30)
+    assert same.status_code == 304 and not same.content
+    other = requests.get(url, headers={**AUTH, "Accept": "image/png", "If-None-Match": etag},
+                         params={"window": "-600,1500"}, timeout=30)
+    assert other.status_code == 200 and other.headers["ETag"] != etag
+    # The modality sends the instance again with other pixels: the PACS replaces the file.
+    from pydicom import dcmread
+
+    path = lab.storage / study / se / f"{sops[2]}.dcm"
+    ds = dcmread(path)
+    ds.PixelData = bytes(len(ds.PixelData))
+    resent = lab.storage.parent / "resent.dcm"
+    ds.save_as(resent, enforce_file_format=True)
+    sent = subprocess.run([need_tool("storescu", "dcmtk"), "-xi", "-aet", "CT01", "-aec", "PACS", "127.0.0.1",
+                           str(lab.pacs.port), str(resent)], capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    after = requests.get(url, headers={**AUTH, "Accept": "image/png", "If-None-Match": etag},
+                         params={"window": "40,400"}, timeout=30)
+    assert after.status_code == 200 and after.headers["ETag"] != etag
+    assert set(np.unique(_png(after.content))) == {0}  # stored 0 = -1024 HU: black in soft tissue
+
+
 # -- the token, the paths, the errors ---------------------------------------------------------
 def test_the_token_applies_to_every_dicomweb_route(lab):
     base = lab.api.url + "/api/dicomweb"

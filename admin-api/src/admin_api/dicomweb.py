@@ -22,6 +22,7 @@ Instances are listed in Instance Number order (then SOP Instance UID).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -372,12 +373,19 @@ def _render(study: str, series: str, sop: str, number: int, args: dict[str, Any]
         return _fail(406, "Rendered images are offered as image/jpeg or image/png.")
     window, quality, viewport = media.render_args(args)
     key = store.file_key(store.instance_path(study, series, sop))
-    try:
-        data = renderer.render(key, window, mtype, quality, viewport, number)
-    except IndexError as exc:
-        raise NotFound(f"No {exc}.") from None
-    resp = Response(data, mimetype=mtype)
-    resp.headers["Cache-Control"] = "private, max-age=3600"
+    # The browser keeps the image and asks again each time (no-cache): 304 while the file and the
+    # parameters are the same, a new image once the instance was replaced.
+    etag = hashlib.sha256(repr((key, number, window, mtype, quality, viewport)).encode()).hexdigest()[:32]
+    if request.if_none_match.contains(etag):
+        resp = Response(status=304)
+    else:
+        try:
+            data = renderer.render(key, window, mtype, quality, viewport, number)
+        except IndexError as exc:
+            raise NotFound(f"No {exc}.") from None
+        resp = Response(data, mimetype=mtype)
+    resp.set_etag(etag)
+    resp.headers["Cache-Control"] = "private, no-cache"
     return resp
 
 
