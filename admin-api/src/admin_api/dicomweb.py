@@ -80,14 +80,24 @@ class RenderQuery(Schema):
     accept = String(metadata={"description": "image/png or image/jpeg (else the Accept header decides)"})
 
 
-def route(path: str, summary: str, content: dict[str, Any], errors: tuple[int, ...] = ()) -> Any:
+QIDO_DOC = ("Results in `application/dicom+json` (PS3.18 F.2). Query keys: attribute keywords or tags; "
+            "`*` and `?` wildcards; UID lists separated by commas; dates as `YYYYMMDD`, `a-b`, `a-`, `-b`; "
+            "`limit` (at most 1000), `offset`, `includefield` (keywords, tags or `all`). A valid attribute that "
+            "is no query key at this level is ignored, with a `Warning: 299` header.")
+RETRIEVE_DOC = ('`multipart/related; type="application/dicom"`: with `transfer-syntax=*` (or the stored '
+                "syntax) the files as stored; without the parameter Explicit VR Little Endian, decompressed "
+                "where needed; any other syntax is a 406.")
+
+
+def route(path: str, summary: str, content: dict[str, Any], errors: tuple[int, ...] = (),
+          description: str | None = None) -> Any:
     responses: dict[int, Any] = {200: {"description": summary, "content": content}}
     for code in sorted({400, 401, 404, 503, *errors}):
         responses[code] = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 406: "Not Acceptable",
                            503: "Service Unavailable"}[code]
 
     def deco(f: Any) -> Any:
-        f = bp.doc(summary=summary, responses=responses)(f)
+        f = bp.doc(summary=summary, description=description, responses=responses)(f)
         f = bp.auth_required(auth)(f)
         return bp.get(path)(f)
 
@@ -142,26 +152,6 @@ def _json(items: Any, query: qido.Query | None = None) -> Response:
 
 
 # -- QIDO-RS -------------------------------------------------------------------------
-def _study_record(s: dict[str, Any]) -> dict[str, Any]:
-    rec = {kw: s.get(field, "") for field, kw in qido.STUDY_INDEX.items()}
-    rec["ModalitiesInStudy"] = sorted({x.get("modality", "") for x in s["series_list"]} - {""})
-    rec["NumberOfStudyRelatedSeries"] = len(s["series_list"])
-    rec["NumberOfStudyRelatedInstances"] = s["instances"]
-    return rec
-
-
-def _series_record(s: dict[str, Any]) -> dict[str, Any]:
-    rec = {kw: s.get(field, "") for field, kw in qido.SERIES_INDEX.items()}
-    rec.update(StudyInstanceUID=s["study_uid"], NumberOfSeriesRelatedInstances=s["instances"])
-    return rec
-
-
-STUDY_ALL = ("StudyTime", "ReferringPhysicianName", "StudyID", "PatientBirthDate", "PatientSex", "PatientAge",
-             "IssuerOfPatientID", "InstitutionName")
-SERIES_ALL = ("SeriesDate", "SeriesTime", "BodyPartExamined", "ProtocolName", "Manufacturer",
-              "ManufacturerModelName", "StationName", "FrameOfReferenceUID", "PatientPosition")
-
-
 def _with_header(store: Store, rec: dict[str, Any], base: tuple[str, ...], extra: tuple[str, ...],
                  query: qido.Query, study: str, series: str | None) -> dict[str, Any]:
     """The result: what the index has, the rest from the first instance's header."""
@@ -184,13 +174,14 @@ def _with_header(store: Store, rec: dict[str, Any], base: tuple[str, ...], extra
     return dict(sorted(out.items()))
 
 
-@route("/studies", "QIDO-RS: search for studies", {DICOM_JSON: _ARRAY})
+@route("/studies", "QIDO-RS: search for studies", {DICOM_JSON: _ARRAY},
+       description=QIDO_DOC)
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_studies(_q: dict[str, Any]) -> Response:
     store, _ = parts()
     query = qido.Query.parse(request.args.items(multi=True), "study")
-    found = [(s, r) for s in store.studies() if qido.matches(query, r := _study_record(s))]
-    return _json([_with_header(store, r, qido.STUDY_RETURN, STUDY_ALL, query, s["study_uid"], None)
+    found = [(s, r) for s in store.studies() if qido.matches(query, r := qido.study_record(s))]
+    return _json([_with_header(store, r, qido.STUDY_RETURN, qido.STUDY_ALL, query, s["study_uid"], None)
                   for s, r in query.page(found)], query)
 
 
@@ -199,14 +190,14 @@ def _series_results(store: Store, studies: list[str], query: qido.Query) -> Resp
     for study in studies:
         try:
             series_list = store.series(study)
-            srec = _study_record({**store.study(study), "series_list": series_list, "instances": 0})
+            srec = qido.study_record({**store.study(study), "series_list": series_list, "instances": 0})
         except NotFound:
             continue
         for s in sorted(series_list, key=lambda s: (_num(s.get("series_number")), s["series_uid"])):
-            rec = {**srec, **_series_record(s)}
+            rec = {**srec, **qido.series_record(s)}
             if qido.matches(query, rec):
-                found.append((study, s["series_uid"], _series_record(s)))
-    return _json([_with_header(store, r, qido.SERIES_RETURN, SERIES_ALL, query, st, se)
+                found.append((study, s["series_uid"], qido.series_record(s)))
+    return _json([_with_header(store, r, qido.SERIES_RETURN, qido.SERIES_ALL, query, st, se)
                   for st, se, r in query.page(found)], query)
 
 
@@ -217,7 +208,8 @@ def _num(v: Any) -> float:
         return float("inf")
 
 
-@route("/series", "QIDO-RS: search for series in every study", {DICOM_JSON: _ARRAY})
+@route("/series", "QIDO-RS: search for series in every study", {DICOM_JSON: _ARRAY},
+       description=QIDO_DOC)
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_all_series(_q: dict[str, Any]) -> Response:
     store, _ = parts()
@@ -225,7 +217,8 @@ def search_all_series(_q: dict[str, Any]) -> Response:
     return _series_results(store, [s["study_uid"] for s in store.studies()], query)
 
 
-@route("/studies/<study>/series", "QIDO-RS: search for the series of a study", {DICOM_JSON: _ARRAY})
+@route("/studies/<study>/series", "QIDO-RS: search for the series of a study", {DICOM_JSON: _ARRAY},
+       description=QIDO_DOC)
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_series(study: str, _q: dict[str, Any]) -> Response:
     store, _ = parts()
@@ -259,7 +252,8 @@ def _value(ds: Any, kw: str) -> Any:
     return str(v)
 
 
-@route("/studies/<study>/instances", "QIDO-RS: search for the instances of a study", {DICOM_JSON: _ARRAY})
+@route("/studies/<study>/instances", "QIDO-RS: search for the instances of a study", {DICOM_JSON: _ARRAY},
+       description=QIDO_DOC)
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_study_instances(study: str, _q: dict[str, Any]) -> Response:
     store, _ = parts()
@@ -268,7 +262,7 @@ def search_study_instances(study: str, _q: dict[str, Any]) -> Response:
 
 
 @route("/studies/<study>/series/<series>/instances", "QIDO-RS: search for the instances of a series",
-       {DICOM_JSON: _ARRAY})
+       {DICOM_JSON: _ARRAY}, description=QIDO_DOC)
 @bp.input(QidoQuery, location="query", arg_name="_q")
 def search_instances(study: str, series: str, _q: dict[str, Any]) -> Response:
     store, _ = parts()
@@ -300,7 +294,8 @@ def _retrieve(paths: list[Path]) -> Response:
 _MULTI_DICOM = {"multipart/related": _BINARY}
 
 
-@route("/studies/<study>", "WADO-RS: retrieve every instance of a study", _MULTI_DICOM, (406,))
+@route("/studies/<study>", "WADO-RS: retrieve every instance of a study", _MULTI_DICOM, (406,),
+       description=RETRIEVE_DOC)
 def retrieve_study(study: str) -> Response:
     store, _ = parts()
     paths = [store.instance_path(study, s["series_uid"], sop) for s in store.series(study)
@@ -308,13 +303,15 @@ def retrieve_study(study: str) -> Response:
     return _retrieve(paths)
 
 
-@route("/studies/<study>/series/<series>", "WADO-RS: retrieve every instance of a series", _MULTI_DICOM, (406,))
+@route("/studies/<study>/series/<series>", "WADO-RS: retrieve every instance of a series", _MULTI_DICOM, (406,),
+       description=RETRIEVE_DOC)
 def retrieve_series(study: str, series: str) -> Response:
     store, _ = parts()
     return _retrieve([store.instance_path(study, series, sop) for sop in store.sop_uids(study, series)])
 
 
-@route("/studies/<study>/series/<series>/instances/<sop>", "WADO-RS: retrieve an instance", _MULTI_DICOM, (406,))
+@route("/studies/<study>/series/<series>/instances/<sop>", "WADO-RS: retrieve an instance", _MULTI_DICOM, (406,),
+       description=RETRIEVE_DOC)
 def retrieve_instance(study: str, series: str, sop: str) -> Response:
     return _retrieve([parts()[0].instance_path(study, series, sop)])
 
@@ -392,15 +389,21 @@ def _render(study: str, series: str, sop: str, number: int, args: dict[str, Any]
 _IMAGES = {"image/jpeg": _BINARY, "image/png": _BINARY}
 
 
+RENDERED_DOC = ("Rendered on the server: the Modality LUT (HU for CT), then the VOI window (PS3.3 C.11.2.1.2): "
+                "`window=center,width[,function]` (soft tissue 40,400; lung -600,1500; bone 500,2000), else the "
+                "file's first Window Center / Width. `image/jpeg` by default, `image/png` by the Accept header or "
+                "`accept=image/png`. ETag + `Cache-Control: private, no-cache`: a 304 while nothing changed.")
+
+
 @route("/studies/<study>/series/<series>/instances/<sop>/rendered", "WADO-RS: the instance rendered",
-       _IMAGES, (406,))
+       _IMAGES, (406,), description=RENDERED_DOC)
 @bp.input(RenderQuery, location="query", arg_name="args")
 def instance_rendered(study: str, series: str, sop: str, args: dict[str, Any]) -> Response:
     return _render(study, series, sop, 1, args)
 
 
 @route("/studies/<study>/series/<series>/instances/<sop>/frames/<int:frame>/rendered",
-       "WADO-RS: one frame rendered", _IMAGES, (406,))
+       "WADO-RS: one frame rendered", _IMAGES, (406,), description=RENDERED_DOC)
 @bp.input(RenderQuery, location="query", arg_name="args")
 def frame_rendered(study: str, series: str, sop: str, frame: int, args: dict[str, Any]) -> Response:
     if frame < 1:

@@ -18,7 +18,10 @@ What is supported:
 
 Study and series attributes come from the index; any other attribute that is
 asked for (``includefield``) comes from the header of the first instance of the
-study or series.
+study or series. ``includefield=all`` adds, at the study level, ``STUDY_ALL``
+(the rest of the Patient and General Study modules that a CT carries), at the
+series level ``SERIES_ALL`` (General Series, Equipment, Frame of Reference), and
+at the instance level every attribute of the header but bulk data.
 """
 
 from __future__ import annotations
@@ -121,6 +124,28 @@ class Query:
 
     def page(self, items: list[Any]) -> list[Any]:
         return items[self.offset:self.offset + self.limit]
+
+
+# -- records of the index, as attributes -------------------------------------------------
+def study_record(s: dict[str, Any]) -> dict[str, Any]:
+    """A study of the index (``Store.studies``) as attributes, for matching and output."""
+    rec = {kw: s.get(field, "") for field, kw in STUDY_INDEX.items()}
+    rec["ModalitiesInStudy"] = sorted({x.get("modality", "") for x in s["series_list"]} - {""})
+    rec["NumberOfStudyRelatedSeries"] = len(s["series_list"])
+    rec["NumberOfStudyRelatedInstances"] = s["instances"]
+    return rec
+
+
+def series_record(s: dict[str, Any]) -> dict[str, Any]:
+    rec = {kw: s.get(field, "") for field, kw in SERIES_INDEX.items()}
+    rec.update(StudyInstanceUID=s["study_uid"], NumberOfSeriesRelatedInstances=s["instances"])
+    return rec
+
+
+STUDY_ALL = ("StudyTime", "ReferringPhysicianName", "StudyID", "PatientBirthDate", "PatientSex", "PatientAge",
+             "IssuerOfPatientID", "InstitutionName")
+SERIES_ALL = ("SeriesDate", "SeriesTime", "BodyPartExamined", "ProtocolName", "Manufacturer",
+              "ManufacturerModelName", "StationName", "FrameOfReferenceUID", "PatientPosition")
 
 
 def _date_range(value: str) -> tuple[str, str]:
