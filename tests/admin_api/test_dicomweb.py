@@ -95,6 +95,8 @@ def test_qido_studies_with_the_common_query_parameters(lab, client):
     with_time = client.search_for_studies(search_filters={"PatientID": "LAB0001"}, fields=["StudyTime", "00080090"])
     assert val(with_time[0], "00080030") == "101500"
     assert "00080090" in with_time[0]
+    everything = client.search_for_studies(search_filters={"PatientID": "DW-EXPLICIT"}, fields=["all"])
+    assert val(everything[0], "00080030") and val(everything[0], "00100040") in ("F", "M", "O")  # StudyTime, PatientSex
 
 
 def test_qido_series_and_instances(lab, client):
