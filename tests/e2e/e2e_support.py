@@ -195,6 +195,23 @@ class LabRun:
         return body if isinstance(body, list) else (body or {}).get("studies", [])
 
 
+def check_dicomweb(lab: LabRun, study_uid: str, slices: int) -> None:
+    """The admin API of this runtime finds the study through DICOMweb and renders a slice from
+    the PACS's storage (in Compose: the storage volume, mounted read only)."""
+    status, series = lab.api("GET", f"/api/dicomweb/studies/{study_uid}/series")
+    assert status == 200 and len(series) == 1, series
+    series_uid = series[0]["0020000E"]["Value"][0]
+    status, instances = lab.api("GET", f"/api/dicomweb/studies/{study_uid}/series/{series_uid}/instances")
+    assert status == 200 and len(instances) == slices, instances
+    sop = instances[0]["00080018"]["Value"][0]
+    req = urllib.request.Request(lab.url(f"/api/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop}"
+                                         "/rendered?window=-600,1500"),
+                                 headers={"Authorization": f"Bearer {lab.token}", "Accept": "image/png"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+        assert r.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def scenario_rows(table: str) -> dict[str, str]:
     """{scenario name: result cell} of the table `make scenarios` prints (rich box drawing)."""
     rows = {}
@@ -272,6 +289,7 @@ def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     assert status == 200, detail
     files = stored_files(uid)
     assert len(files) == slices, f"storage holds {files}"
+    check_dicomweb(lab, uid, slices)
 
     # An AE title that is not a node, sent from its own container/process: rejected 1/1/3.
     assert not lab.rejected_events("NOTREG")

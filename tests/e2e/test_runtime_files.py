@@ -221,12 +221,15 @@ def test_redis_is_closed_on_an_internal_network(compose):
     assert compose["services"]["ct-simulator"]["networks"] == ["registry"]
 
 
-def test_admin_api_has_no_storage_volume_and_never_reads_storage(compose):
-    assert "volumes" not in compose["services"]["admin-api"]
-    assert "PACS_STORAGE_DIR" not in compose["services"]["admin-api"]["environment"]
+def test_admin_api_reads_the_storage_and_never_writes_it(compose):
+    """The DICOMweb routes serve the stored files: the admin API mounts the storage read only,
+    and its code has no call that writes, moves or removes a file."""
+    assert compose["services"]["admin-api"]["volumes"] == ["storage:/data/storage:ro"]
+    assert compose["services"]["admin-api"]["environment"]["PACS_STORAGE_DIR"] == "/data/storage"
+    writes = re.compile(r"open\([^)]*['\"][wax+]|\.write_(bytes|text)\(|\.unlink\(|os\.(replace|rename|remove)\("
+                        r"|\.mkdir\(|rmtree|\.save_as\((?!buf)")
     for path in (ROOT / "admin-api" / "src").rglob("*.py"):
-        text = path.read_text()
-        assert "STORAGE_DIR" not in text and "storage_dir" not in text, path
+        assert not writes.search(path.read_text()), path
 
 
 @pytest.mark.docker

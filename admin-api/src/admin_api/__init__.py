@@ -41,9 +41,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         ladder_routes,  # noqa: F401  (its routes join the API blueprint)
     )
     from .api import bp as api_bp
+    from .dicomweb import bp as dicomweb_bp
     from .web import bp as web_bp
 
     app.register_blueprint(api_bp)
+    app.register_blueprint(dicomweb_bp)
     app.register_blueprint(web_bp)
     from . import metrics
 

@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     "SSE_KEEPALIVE_S": 15.0,
     "SSE_MAX_STREAMS": 1000,
     "SSE_RETRY_MS": 2000,
+    # DICOMweb (dicomweb.py): the PACS's storage folder (read only; PACS_STORAGE_DIR), and per
+    # worker process the decoded-frame and rendered-image caches (render.py), in MiB.
+    "STORAGE_DIR": "./data/storage",
+    "RENDER_CACHE_MB": 64,
+    "RENDERED_CACHE_MB": 16,
     # OpenAPI document
     "SECURITY_SCHEMES": {"BearerAuth": {"type": "http", "scheme": "bearer"}},
     "HTTP_ERROR_SCHEMA": http_error_schema,
@@ -37,7 +42,14 @@ DEFAULTS: dict[str, Any] = {
     "DESCRIPTION": (
         "Set the PACS listener and the authorized nodes, echo a node, follow the events, "
         "see the received studies and ask the CT simulator to send. Every route but "
-        "`/api/health` needs `Authorization: Bearer <ADMIN_TOKEN>`."
+        "`/api/health` needs `Authorization: Bearer <ADMIN_TOKEN>`.\n\n"
+        "**DICOMweb** (PS3.18) under `/api/dicomweb`, with the same token: QIDO-RS searches for "
+        "studies, series and instances (`application/dicom+json`; query keys PatientID, PatientName, "
+        "StudyInstanceUID, StudyDate with ranges, ModalitiesInStudy, AccessionNumber, Modality, "
+        "SeriesInstanceUID, limit, offset, includefield); WADO-RS retrieve of studies, series and "
+        "instances (`multipart/related; type=\"application/dicom\"`, `transfer-syntax=*` for the files "
+        "as stored), metadata, frames (`application/octet-stream`) and `rendered` "
+        "(`image/jpeg` or `image/png`, `window=center,width[,function]`, `quality`, `viewport`)."
     ),
     "JSON_SORT_KEYS": False,
 }
@@ -51,6 +63,7 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["ADMIN_TOKEN"] = env.admin_token
     app.config["ADMIN_PORT"] = env.admin_port
     app.config["PACS_HOST"] = env.pacs_host
+    app.config["STORAGE_DIR"] = env.storage_dir
     # Tuning knobs: ADMIN_API_ECHO_TIMEOUT=5, ADMIN_API_SSE_MAX_STREAMS=56, ...
     app.config.from_prefixed_env("ADMIN_API")
     if test_config:

@@ -282,6 +282,8 @@ async function loadStudies() {
       tr.append(el("td", null, v === undefined || v === null ? "" : String(v)));
     }
     tr.title = s.study_uid;
+    tr.dataset.study = s.study_uid; // viewer.js opens the study's series and slices
+    tr.tabIndex = 0;
     return tr;
   });
   $("#study-rows").replaceChildren(...rows);
