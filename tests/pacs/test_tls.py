@@ -388,3 +388,23 @@ def test_without_a_usable_certificate_tls_connections_are_closed_and_named(redis
         assert associate(pacs.port, None).is_established  # the plain port is unaffected
     finally:
         pacs.stop()
+
+
+def test_the_gate_checks_apply_through_tls(tpacs, registry, tmp_path):
+    """A P-DATA-TF before any A-ASSOCIATE-RQ, inside TLS: the gate's A-ABORT 2/2 arrives through TLS."""
+    s = handshake(tpacs.tls_port, client_ctx(tmp_path, tpacs.tls_dir / "ca.pem"))
+    assert isinstance(s, ssl.SSLSocket)
+    s.sendall(bytes.fromhex("04 00 00 00 00 06") + b"\0" * 6)
+    got = b""
+    try:
+        while len(got) < 10:
+            chunk = s.recv(10 - len(got))
+            if not chunk:
+                break
+            got += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    s.close()
+    assert got == bytes.fromhex("07 00 00 00 00 04 00 00 02 02"), got.hex(" ")
+    ev = closed_event(registry, "pdu-invalid")
+    assert "P-DATA-TF" in ev.message and f"port {tpacs.tls_port}" in ev.message
