@@ -40,10 +40,11 @@ RUN uv sync --frozen --no-dev --package dicomlab-pacs --no-install-workspace
 COPY common common
 COPY pacs pacs
 RUN uv sync --frozen --no-dev --package dicomlab-pacs --no-editable \
- && mkdir -p /data/storage && chown lab:lab /data/storage
+ && mkdir -p /data/storage /data/tls && chown lab:lab /data/storage /data/tls
 ENV PACS_STORAGE_DIR=/data/storage \
+    PACS_TLS_DIR=/data/tls \
     PACS_PORT=104
-VOLUME ["/data/storage"]
+VOLUME ["/data/storage", "/data/tls"]
 USER lab
 EXPOSE 104
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
@@ -57,7 +58,8 @@ RUN uv sync --frozen --no-dev --package dicomlab-admin-api --no-install-workspac
 # The code. gunicorn.conf.py is read from the source folder, so the folder stays.
 COPY common common
 COPY admin-api admin-api
-RUN uv sync --frozen --no-dev --package dicomlab-admin-api --no-editable
+RUN uv sync --frozen --no-dev --package dicomlab-admin-api --no-editable \
+ && mkdir -p /data/tls && chown lab:lab /data/tls
 ENV ADMIN_PORT=8080
 USER lab
 EXPOSE 8080

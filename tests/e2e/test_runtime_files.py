@@ -224,7 +224,9 @@ def test_redis_is_closed_on_an_internal_network(compose):
 def test_admin_api_reads_the_storage_and_never_writes_it(compose):
     """The DICOMweb routes serve the stored files: the admin API mounts the storage read only,
     and its code has no call that writes, moves or removes a file."""
-    assert compose["services"]["admin-api"]["volumes"] == ["storage:/data/storage:ro"]
+    # and the lab CA's volume (DICOM TLS: the CA download and node certificates)
+    assert compose["services"]["admin-api"]["volumes"] == ["storage:/data/storage:ro", "tls:/data/tls"]
+    assert "tls:/data/tls" in compose["services"]["pacs"]["volumes"]
     assert compose["services"]["admin-api"]["environment"]["PACS_STORAGE_DIR"] == "/data/storage"
     writes = re.compile(r"open\([^)]*['\"][wax+]|\.write_(bytes|text)\(|\.unlink\(|os\.(replace|rename|remove)\("
                         r"|\.mkdir\(|rmtree|\.save_as\((?!buf)")

@@ -24,7 +24,7 @@ GIB = 1 << 30
 def start_pacs(redis_url, registry, tmp_path, workers: str = "2", **settings) -> PacsProcess:
     """A PACS whose listener settings are stored before it starts (stored settings win)."""
     pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": workers})
-    registry.update_listener({"port": pacs.port, **settings})
+    registry.update_listener({"port": pacs.port, "tls_port": pacs.tls_port, **settings})
     try:
         return pacs.start()
     except BaseException:
@@ -152,7 +152,7 @@ def test_tls_on_the_plain_port(redis_url, registry, tmp_path):
         ev = wait_for(lambda: closed_events(registry, "tls-on-plain-port"), what="tls event")[0]
         assert ev.message.startswith(f"Closed the connection from 127.0.0.1: a TLS handshake arrived on the plain "
                                      f"DICOM port {pacs.port} from 127.0.0.1: the modality uses TLS; send it to "
-                                     "the TLS port or turn TLS off on the modality")
+                                     f"the TLS port {pacs.tls_port} or turn TLS off on the modality")
     finally:
         assert pacs.stop() == 0
 

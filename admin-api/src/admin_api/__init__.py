@@ -39,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     from . import (
         conformance,  # noqa: F401  (its routes go on the API blueprint)
         ladder_routes,  # noqa: F401  (its routes join the API blueprint)
+        tlsapi,  # noqa: F401  (its routes join the api blueprint)
     )
     from .api import bp as api_bp
     from .dicomweb import bp as dicomweb_bp
