@@ -22,7 +22,9 @@ Three things live here:
 from __future__ import annotations
 
 import logging
+import re
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -40,6 +42,7 @@ from dicomlab.dicom import Rejection
 
 from . import outcome
 from .outcome import Problem
+from .tls import TlsSetupError, TlsSpec
 
 LOG = logging.getLogger(__name__)
 AE_FIELD = 16  # bytes of the AE title fields in A-ASSOCIATE-RQ/AC (PS3.8 9.3.2)
@@ -79,28 +82,48 @@ def permit_ae_title(title: str) -> tuple[str, list[str]]:
     return wire, notes
 
 
-# -- connection errors: pynetdicom only logs them, from the DUL thread ---------
-_connect_errors: "weakref.WeakKeyDictionary[Association, str]" = weakref.WeakKeyDictionary()
+# -- what pynetdicom only logs, from the DUL thread ----------------------------
+@dataclass
+class _Seen:
+    """Per association: the connect error's text, the exceptions pynetdicom logged (the TLS handshake's,
+    a read that failed: TLS 1.3 sends the verdict on a client certificate after the client's handshake),
+    and the first byte of a PDU of unknown type (0x15/0x16: a TLS record on a plain association)."""
+
+    connect_error: str = ""
+    errors: list[BaseException] = field(default_factory=list)
+    unknown_pdu: int | None = None
+
+
+_seen: "weakref.WeakKeyDictionary[Association, _Seen]" = weakref.WeakKeyDictionary()
+_UNKNOWN_PDU = re.compile(r"Unknown PDU type received '0x([0-9A-Fa-f]{2})'")
 
 
 class _ConnectErrorCapture(logging.Handler):
-    """Keeps pynetdicom's 'TCP Initialisation Error: ...' per association."""
+    """Keeps, per association, what pynetdicom's DUL thread logged about its transport."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if not msg.startswith("TCP Initialisation Error:"):
-            return
         assoc = getattr(threading.current_thread(), "assoc", None)
-        if assoc is not None:
-            _connect_errors[assoc] = msg.split(":", 1)[1].strip()
+        if assoc is None:
+            return
+        msg = record.getMessage()
+        seen = _seen.get(assoc)
+        if seen is None:
+            seen = _seen[assoc] = _Seen()
+        if msg.startswith("TCP Initialisation Error:"):
+            seen.connect_error = msg.split(":", 1)[1].strip()
+        m = _UNKNOWN_PDU.match(msg)
+        if m:
+            seen.unknown_pdu = int(m.group(1), 16)
+        if record.exc_info and isinstance(record.exc_info[1], BaseException):
+            seen.errors.append(record.exc_info[1])
 
 
 _capture = _ConnectErrorCapture(level=logging.ERROR)
-_transport_log = logging.getLogger("pynetdicom.transport")
-if _capture not in _transport_log.handlers:
-    _transport_log.addHandler(_capture)
-    if _transport_log.getEffectiveLevel() > logging.ERROR:
-        _transport_log.setLevel(logging.ERROR)
+_pynetdicom_log = logging.getLogger("pynetdicom")
+if _capture not in _pynetdicom_log.handlers:
+    _pynetdicom_log.addHandler(_capture)
+    if _pynetdicom_log.getEffectiveLevel() > logging.ERROR:
+        _pynetdicom_log.setLevel(logging.ERROR)
 
 
 def quiet_pynetdicom(debug: bool = False) -> None:
@@ -132,7 +155,9 @@ class Link:
     acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
     max_pdu: int = 0  # 0: no limit on what we receive
+    tls: TlsSpec | None = None  # DICOM TLS (None: plain TCP)
     notes: list[str] = field(default_factory=list)
+    tls_session: str = ""  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once a TLS association is open
 
     @property
     def peer(self) -> str:
@@ -162,11 +187,22 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
     ae.network_timeout = max(link.dimse_timeout, 60.0)
     ae.maximum_pdu_size = link.max_pdu
     ae.requested_contexts = contexts
+    tls_args = None
+    if link.tls is not None:
+        try:
+            tls_args = link.tls.tls_args(calling, link.host)
+        except TlsSetupError as exc:
+            return None, Problem("error", f"cannot set up TLS: {exc}.")
+        link.notes += [n for n in link.tls.notes if n not in link.notes]
     watch = _Watch()
 
     def on_open(event: evt.Event) -> None:
         watch.connected = True
         set_nodelay(event)
+        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+        if isinstance(sock, ssl.SSLSocket):
+            cipher = sock.cipher()
+            link.tls_session = f"{sock.version()} {cipher[0] if cipher else ''}".strip()
 
     def on_acse(event: evt.Event) -> None:
         watch.received.append(type(event.primitive).__name__)
@@ -181,7 +217,7 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
     handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse), (evt.EVT_PDU_RECV, on_pdu)]
     started = time.monotonic()
     try:
-        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers)
+        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers, tls_args=tls_args)
     except (OSError, ValueError) as exc:
         return None, outcome.unreachable(link.peer, str(exc))
     if assoc.is_established:
@@ -201,8 +237,12 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
             asked = proposed.get(str(cx.abstract_syntax), cx)
             rejected.append((str(asked.abstract_syntax), [str(t) for t in asked.transfer_syntax], int(cx.result or 0)))
         return None, outcome.no_context(link.peer, rejected)
+    seen = _seen.get(assoc) or _Seen()
+    tls_problem = _tls_problem(link, watch.connected, seen)
+    if tls_problem is not None:
+        return None, tls_problem
     if not watch.connected:
-        error = _connect_errors.get(assoc, "")
+        error = seen.connect_error
         low = error.lower()
         if "refused" in low:
             return None, outcome.refused(link.peer)
@@ -215,6 +255,34 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
         return None, outcome.answer_timed_out(link.peer, link.acse_timeout)
     return None, Problem("aborted", f"the association with {link.peer} failed without an answer.",
                          "Read the PACS's log for this association.")
+
+
+def _tls_problem(link: Link, connected: bool, seen: _Seen) -> Problem | None:
+    """A failure that TLS explains: the handshake (or, TLS 1.3, the server's verdict on our certificate,
+    read after it), or a plain association that met a TLS port."""
+    from dicomlab.tlswords import client_failure, is_tls_error, plain_on_tls_port
+
+    if link.tls is None:
+        if connected:
+            exc = next((e for e in seen.errors if isinstance(e, OSError)), None)
+            words = plain_on_tls_port(link.peer, seen.unknown_pdu, exc)
+            if words is not None:
+                return outcome.tls_failed(link.peer, words)
+        return None
+    exc = next((e for e in seen.errors if is_tls_error(e)), None)
+    if exc is None:
+        exc = next((e for e in seen.errors if isinstance(e, (ConnectionResetError, BrokenPipeError))), None)
+    if exc is None and not connected:
+        # pynetdicom logs a plain OSError of the handshake as text only
+        low = seen.connect_error.lower()
+        if "reset by peer" in low:
+            exc = ConnectionResetError(seen.connect_error)
+        elif "broken pipe" in low:
+            exc = BrokenPipeError(seen.connect_error)
+    if exc is None:
+        return None
+    words = client_failure(exc, link.peer, ca_file=link.tls.ca_in_use, mutual=link.tls.presents_cert)
+    return outcome.tls_failed(link.peer, words)
 
 
 def release(assoc: Association) -> None:

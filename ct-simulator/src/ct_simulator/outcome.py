@@ -9,7 +9,9 @@
     ├── aborted                   the peer (or the simulator, on purpose) aborted
     ├── no-context                no presentation context accepted
     ├── instance-failed           a C-STORE answered with a failure status
-    └── cannot-encode             a transfer syntax the simulator cannot write
+    ├── cannot-encode             a transfer syntax the simulator cannot write
+    └── tls-failed                DICOM TLS failed (``detail["tls"]``: the reason key of
+                                  ``dicomlab.tlswords``: untrusted-ca, host-mismatch, ...)
 
 Exit codes are stable so that scripts and the scenario runner can use them.
 """
@@ -35,6 +37,7 @@ EXIT_INSTANCE_FAILED = 7
 EXIT_ABORTED = 8
 EXIT_UNREACHABLE = 9
 EXIT_REGISTRY = 10
+EXIT_TLS = 11
 
 KIND_EXIT = {
     "rejected": EXIT_REJECTED,
@@ -45,6 +48,7 @@ KIND_EXIT = {
     "aborted": EXIT_ABORTED,
     "unreachable": EXIT_UNREACHABLE,
     "cannot-encode": EXIT_ERROR,
+    "tls-failed": EXIT_TLS,
     "error": EXIT_ERROR,
 }
 
@@ -54,7 +58,7 @@ EXIT_CODES_HELP = """exit codes:
   2  usage error                      8  association aborted
   3  association rejected             9  host unreachable / unknown
   4  connection refused              10  registry (Redis) unavailable
-  5  timed out"""
+  5  timed out                      11  DICOM TLS failed (handshake, certificate, port)"""
 
 
 @dataclass
@@ -143,6 +147,11 @@ def aborted(peer: str, by: str, when: str) -> Problem:
     return Problem("aborted", f"the association with {peer} was aborted by {by} {when}.",
                    "Read the PACS's log for this association." if by != "the simulator" else "",
                    {"peer": peer, "by": by})
+
+
+def tls_failed(peer: str, words: Any) -> Problem:
+    """``words``: a ``dicomlab.tlswords.TlsWords``."""
+    return Problem("tls-failed", words.sentence, words.hint, {"peer": peer, "tls": words.reason})
 
 
 def status_words(status: int, service: str = "store") -> str:
