@@ -43,6 +43,7 @@ from dicomlab.dicom import Rejection
 from . import outcome
 from .outcome import Problem
 from .tls import TlsSetupError, TlsSpec
+from .tlsfail import client_failure, is_tls_error, plain_on_tls_port
 
 LOG = logging.getLogger(__name__)
 AE_FIELD = 16  # bytes of the AE title fields in A-ASSOCIATE-RQ/AC (PS3.8 9.3.2)
@@ -260,8 +261,6 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
 def _tls_problem(link: Link, connected: bool, seen: _Seen) -> Problem | None:
     """A failure that TLS explains: the handshake (or, TLS 1.3, the server's verdict on our certificate,
     read after it), or a plain association that met a TLS port."""
-    from dicomlab.tlswords import client_failure, is_tls_error, plain_on_tls_port
-
     if link.tls is None:
         if connected:
             exc = next((e for e in seen.errors if isinstance(e, OSError)), None)

@@ -11,7 +11,7 @@
     ├── instance-failed           a C-STORE answered with a failure status
     ├── cannot-encode             a transfer syntax the simulator cannot write
     └── tls-failed                DICOM TLS failed (``detail["tls"]``: the reason key of
-                                  ``dicomlab.tlswords``: untrusted-ca, host-mismatch, ...)
+                                  ``ct_simulator.tlsfail``: unknown-ca, host-name-mismatch, ...)
 
 Exit codes are stable so that scripts and the scenario runner can use them.
 """
@@ -150,7 +150,7 @@ def aborted(peer: str, by: str, when: str) -> Problem:
 
 
 def tls_failed(peer: str, words: Any) -> Problem:
-    """``words``: a ``dicomlab.tlswords.TlsWords``."""
+    """``words``: a ``ct_simulator.tlsfail.TlsWords``."""
     return Problem("tls-failed", words.sentence, words.hint, {"peer": peer, "tls": words.reason})
 
 

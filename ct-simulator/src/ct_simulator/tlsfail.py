@@ -1,26 +1,29 @@
-"""A failed DICOM TLS connection, named from the side that opened it, in words a
-PACS administrator understands (issue #13).
+"""A failed DICOM TLS connection, named from the modality's side (the CT calling the
+PACS), in words a PACS administrator understands (issue #13).
 
-One place for the lab: the CT simulator (the modality calling the PACS) and the
-PACS's own outbound associations (the admin API's echo, Storage Commitment
-reports, C-MOVE) ask ``client_failure`` what an exception means. The words come
-from the exception (its class, OpenSSL's ``reason`` and, for a certificate the
-client rejected, the X.509 ``verify_code``), never from its text alone.
+The words come from the exception (its class, OpenSSL's ``reason`` and, for a
+certificate the CT rejected, the X.509 ``verify_code``), never from its text
+alone, and from what only the simulator knows: whether it presented a
+certificate (TLS 1.2 answers a missing one with a bare handshake_failure alert),
+the CA file it trusts, and the first byte a plain association got back.
 
-``TlsWords.reason`` is a short key, stable for scripts, scenarios and events:
+``TlsWords.reason`` is a short key, the same cause code the PACS puts in its
+``tls-handshake-failed`` events (``dicomlab.tlswords`` on the tls-pacs branch):
 
-    untrusted-ca           the server's certificate is not signed by a CA we trust
-    server-expired         the server's certificate has expired
-    server-not-yet-valid   the server's certificate is not valid yet (or a clock is wrong)
-    host-mismatch          the server's certificate does not name the host we called
-    certificate-required   the server wanted a client certificate and got none
-    certificate-rejected   the server refused our client certificate (unknown CA, expired, wrong identity)
-    version-mismatch       no TLS version both sides accept
-    cipher-mismatch        no cipher suite both sides accept
-    not-tls                the server answered with something that is not TLS (a plain DICOM port)
-    closed                 the server closed during the handshake without a word
-    handshake-failed       any other handshake failure (OpenSSL's reason quoted)
-    plain-to-tls-port      (plain connection) the server answered in TLS, or reset: a TLS port
+    unknown-ca                        the PACS's certificate is not signed by a CA the CT trusts
+    server-certificate-expired        ... has expired
+    server-certificate-not-yet-valid  ... is not valid yet (or a clock is wrong)
+    host-name-mismatch                ... does not name the host the CT called
+    client-certificate-missing        the PACS wanted a client certificate and got none
+    client-certificate-untrusted      the PACS does not trust the CT's certificate's CA
+    client-certificate-expired        the PACS says the CT's certificate has expired
+    client-certificate-rejected       the PACS refused the CT's certificate otherwise (identity)
+    protocol-version                  no TLS version both sides accept
+    cipher-mismatch                   no cipher suite both sides accept
+    not-tls                           the port answered with something that is not TLS: a plain port
+    peer-closed                       the port closed during the handshake without a word
+    other                             anything else (OpenSSL's reason quoted)
+    plain-to-tls-port                 (plain association) the port answered in TLS, or reset: a TLS port
 """
 
 from __future__ import annotations
@@ -88,36 +91,38 @@ def client_failure(exc: BaseException | None, peer: str, *, me: str = "this CT",
     if isinstance(exc, ssl.SSLCertVerificationError) or reason == "CERTIFICATE_VERIFY_FAILED":
         detail = getattr(exc, "verify_message", "") or reason.lower()
         if code in _HOST_MISMATCH:
-            return TlsWords("host-mismatch",
+            return TlsWords("host-name-mismatch",
                             f"{them}'s certificate at {peer} does not name the host {me} called ({detail}).",
                             f"Call {them} by a host name or address in its certificate's subject alternative "
                             f"name, or reissue its certificate with this name. Skipping the host name check "
                             f"(--tls-no-host-check) is for a lab only.")
         if code == _EXPIRED:
-            return TlsWords("server-expired", f"{them}'s certificate at {peer} has expired ({detail}).",
+            return TlsWords("server-certificate-expired", f"{them}'s certificate at {peer} has expired ({detail}).",
                             f"Renew {them}'s certificate (the lab renews its own 30 days ahead); if it looks "
                             f"valid, check {me}'s clock.")
         if code == _NOT_YET_VALID:
-            return TlsWords("server-not-yet-valid", f"{them}'s certificate at {peer} is not valid yet ({detail}).",
+            return TlsWords("server-certificate-not-yet-valid", f"{them}'s certificate at {peer} is not valid yet ({detail}).",
                             f"The clock of {me} or of the CA that issued it is wrong: set both right (NTP).")
-        return TlsWords("untrusted-ca",
+        return TlsWords("unknown-ca",
                         f"{them}'s certificate at {peer} is not signed by a CA {me} trusts ({detail}).",
                         f"Trust the CA that signed it: {import_ca}.")
     if reason in _CERT_REQUIRED or (reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and not mutual):
-        return TlsWords("certificate-required",
+        return TlsWords("client-certificate-missing",
                         f"{them} at {peer} wants a client certificate and {me} presented none "
                         f"(TLS alert {reason.lower()}).",
                         f"Give {me} a certificate issued by the lab CA with its AE title as the subject CN "
                         f"(\"Issue a certificate for this node\" on the admin page), or set the node's "
                         f"client_certificate to none.")
     if reason in _CERT_REJECTED:
-        return TlsWords("certificate-rejected",
+        cause = {"TLSV1_ALERT_UNKNOWN_CA": "client-certificate-untrusted",
+                 "SSLV3_ALERT_CERTIFICATE_EXPIRED": "client-certificate-expired"}.get(reason, "client-certificate-rejected")
+        return TlsWords(cause,
                         f"{them} at {peer} refused {me}'s certificate: it {_CERT_REJECTED[reason]} "
                         f"(TLS alert {reason.lower()}).",
                         f"Present a current certificate issued by {them}'s CA whose subject CN is {me}'s AE "
                         f"title (\"Issue a certificate for this node\"); read {them}'s log for its reason.")
     if reason in _VERSION:
-        return TlsWords("version-mismatch",
+        return TlsWords("protocol-version",
                         f"{me} and {them} at {peer} share no TLS version (TLS alert {reason.lower()}).",
                         "DICOM TLS (BCP 195) needs TLS 1.2 or later: update or reconfigure the side that "
                         "offers only TLS 1.0/1.1.")
@@ -133,18 +138,18 @@ def client_failure(exc: BaseException | None, peer: str, *, me: str = "this CT",
                         f"on {me} for this port.")
     if exc is None or isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
                                        BrokenPipeError, ConnectionAbortedError)):
-        return TlsWords("closed",
+        return TlsWords("peer-closed",
                         f"{peer} closed the connection during {me}'s TLS handshake without a word.",
                         f"Most likely this is {them}'s plain DICOM port, which saw a TLS handshake and closed "
                         f"(the lab's PACS logs tls-on-plain-port): send TLS to the TLS port (2762) or turn TLS "
                         f"off on {me}. Otherwise {them} refused the handshake: read its log.")
     if isinstance(exc, TimeoutError):
-        return TlsWords("handshake-failed",
+        return TlsWords("other",
                         f"{peer} accepted the connection but did not complete the TLS handshake in time.",
                         "Is a DICOM TLS service listening there? A plain DICOM port waits for an "
                         "A-ASSOCIATE-RQ and never answers a TLS handshake.")
     what = reason.lower() or type(exc).__name__
-    return TlsWords("handshake-failed", f"the TLS handshake between {me} and {them} at {peer} failed ({what}).",
+    return TlsWords("other", f"the TLS handshake between {me} and {them} at {peer} failed ({what}).",
                     f"Read {them}'s log for this connection.")
 
 
