@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,10 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--calling-aet", default=DEFAULT_AET, help=f"the scenarios' modality AE title ({DEFAULT_AET})")
     run.add_argument("--registry-pid", type=int, help="the Redis process to pause for the registry-down scenario")
     run.add_argument("--pacs-log", metavar="FILE", help="the PACS's stdout (its event lines)")
+    run.add_argument("--pacs-tls-port", type=int, help="the PACS's DICOM TLS port as seen from here")
+    run.add_argument("--tls-lab-ca", metavar="DIR",
+                     help="the lab CA's folder (ca.pem, ca.key; default PACS_TLS_DIR, else tls/ beside the "
+                          "storage): signs the expired certificate of expired-client-certificate")
     run.add_argument("--event-timeout", type=float, default=10.0, help="seconds to wait for PACS events (10)")
     run.add_argument("--verbose", action="store_true", help="print tracebacks of runner errors")
     p.set_defaults(func=main)
@@ -52,6 +58,17 @@ def _state(env: dict[str, str]) -> dict[str, Any]:
         return json.loads((state_dir / "state.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _tls_dir(a: argparse.Namespace, env: dict[str, str]) -> str | None:
+    if a.tls_lab_ca:
+        return a.tls_lab_ca
+    if env.get("PACS_TLS_DIR"):
+        return env["PACS_TLS_DIR"]
+    storage = env.get("PACS_STORAGE_DIR")
+    if storage:
+        return os.path.join(os.path.dirname(os.path.abspath(storage)), "tls")
+    return None
 
 
 def _pacs_log(a: argparse.Namespace, state: dict[str, Any]) -> PacsLog | None:
@@ -100,13 +117,18 @@ def main(a: argparse.Namespace) -> int:
     if runtime == "docker":
         host = a.pacs_host or "127.0.0.1"
         port = a.pacs_port or int(env.get("PACS_PUBLISHED_PORT") or 11112)
+        tls_port = a.pacs_tls_port or int(env.get("PACS_TLS_PUBLISHED_PORT") or 2762)
     else:
         host = a.pacs_host or env.get("PACS_HOST") or "127.0.0.1"
         port = a.pacs_port or int(scp["port"])
+        tls_port = a.pacs_tls_port or scp.get("tls_port")
     ctx = LabContext(api=api, pacs_host=host, pacs_port=port, direct_port=port == int(scp["port"]),
                      calling=a.calling_aet, registry=registryctl.find(a.registry_pid),
                      netns_reason=netns.unavailable_reason(), event_timeout=a.event_timeout,
-                     pacs_log=_pacs_log(a, state))
+                     pacs_log=_pacs_log(a, state), pacs_tls_port=tls_port, tls_dir=_tls_dir(a, env),
+                     workdir=tempfile.mkdtemp(prefix="lab-scenarios-tls-"))
+    if "tls_port" not in scp:
+        ctx.tls_reason = "this PACS has no DICOM TLS listener settings (tls_port)"
     if runtime == "docker" and state.get("runtime") == "docker":
         # Compose: the modality "elsewhere" is a second simulator container on the lab network.
         compose = registryctl.compose_args(state)
