@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -153,10 +154,13 @@ def main(a: argparse.Namespace) -> int:
         return 1
     print(f"lab: the PACS sees this host's modality as {ctx.peer}; running {len(chosen)} scenario(s)", flush=True)
     results = []
-    for sc in chosen:
-        r = runner.run(sc)
-        print(f"  {sc.name}: {r.status}" + (f" ({r.reason})" if r.reason else ""), file=sys.stderr, flush=True)
-        results.append(r)
+    try:
+        for sc in chosen:
+            r = runner.run(sc)
+            print(f"  {sc.name}: {r.status}" + (f" ({r.reason})" if r.reason else ""), file=sys.stderr, flush=True)
+            results.append(r)
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
     report.print_results(results)
     if a.junit:
         report.write_junit(results, a.junit)
