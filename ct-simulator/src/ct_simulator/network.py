@@ -224,12 +224,13 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
     if assoc.is_established:
         return assoc, None
     elapsed = time.monotonic() - started
+    tls_kind = None if link.tls is None else ("cert" if link.tls.presents_cert else "no-cert")
     if assoc.is_rejected and assoc.acceptor.primitive is not None:
         rsp = assoc.acceptor.primitive
         rj = Rejection(int(rsp.result or 0), int(rsp.result_source or 0), int(rsp.diagnostic or 0))
-        return None, outcome.rejection(rj, calling, called, link.peer)
+        return None, outcome.rejection(rj, calling, called, link.peer, tls_kind)
     if watch.rejection is not None:
-        return None, outcome.rejection(watch.rejection, calling, called, link.peer)
+        return None, outcome.rejection(watch.rejection, calling, called, link.peer, tls_kind)
     rsp = assoc.acceptor.primitive
     if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
         proposed = {str(cx.abstract_syntax): cx for cx in contexts}

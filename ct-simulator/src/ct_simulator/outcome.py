@@ -84,8 +84,18 @@ class Problem:
         return f"{self.message} {self.hint}".strip()
 
 
-def rejection(rj: Rejection, calling: str, called: str, peer: str) -> Problem:
-    """The A-ASSOCIATE-RJ in words, with what to check for each reason."""
+_TLS_1_3 = {
+    None: " If the node has tls required, it must come over DICOM TLS to the PACS's TLS port (--tls).",
+    "cert": " Over TLS the PACS also checks the node's certificate: its subject CN must be {calling} (the "
+            "certificate issued for this node, not another's).",
+    "no-cert": " If the node has client_certificate required, present the certificate issued for it "
+               "(--tls-bundle, or --tls-cert and --tls-key).",
+}
+
+
+def rejection(rj: Rejection, calling: str, called: str, peer: str, tls: str | None = None) -> Problem:
+    """The A-ASSOCIATE-RJ in words, with what to check for each reason. ``tls``: None (plain), "cert"
+    (over TLS with a client certificate) or "no-cert": a 1/1/3 may be the PACS's TLS policy."""
     result = RJ_RESULT.get(rj.result, f"result {rj.result}")
     source = RJ_SOURCE.get(rj.source, f"source {rj.source}")
     reason = RJ_REASON.get((rj.source, rj.reason), f"reason {rj.reason}")
@@ -101,10 +111,13 @@ def rejection(rj: Rejection, calling: str, called: str, peer: str) -> Problem:
         (2, 1): "The PACS gave no reason: read its log for this association.",
         (1, 2): "The PACS does not support the DICOM application context.",
     }
+    hint = hints.get((rj.source, rj.reason), "")
+    if (rj.source, rj.reason) == (1, 3):
+        hint += _TLS_1_3[tls].format(calling=calling)
     return Problem(
         "rejected",
         f"association rejected by {called}@{peer}: {result} / {source} / {reason} ({rj.codes}).",
-        hints.get((rj.source, rj.reason), ""),
+        hint,
         {"result": rj.result, "source": rj.source, "reason": rj.reason,
          "result_text": result, "source_text": source, "reason_text": reason},
     )
