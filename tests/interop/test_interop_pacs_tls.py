@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from dicomdata import write_series
 
 from ct_simulator.cli import main
-from dicomdata import write_series
 from dicomlab.settings import Node
 from dicomlab.tlsca import LabCA
 from lab import PacsProcess, dcmtk_env, events_of, free_port, need_tool, wait_for, wait_port
