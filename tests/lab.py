@@ -113,14 +113,19 @@ class RedisServer:
 
 
 class PacsProcess:
-    """The PACS as a real process (``python -m pacs``) on a free port."""
+    """The PACS as a real process (``python -m pacs``) on a free port, its DICOM TLS
+    listener on another free port (``tls_port``; PACS_TLS_PORT seeds it, so parallel
+    tests never fight over 2762), with the lab CA in ``tls_dir`` (beside the storage)."""
 
     def __init__(self, redis_url: str, storage_dir: Path, ae_title: str = "PACS",
-                 port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 port: int | None = None, extra_env: dict[str, str] | None = None,
+                 tls_port: int | None = None) -> None:
         self.redis_url = redis_url
         self.storage_dir = Path(storage_dir)
         self.ae_title = ae_title
         self.port = port or free_port()
+        self.tls_port = tls_port or free_port()
+        self.tls_dir = Path((extra_env or {}).get("PACS_TLS_DIR") or self.storage_dir.parent / "tls")
         self.log_path = Path(tempfile.mkdtemp(prefix="lab-pacs-")) / "pacs.log"
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,7 +133,7 @@ class PacsProcess:
     def start(self, wait: bool = True) -> "PacsProcess":
         env = {**os.environ, "REDIS_URL": self.redis_url, "PACS_STORAGE_DIR": str(self.storage_dir),
                "PACS_AE_TITLE": self.ae_title, "PACS_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
-               **self.extra_env}
+               "PACS_TLS_PORT": str(self.tls_port), **self.extra_env}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "pacs", "--bind", "127.0.0.1"],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)

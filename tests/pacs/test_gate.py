@@ -24,7 +24,7 @@ GIB = 1 << 30
 def start_pacs(redis_url, registry, tmp_path, workers: str = "2", **settings) -> PacsProcess:
     """A PACS whose listener settings are stored before it starts (stored settings win)."""
     pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": workers})
-    registry.update_listener({"port": pacs.port, **settings})
+    registry.update_listener({"port": pacs.port, "tls_port": pacs.tls_port, **settings})
     try:
         return pacs.start()
     except BaseException:

@@ -125,7 +125,7 @@ def test_row5b_too_many_associations_per_node(redis_url, registry, tmp_path, wor
     add_node(registry, "CT01")
     add_node(registry, "CT02")
     pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": workers})
-    registry.update_listener({"port": pacs.port, "max_associations_per_node": 2})  # stored settings win
+    registry.update_listener({"port": pacs.port, "tls_port": pacs.tls_port, "max_associations_per_node": 2})  # stored settings win
     held = []
     try:
         pacs.start()

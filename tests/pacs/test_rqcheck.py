@@ -58,7 +58,7 @@ def test_malformed_request_gets_an_abort_and_an_event(redis_url, registry, tmp_p
     import socket
 
     pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_WORKERS": "1", "PACS_FASTPATH": fastpath})
-    registry.update_listener({"port": pacs.port})
+    registry.update_listener({"port": pacs.port, "tls_port": pacs.tls_port})
     pacs.start()
     try:
         add_node(registry, "CT01")

@@ -24,7 +24,7 @@ class PacsOnAllAddresses(PacsProcess):
     def start(self, wait: bool = True) -> "PacsOnAllAddresses":
         env = {**os.environ, "REDIS_URL": self.redis_url, "PACS_STORAGE_DIR": str(self.storage_dir),
                "PACS_AE_TITLE": self.ae_title, "PACS_PORT": str(self.port), "PYTHONUNBUFFERED": "1",
-               **self.extra_env}
+               "PACS_TLS_PORT": str(self.tls_port), **self.extra_env}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "pacs", "--bind", "0.0.0.0"],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)

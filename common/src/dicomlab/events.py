@@ -63,6 +63,16 @@ REASON_TOO_MANY_PENDING = "too-many-pending"  # over max_pending_connections / _
 REASON_INSTANCE_TOO_LARGE = "instance-too-large"  # a dataset over max_instance_bytes: A-ABORT
 REASON_DIMSE_INVALID = "dimse-invalid"  # a command set that cannot be decoded, lacks a field, or is unsupported
 REASON_INTERNAL_ERROR = "internal-error"  # an exception inside an association: A-ABORT
+# DICOM TLS (second stage, "DICOM TLS"; README "DICOM TLS"): connection-closed events before any
+# association, and association-rejected events (1/1/3) of the per-node TLS policy.
+REASON_TLS_ON_PLAIN_PORT = "tls-on-plain-port"  # a TLS ClientHello on the plain port: closed
+REASON_PLAIN_ON_TLS_PORT = "plain-on-tls-port"  # a plain PDU (or anything not TLS) on the TLS port: closed
+REASON_TLS_HANDSHAKE_FAILED = "tls-handshake-failed"  # detail.cause names which (dicomlab.tlswords)
+REASON_TLS_UNAVAILABLE = "tls-unavailable"  # the PACS has no usable certificate: TLS connections closed
+REASON_TLS_REQUIRED = "tls-required"  # a node with tls required came to the plain port
+REASON_TLS_NOT_ALLOWED = "tls-not-allowed"  # a node with tls off came to the TLS port
+REASON_TLS_CLIENT_CERTIFICATE_MISSING = "tls-client-certificate-missing"  # client_certificate required, none sent
+REASON_TLS_CLIENT_IDENTITY = "tls-client-identity-mismatch"  # the certificate's CN is not the calling AE title
 CONNECTION_CLOSED = "connection-closed"  # a connection closed before it became an association
 
 LEVELS = ("debug", "info", "warning", "error")

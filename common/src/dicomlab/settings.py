@@ -40,12 +40,14 @@ class EnvConfig:
     redis_url: str | None
     pacs_ae_title: str = "PACS"
     pacs_port: int = 11112
+    pacs_tls_port: int = 2762  # seeds the listener's tls_port (stored settings win)
     pacs_host: str = "127.0.0.1"  # where the simulator and the API find the PACS
     storage_dir: str = "./data/storage"
     sim_ae_title: str = "CT01"
     sim_port: int = 11113
     admin_token: str | None = None
     admin_port: int = 8080
+    tls_dir: str | None = None  # the lab CA and the PACS's certificate (PACS_TLS_DIR; default next to the storage)
 
     @classmethod
     def from_env(cls, env: "os._Environ[str] | dict[str, str] | None" = None) -> "EnvConfig":
@@ -64,13 +66,20 @@ class EnvConfig:
             redis_url=e.get("REDIS_URL") or None,
             pacs_ae_title=check_ae_title(e.get("PACS_AE_TITLE") or "PACS", "PACS_AE_TITLE"),
             pacs_port=num("PACS_PORT", 11112),
+            pacs_tls_port=num("PACS_TLS_PORT", 2762),
             pacs_host=e.get("PACS_HOST") or "127.0.0.1",
             storage_dir=e.get("PACS_STORAGE_DIR") or "./data/storage",
             sim_ae_title=check_ae_title(e.get("SIM_AE_TITLE") or "CT01", "SIM_AE_TITLE"),
             sim_port=num("SIM_PORT", 11113),
             admin_token=e.get("ADMIN_TOKEN") or None,
             admin_port=num("ADMIN_PORT", 8080),
+            tls_dir=e.get("PACS_TLS_DIR") or None,
         )
+
+    @property
+    def tls_folder(self) -> str:
+        """The lab's TLS folder: PACS_TLS_DIR, else ``tls`` beside the storage folder."""
+        return self.tls_dir or os.path.join(os.path.dirname(os.path.abspath(self.storage_dir)), "tls")
 
 
 def _encode(value: Any) -> str:

@@ -175,3 +175,31 @@ def common_name(cert: x509.Certificate) -> str | None:
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     value = attrs[0].value if attrs else None
     return value if isinstance(value, str) else None
+
+
+def server_hosts(extra: str | None = None) -> list[str]:
+    """The names the PACS's certificate is valid for: loopback, this host, the Compose service
+    name ``pacs``, and ``PACS_TLS_HOSTS`` (comma-separated) for the names modalities use."""
+    import socket
+
+    hosts = ["localhost", "127.0.0.1", "::1", "pacs", socket.gethostname()]
+    raw = os.environ.get("PACS_TLS_HOSTS", "") if extra is None else extra
+    return list(dict.fromkeys(hosts + [h.strip() for h in raw.split(",") if h.strip()]))
+
+
+def ensure_lab(folder: str | Path, ae_title: str, hosts: list[str] | None = None) -> LabCA:
+    """The lab CA and the PACS's certificate in ``folder``, created on first use and reused
+    afterwards. A lock file keeps two services starting at once (the PACS and the admin API
+    share the folder) from making two different CAs."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            ca = LabCA.ensure(folder)
+            ca.ensure_server(ae_title, hosts if hosts is not None else server_hosts())
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return ca

@@ -15,6 +15,7 @@ from dicomlab.events import WORKER_EXITED, EventLog
 from dicomlab.journal import Journal
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
+from dicomlab.tlsca import ensure_lab
 
 from .counters import Counts, SharedCounts
 from .policy import AssociationSlots
@@ -69,7 +70,12 @@ def main(args: list[str] | None = None) -> int:
         return 2
     ns.fastpath = fastpath == "1"
 
-    seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
+    try:
+        seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port, tls_port=env.pacs_tls_port).validate()
+    except LabError as exc:
+        print(f"pacs: configuration error: {exc}", file=sys.stderr)
+        return 2
+    ns.tls_folder = _tls_folder(env)
     workers = ns.workers if ns.workers is not None else int(
         os.environ.get("PACS_WORKERS") or min(os.cpu_count() or 1, 4))
     # SIGTERM / SIGINT are blocked in every thread (threads inherit the mask) and taken
@@ -97,6 +103,18 @@ def main(args: list[str] | None = None) -> int:
               "Fix: free the port or choose another (PACS_PORT, or the listener settings).", file=sys.stderr)
         return 1
     return Supervisor(workers, run_worker, say, listen_socket=listen_socket).run()
+
+
+def _tls_folder(env: EnvConfig) -> str:
+    """The lab CA and the PACS's certificate, created on first start and reused (before any
+    fork: one CA). When it cannot be made the PACS still runs; its TLS port says why."""
+    folder = env.tls_folder
+    try:
+        ensure_lab(folder, env.pacs_ae_title)
+    except (OSError, ValueError) as exc:
+        print(f"pacs: DICOM TLS: cannot create the lab CA in {folder} ({exc}); TLS connections will be closed. "
+              "Fix: make the folder writable (PACS_TLS_DIR).", file=sys.stderr)
+    return folder
 
 
 def _shared_listening_socket(url: str, seed: ListenerSettings, bind: str) -> socket.socket:
@@ -138,7 +156,8 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     slots = AssociationSlots(shared, worker or 0, nodes=nodes) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
                 slots=slots, worker=worker, shared_ports=ports, inherited_socket=listen_socket,
-                shared_load=load, fastpath=ns.fastpath, pending=pending)  # type: ignore[arg-type]
+                shared_load=load, fastpath=ns.fastpath, pending=pending,  # type: ignore[arg-type]
+                tls_folder=ns.tls_folder)
     reconciler = Reconciler(storage, registry, events, pacs._stop) if pacs.primary else None
     pacs.on_registry_back = reconciler and reconciler.request  # Redis back (or back empty): reconcile again
     try:

@@ -15,6 +15,13 @@ What the gate checks, in order (each check before anything is allocated):
   in total and ``max_pending_per_address`` per source address, counted over every
   listener process (``counters.Counts``). Over a cap the connection is closed at
   once: nothing is read, no thread.
+- on the TLS port (a server carrying ``lab_tls``, tlslistener.py): the first byte must
+  be 0x16 (a TLS handshake record), else the connection is closed, reason
+  ``plain-on-tls-port``; then the TLS handshake, non-blocking, in this same selector
+  loop (tls.Handshake), counted in ``assoc_request_timeout``; a failed one is closed
+  with reason ``tls-handshake-failed`` and its cause in words (dicomlab.tlswords),
+  counted apart per cause. The request is then read through TLS, and the TLS socket
+  is handed over: both data-phase engines read and write through it.
 - the 6-byte PDU header, then the body as it arrives (the buffer grows with what
   arrived; the length field only bounds it):
   - ``0x16 0x03`` first (a TLS record): closed, reason ``tls-on-plain-port``.
@@ -55,6 +62,7 @@ import itertools
 import logging
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -67,6 +75,7 @@ from dicomlab import events as E
 from .counters import Counts
 from .notes import Notes
 from .rqcheck import rq_problem
+from .tls import Failed, Handshake
 
 LOG = logging.getLogger(__name__)
 
@@ -92,7 +101,7 @@ def a_abort(reason: int) -> bytes:
 class Pending:
     """A connection the gate holds: reading its request, or closing after an A-ABORT."""
 
-    __slots__ = ("sock", "address", "peer", "server", "deadline", "buf", "need", "closing", "discarded")
+    __slots__ = ("sock", "address", "peer", "server", "deadline", "buf", "need", "closing", "discarded", "tls")
 
     def __init__(self, sock: socket.socket, address: Any, server: Any, deadline: float) -> None:
         self.sock = sock
@@ -104,6 +113,7 @@ class Pending:
         self.need = 6  # bytes of the PDU (header first, then header + body)
         self.closing = False
         self.discarded = 0
+        self.tls: Handshake | None = None  # on the TLS port: the handshake, done before the request is read
 
 
 class _Listener:
@@ -290,6 +300,9 @@ class Gate:
         try:
             sock.setblocking(False)
             p = Pending(sock, address, server, now + limits.assoc_request_timeout)
+            server_tls = getattr(server, "lab_tls", None)
+            if server_tls is not None:  # the TLS port: the handshake counts in assoc_request_timeout
+                p.tls = Handshake(server_tls)
             self._sel.register(sock, selectors.EVENT_READ, p)
         except (OSError, ValueError):
             self.counts.give_back(peer)
@@ -300,9 +313,38 @@ class Gate:
         self._serve(p)  # the request has often arrived with the connection: no extra wait for it
 
     def _serve(self, p: Pending) -> None:
+        hs = p.tls
+        if hs is not None and not hs.done and not p.closing:
+            if not self._handshake(p, hs):
+                return
+        self._read(p)
+        # TLS: a record may hold more than was asked for; what OpenSSL already decrypted
+        # does not make the socket readable again
+        while (hs is not None and not p.closing and self._pending.get(p.sock) is p
+               and isinstance(p.sock, ssl.SSLSocket) and p.sock.pending()):
+            self._read(p)
+
+    def _handshake(self, p: Pending, hs: Handshake) -> bool:
+        """One step of the TLS handshake (tls.py); True once it is done and the request can be read."""
+        port = p.server.server_address[1]
+        try:
+            return hs.step(p.sock, self._sel, p, p.peer, port) is not None
+        except Failed as f:
+            if f.reason:
+                self._note_closed(p, f.reason, f.words, {"port": port, "cause": f.cause, "tls": True},
+                                  kind=f.cause)
+            self._close(p)
+            return False
+        finally:
+            if hs.sock is not None and p.sock is not hs.sock:  # wrapped: the gate holds the TLS socket now
+                if self._pending.pop(p.sock, None) is p:
+                    self._pending[hs.sock] = p
+                p.sock = hs.sock
+
+    def _read(self, p: Pending) -> None:
         try:
             data = p.sock.recv(65536 if p.closing else min(p.need - len(p.buf), 65536))
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             data = b""
@@ -319,11 +361,13 @@ class Gate:
             self._close(p)  # nothing sent at all: a port check, not worth an event
             return
         p.buf += data
-        if len(p.buf) >= 2 and p.buf[0] == 0x16 and p.buf[1] == 0x03:
+        if p.tls is None and len(p.buf) >= 2 and p.buf[0] == 0x16 and p.buf[1] == 0x03:
             port = p.server.server_address[1]
+            tls_port = getattr(self.pacs, "tls_port", None)
+            where = f"the TLS port {tls_port}" if tls_port else "the TLS port (the TLS listener is off: tls_enabled)"
             self._note_closed(p, REASON_TLS, f"a TLS handshake arrived on the plain DICOM port {port} from "
-                              f"{p.peer}: the modality uses TLS; send it to the TLS port or turn TLS off on the "
-                              "modality", {"port": port})
+                              f"{p.peer}: the modality uses TLS; send it to {where} or turn TLS off on the "
+                              "modality", {"port": port, "tls_port": tls_port})
             self._close(p)
             return
         if len(p.buf) < p.need:
@@ -372,9 +416,9 @@ class Gate:
         p.deadline = time.monotonic() + LINGER
         heapq.heappush(self._timers, (p.deadline, next(self._seq), p))
 
-    def _note_closed(self, p: Pending, reason: str, what: str, detail: dict[str, Any]) -> None:
+    def _note_closed(self, p: Pending, reason: str, what: str, detail: dict[str, Any], kind: str = "") -> None:
         first = what if what.startswith("A-ABORT") else f"closed the connection from {p.peer}: {what}"
-        self.notes.add(reason, p.peer, first, what, detail, time.monotonic())
+        self.notes.add(reason, p.peer, first, what, detail, time.monotonic(), kind)
 
     def _expire(self, now: float) -> None:
         if len(self._timers) > 4 * len(self._pending) + 256:  # drop the entries of handed-over connections
@@ -385,7 +429,15 @@ class Gate:
             deadline, _, p = heapq.heappop(timers)
             if p.sock not in self._pending or self._pending[p.sock] is not p or p.deadline != deadline:
                 continue  # handed over, closed, or given a new deadline
-            if not p.closing:
+            if not p.closing and p.tls is not None and not p.tls.done:
+                limit = self.pacs.limits.assoc_request_timeout
+                self._note_closed(
+                    p, E.REASON_REQUEST_TIMEOUT,
+                    f"no TLS handshake completed within {limit} s (assoc_request_timeout) on the TLS port "
+                    f"{p.server.server_address[1]}. Fix: if this is a modality, check that it speaks TLS to this "
+                    "port, or raise assoc_request_timeout; otherwise it is a port scan or a stuck peer",
+                    {"bytes": 0, "assoc_request_timeout": limit, "tls": True})
+            elif not p.closing:
                 limit = self.pacs.limits.assoc_request_timeout
                 self._note_closed(
                     p, E.REASON_REQUEST_TIMEOUT,

@@ -26,22 +26,24 @@ class Notes:
     def __init__(self, emit: Callable[..., Any], window: float = WINDOW) -> None:
         self.emit = emit
         self.window = window
-        self._open: dict[tuple[str, str], list[Any]] = {}  # key -> [window end, count, why, detail]
+        self._open: dict[tuple[str, str, str], list[Any]] = {}  # key -> [window end, count, why, detail]
         self._firsts: list[float] = []  # when a first close of an address was reported, this window
 
-    def add(self, reason: str, peer: str, first: str, why: str, detail: dict[str, Any], now: float) -> None:
-        """``first``: the sentence for a first close; ``why``: what the summary says after the count."""
-        w = self._open.get((reason, peer))
+    def add(self, reason: str, peer: str, first: str, why: str, detail: dict[str, Any], now: float,
+            kind: str = "") -> None:
+        """``first``: the sentence for a first close; ``why``: what the summary says after the count;
+        ``kind``: closes of one reason counted apart (a TLS handshake failure's cause)."""
+        w = self._open.get((reason, peer, kind))
         if w is None:
             self._firsts = [t for t in self._firsts if t > now - self.window]
             if len(self._firsts) >= MAX_SOURCES:  # too many addresses: count them together
-                w = self._open.setdefault((reason, OTHERS), [now + self.window, 0, why, detail])
+                w = self._open.setdefault((reason, OTHERS, kind), [now + self.window, 0, why, detail])
         if w is not None:
             w[1] += 1
             w[2], w[3] = why, detail
             return
         self._firsts.append(now)
-        self._open[(reason, peer)] = [now + self.window, 0, why, detail]
+        self._open[(reason, peer, kind)] = [now + self.window, 0, why, detail]
         self._emit(reason, peer, first + f" (further closes of {peer} for this reason are counted and reported "
                    f"every {self.window:.0f} s)", {**detail, "count": 1})
 
@@ -51,7 +53,7 @@ class Notes:
                 continue
             _, count, why, detail = w
             if count:
-                reason, peer = key
+                reason, peer, _ = key
                 more = "" if peer == OTHERS else " more"
                 self._emit(reason, "" if peer == OTHERS else peer,
                            f"closed {count}{more} connection{'s' if count != 1 else ''} from {peer} in the last "

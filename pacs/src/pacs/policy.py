@@ -23,6 +23,7 @@ from dicomlab.registry import Registry
 from dicomlab.settings import ListenerSettings, Node
 
 from .counters import Counts, SharedCounts
+from .tlspolicy import tls_problem
 
 LOG = logging.getLogger(__name__)
 
@@ -93,11 +94,13 @@ def _reject(rj: Rejection, reason: str, message: str, **kw: object) -> Decision:
 
 
 def decide(
-    registry: Registry, calling_aet: str, called_aet: str, peer_ip: str, slots: AssociationSlots
+    registry: Registry, calling_aet: str, called_aet: str, peer_ip: str, slots: AssociationSlots,
+    tls: dict[str, Any] | None = None, tls_port: int | None = None,
 ) -> Decision:
-    """Decide one A-ASSOCIATE-RQ from what Redis says now. Never raises."""
+    """Decide one A-ASSOCIATE-RQ from what Redis says now. Never raises. ``tls``: the TLS
+    connection it came over (tls.transport), None on the plain port."""
     try:
-        return _decide(registry, calling_aet.strip(" "), called_aet.strip(" "), peer_ip, slots)
+        return _decide(registry, calling_aet.strip(" "), called_aet.strip(" "), peer_ip, slots, tls, tls_port)
     except Exception as exc:  # fail closed: whatever went wrong, nobody gets in
         LOG.exception("association decision failed")
         return _reject(
@@ -108,7 +111,8 @@ def decide(
         )
 
 
-def _decide(registry: Registry, calling: str, called: str, peer: str, slots: AssociationSlots) -> Decision:
+def _decide(registry: Registry, calling: str, called: str, peer: str, slots: AssociationSlots,
+            tls: dict[str, Any] | None = None, tls_port: int | None = None) -> Decision:
     # 1. registry reachable?
     try:
         settings, node = registry.authorization_snapshot(calling)
@@ -177,6 +181,11 @@ def _decide(registry: Registry, calling: str, called: str, peer: str, slots: Ass
             f"{peer}. Fix: correct the node's IP/host on the PACS, or send from the registered machine.",
             settings=settings, node=node, detail={"expected": sorted(addresses), "actual": peer},
         )
+    # 4b. the node's TLS settings against the port it came to (tlspolicy.py)
+    problem = tls_problem(node, settings, peer, tls, tls_port)
+    if problem is not None:
+        rj, reason, message, detail = problem
+        return _reject(rj, reason, message, settings=settings, node=node, detail=detail)
     # 5. simultaneous associations
     if not slots.try_take(settings.max_associations):
         return _reject(

@@ -63,6 +63,8 @@ from .policy import AssociationSlots, Decision, decide
 from .sopmarks import stored_ops
 from .spooling import discard_partial, receive_chunked, received_dataset
 from .storage import Spool, Storage
+from .tls import transport
+from .tlslistener import TlsListener
 from .wire import A_ABORT_USER, DataPhase, recv_up_to
 
 LOG = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Session:
     stored: int = 0
     failed: int = 0
     ended: bool = False  # an association-released / -aborted event was written
+    tls: dict[str, Any] | None = None  # on the TLS port: version, cipher, client certificate CN (tls.transport)
 
     def who(self) -> dict[str, str]:
         return {"assoc_id": self.id, "calling_aet": self.calling, "called_aet": self.called, "peer": self.peer}
@@ -290,6 +293,7 @@ class Pacs:
         shared_load: Any = None,
         fastpath: bool = True,
         pending: Counts | None = None,
+        tls_folder: str | None = None,
     ) -> None:
         """``worker``: this process's index when several share the port (None: the only one).
         Worker 0 (or the only process) speaks for the listener: start/stop, settings
@@ -328,6 +332,7 @@ class Pacs:
         self.limits = self.seed
         self.gate = Gate(self, pending if pending is not None else SharedCounts(1).row(0))
         self.on_registry_back: Any = None  # called with why, when Redis comes back or comes back empty
+        self.tls = TlsListener(self, tls_folder)  # the DICOM TLS port beside the plain one
 
         # pynetdicom's "standard" log handlers format every PDU and DIMSE message for its
         # logger even when nothing is logged; our events say what matters, once.
@@ -356,13 +361,15 @@ class Pacs:
     def start(self) -> None:
         settings = self._current_settings()
         self._listen(settings.port)
+        tls_words = self.tls.apply(settings, starting=True)
         self.ae_title = settings.ae_title
         self.verbose = settings.verbose
         self._listener_event(
             E.LISTENER_STARTED,
             f"PACS {settings.ae_title!r} listening on {self.bind}:{self.port} "
-            f"(max {settings.max_associations} associations, verbose {'on' if settings.verbose else 'off'}).",
-            detail={"ae_title": settings.ae_title, "port": self.port, "pid": os.getpid()},
+            f"(max {settings.max_associations} associations, verbose {'on' if settings.verbose else 'off'})"
+            f"{tls_words}.",
+            detail={"ae_title": settings.ae_title, "port": self.port, "pid": os.getpid(), "tls_port": self.tls_port},
         )
         self._heartbeat()
         self._watcher = threading.Thread(target=self._watch_settings, name="settings-watcher", daemon=True)
@@ -408,18 +415,27 @@ class Pacs:
                 server_class = _inherited_server_class(inherited)
             else:
                 inherited.close()
+        server = self.make_server(port, server_class)
+        old, self.server, self.port = self.server, server, server.server_address[1]
+        if self.shared_ports is not None:
+            self.shared_ports[self.worker or 0] = self.port
+        if old is not None:
+            old.shutdown()  # closes the old port; its open associations run to their end
+
+    def make_server(self, port: int, server_class: type[LabServer] | None = None, tls: Any = None) -> Any:
+        """A listening association server on ``port``, served by the gate; ``tls``: the TLS port's
+        ServerTls (tls.py), whose handshake the gate does first."""
+        if server_class is None:
+            server_class = LabServer if self.worker is None else SharedPortServer
         server = self.ae.make_server(
             (self.bind, port), evt_handlers=self.handlers, server_class=server_class,
             request_handler=LabRequestHandler,
         )
         server.lab_pacs = self  # type: ignore[attr-defined]
         server.lab_gate = self.gate  # type: ignore[attr-defined]
+        server.lab_tls = tls  # type: ignore[attr-defined]
         self.gate.listen(server)  # one selector thread holds every connection until its request is complete
-        old, self.server, self.port = self.server, server, server.server_address[1]
-        if self.shared_ports is not None:
-            self.shared_ports[self.worker or 0] = self.port
-        if old is not None:
-            old.shutdown()  # closes the old port; its open associations run to their end
+        return server
 
     def _watch_settings(self) -> None:
         while not self._stop.wait(self.poll_interval):
@@ -451,6 +467,7 @@ class Pacs:
             self._listener_event(E.SETTINGS_CHANGED, f"Listener moved from port {old} to {self.port}; port {old} "
                              "is closed. Modalities must now send to the new port.",
                              detail={"port": self.port, "old_port": old})
+        self.tls.apply(settings)
         if settings.ae_title != self.ae_title:
             self._listener_event(E.SETTINGS_CHANGED, f"Listener AE title changed from {self.ae_title!r} to "
                              f"{settings.ae_title!r}; modalities must call {settings.ae_title!r} from now on.",
@@ -489,10 +506,16 @@ class Pacs:
         if not self.primary:
             return
         try:
-            self.registry.heartbeat({"ae_title": self.ae_title, "port": self.port, "pid": os.getpid(),
+            self.registry.heartbeat({"ae_title": self.ae_title, "port": self.port, "tls_port": self.tls_port,
+                                     "pid": os.getpid(),
                                      "active_associations": self.slots.active, "time": time.time()})
         except RegistryUnavailable:
             pass
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS port listened on now (None: off)."""
+        return self.tls.port
 
     def track(self, assoc: Any) -> None:
         with self._active_cv:
@@ -531,6 +554,7 @@ class Pacs:
         self._stop.set()
         if self.server is not None:
             self.server.shutdown()
+        self.tls.close()
         self.gate.stop()  # pending connections (no request yet) are closed at once
         deadline = time.monotonic() + self.shutdown_grace
 
@@ -569,7 +593,8 @@ class Pacs:
                                  level="warning", reason="malformed-request", **s.who())
                 return
             s.calling, s.called = str(rq.calling_ae_title).strip(" "), str(rq.called_ae_title).strip(" ")
-            d = decide(self.registry, s.calling, s.called, s.peer, self.slots)
+            s.tls = transport(assoc.dul.socket.socket if assoc.dul.socket is not None else None)
+            d = decide(self.registry, s.calling, s.called, s.peer, self.slots, tls=s.tls, tls_port=self.tls_port)
             s.decision = d
             if d.accepted:
                 s.counted = True
@@ -611,7 +636,7 @@ class Pacs:
             f"Association rejected ({rj.codes} {rj.words}): {d.message}",
             level="warning", outcome="rejected", reason=d.reason,
             detail={"result": rj.result, "source": rj.source, "reason": rj.reason, **d.detail}, **s.who(),
-            ops=self._status(s.calling, "rejected", d.message),
+            ops=self._status(s, "rejected", d.message),
         )
         assoc.acse.send_reject(rj.result, rj.source, rj.reason)
         assoc.kill()  # returns once the RJ is sent and the DUL is idle: the peer gets it intact
@@ -626,7 +651,7 @@ class Pacs:
             level="warning", outcome=mode, reason=d.reason,
             detail={"refusal_mode": mode, "result": d.rejection.result, "source": d.rejection.source,
                     "reason": d.rejection.reason, **d.detail}, **s.who(),
-            ops=self._status(s.calling, "rejected", d.message),
+            ops=self._status(s, "rejected", d.message),
         )
         if mode == "close":
             assoc.is_aborted = True  # no negotiation: the connection just goes away
@@ -637,13 +662,14 @@ class Pacs:
         assoc.acceptor.ae_title = s.called or d.settings.ae_title
         assoc.acceptor.supported_contexts = contexts_for_services(d.settings, list(SERVICES))
 
-    def _status(self, calling: str, outcome: str, why: str = "") -> Any:
+    def _status(self, s: Session, outcome: str, why: str = "") -> Any:
         """The node's last-association status, written with the event (if it is a node)."""
         now = time.time()
-        fields: dict[str, Any] = {"last_association": outcome, "last_association_time": now}
+        fields: dict[str, Any] = {"last_association": outcome, "last_association_time": now,
+                                  "last_association_tls": (s.tls or {}).get("version") or "plain"}
         if why:
             fields["last_rejected_reason"] = why
-        return [indexops.node_status(calling, **fields)]
+        return [indexops.node_status(s.calling, **fields)]
 
     def _verbose_requested(self, assoc: Any, rq: A_ASSOCIATE, s: Session) -> None:
         proposed = [
@@ -712,11 +738,12 @@ class Pacs:
         services = ", ".join(d.node.services) or "none"
         self.events.emit(
             E.ASSOCIATION_ACCEPTED,
-            f"Association accepted: {s.calling!r} at {s.peer} (services {services}); "
+            f"Association accepted: {s.calling!r} at {s.peer} (services {services}"
+            + (f"; DICOM TLS {s.tls['version']}, {s.tls['cipher']}" if s.tls else "") + "); "
             f"{len(accepted)} of {len(proposed)} presentation context(s) accepted"
             + ("" if accepted else " -- none, so the modality cannot send anything: see the context events"),
-            outcome="accepted", reason="accepted", detail={"accepted": accepted}, **s.who(),
-            ops=self._status(s.calling, "accepted"),
+            outcome="accepted", reason="accepted", detail={"accepted": accepted, "tls": s.tls}, **s.who(),
+            ops=self._status(s, "accepted"),
         )
         if d.settings.fault_delay_ms:
             self.events.emit(E.ASSOCIATION_ACCEPTED, f"Fault injected: every response on this association waits "
