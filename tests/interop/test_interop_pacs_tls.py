@@ -12,20 +12,18 @@ from dicomdata import write_series
 from ct_simulator.cli import main
 from dicomlab.settings import Node
 from dicomlab.tlsca import LabCA
-from lab import PacsProcess, dcmtk_env, events_of, free_port, need_tool, wait_for, wait_port
+from lab import PacsProcess, dcmtk_env, events_of, need_tool, wait_for, wait_port
 
 from .conftest import write_pem
 
 
 @pytest.fixture
 def tls_pacs(redis_url, tmp_path):
-    """The PACS with its DICOM TLS listener on a free port; its lab CA is made at its start."""
-    tls_port, tls_dir = free_port(), tmp_path / "tls"
-    p = PacsProcess(redis_url, tmp_path / "storage",
-                    extra_env={"PACS_TLS_PORT": str(tls_port), "PACS_TLS_DIR": str(tls_dir)}).start()
-    wait_port("127.0.0.1", tls_port, timeout=30)
-    p.tls_port, p.tls_dir = tls_port, tls_dir
-    p.ca = LabCA.ensure(tls_dir)  # the PACS's own, created when it started
+    """The PACS with its DICOM TLS listener on a free port (PacsProcess.tls_port); its lab CA, in
+    PacsProcess.tls_dir, is made at its start."""
+    p = PacsProcess(redis_url, tmp_path / "storage").start()
+    wait_port("127.0.0.1", p.tls_port, timeout=30)
+    p.ca = LabCA.ensure(p.tls_dir)  # the PACS's own, created when it started
     yield p
     p.stop()
 
