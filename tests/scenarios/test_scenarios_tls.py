@@ -30,8 +30,12 @@ def test_tls_scenarios_pass_against_a_local_lab(lab):
     for name, case in cases.items():
         assert case.find("failure") is None and case.find("error") is None and case.find("skipped") is None, \
             f"{name}: {ET.tostring(case, encoding='unicode')}"
-    # the modality's own words, as the table shows them
-    assert "is not signed by a CA this CT trusts" in out
-    assert "closed the connection during this CT's TLS handshake without a word" in out
-    assert "it is most likely a DICOM TLS port" in out
-    assert "share no TLS version" in out
+    # the modality's own words (the JUnit file keeps them unwrapped)
+    said = {name: case.find("system-out").text for name, case in cases.items()}
+    assert "is not signed by a CA this CT trusts" in said["untrusted-ca"]
+    assert "closed the connection during this CT's TLS handshake without a word" in said["tls-to-plain-port"]
+    assert "it is most likely a DICOM TLS port" in said["plain-to-tls-port"]
+    assert "share no TLS version" in said["outdated-tls-version"]
+    assert "does not name the host this CT called" in said["host-name-mismatch"]
+    assert "refused this CT's certificate: it has expired" in said["expired-client-certificate"]
+    assert "over TLSv1." in said["tls-happy-path"]

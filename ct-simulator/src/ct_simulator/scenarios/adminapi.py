@@ -18,7 +18,7 @@ from dicomlab.settings import LIMITS
 SCP_WRITABLE = ("ae_title", "port", "verbose", "max_associations", "sop_classes", "transfer_syntaxes",
                 "refusal_mode", "fault_delay_ms", "fault_abort_after", "fault_status", "fault_stall",
                 "tls_enabled", "tls_port", *LIMITS)
-CA_ROUTE = "/api/tls/ca"  # the lab CA certificate (PEM), the tls-pacs branch's route
+CA_ROUTE = "/api/tls/ca.pem"  # the lab CA certificate (PEM), the tls-pacs branch's route
 NODE_WRITABLE = ("ae_title", "host", "port", "description", "services", "enabled", "tls", "client_certificate")
 
 
