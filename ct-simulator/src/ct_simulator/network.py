@@ -281,7 +281,7 @@ def _tls_problem(link: Link, connected: bool, seen: _Seen) -> Problem | None:
             exc = BrokenPipeError(seen.connect_error)
     if exc is None:
         return None
-    words = client_failure(exc, link.peer, ca_file=link.tls.ca_in_use, mutual=link.tls.presents_cert)
+    words = client_failure(exc, link.host, link.port, ca_file=link.tls.ca_in_use, mutual=link.tls.presents_cert)
     return outcome.tls_failed(link.peer, words)
 
 
