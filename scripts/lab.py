@@ -319,7 +319,8 @@ def print_ready(admin_port: str, extra: list[str]) -> None:
 # (Compose publishes the stored port), prints it, and says in one line when the environment asks
 # for something else; `make ps` and `make send` read the running lab the same way.
 
-SEEDED = (("PACS_PORT", "port", "port"), ("PACS_AE_TITLE", "ae_title", "AE title"))
+SEEDED = (("PACS_PORT", "port", "port"), ("PACS_AE_TITLE", "ae_title", "AE title"),
+          ("PACS_TLS_PORT", "tls_port", "TLS port"))
 SCP_KEY = "dicomlab:scp"  # dicomlab.keys.SCP (lab.py runs without the lab's packages too)
 # Run in the pacs image with the pacs service's REDIS_URL: the stored hash as JSON, {} when empty.
 READ_STORED = ("import json, os; from dicomlab import keys; from dicomlab.registry import connect; "
@@ -398,13 +399,24 @@ def live_listener(state: dict) -> dict | None:
         info = data.get("listener") or {}
         hb = info.get("heartbeat") or {}
         return {"ae_title": data["ae_title"], "port": int(hb.get("port") or data["port"]),
-                "stored": {"ae_title": data["ae_title"], "port": str(data["port"])},
-                "running": bool(info.get("running")), "public": info.get("public")}
+                "stored": {"ae_title": data["ae_title"], "port": str(data["port"]),
+                           "tls_port": str(data.get("tls_port") or "")},
+                "running": bool(info.get("running")), "public": info.get("public"),
+                "tls": live_tls(data.get("tls_enabled"), data.get("tls_port"), hb if info.get("running") else None)}
     raw = stored_listener(state)
     if not raw or not raw.get("port"):
         return None
     return {"ae_title": raw.get("ae_title") or "PACS", "port": int(raw["port"]), "stored": raw,
-            "running": None, "public": None}
+            "running": None, "public": None, "tls": live_tls(raw.get("tls_enabled", "1") == "1", raw.get("tls_port"))}
+
+
+def live_tls(enabled: object, stored_port: object, heartbeat: dict | None = None) -> int | None:
+    """The DICOM TLS port in force: the running PACS's (its heartbeat), else the stored one; None: off."""
+    if heartbeat is not None and "tls_port" in heartbeat:
+        return int(heartbeat["tls_port"]) if heartbeat["tls_port"] else None
+    if not enabled or not stored_port:
+        return None
+    return int(str(stored_port))
 
 
 def seed_notice(stored: dict[str, str] | None) -> str | None:
@@ -438,10 +450,23 @@ def listener_lines(runtime: str, live: dict | None, env: dict[str, str]) -> list
     else:
         lines = [f"PACS         127.0.0.1:{port}  AE title {ae}  (listening on {env.get('PACS_BIND') or '0.0.0.0'}, "
                  "PACS_BIND)"]
-    lines.append("             stored in Redis: change the AE title and port on the web page")
+    lines.append(tls_line(runtime, live.get("tls"), env))
+    lines.append("             stored in Redis: change the AE title and ports on the web page")
     if public.get("current") is False:
         lines.append(f"  !          {shown(public.get('text'))}")
     return lines
+
+
+def tls_line(runtime: str, tls_port: int | None, env: dict[str, str]) -> str:
+    """The DICOM TLS line of `make up`: where a TLS modality sends, and where the lab CA is."""
+    if not tls_port:
+        return "PACS TLS     off (tls_enabled false: turn it on on the web page)"
+    if runtime == "docker":
+        published = env.get("PACS_TLS_PUBLISHED_PORT") or "2762"
+        return (f"PACS TLS     127.0.0.1:{published}  DICOM TLS (published to port {tls_port} of the pacs container); "
+                "lab CA: web page \"Download the lab CA certificate\" (volume tls)")
+    folder = env.get("PACS_TLS_DIR") or str(Path(env.get("PACS_STORAGE_DIR") or ROOT / "data" / "storage").parent / "tls")
+    return f"PACS TLS     127.0.0.1:{tls_port}  DICOM TLS; lab CA: {folder}/ca.pem"
 
 
 def docker_stored_listener(compose: Compose, state: dict, timeout: float) -> dict[str, str] | None:
@@ -578,7 +603,8 @@ def docker_up() -> int:
         raise LabError("a local lab is running: `make down` it first")
     if state and state.get("runtime") == "docker" and state.get("project") != project:
         raise LabError(f"the Compose project {state.get('project')!r} is recorded as running: `make down` it first")
-    for service, var, default in (("admin-api", "ADMIN_PORT", "8080"), ("pacs", "PACS_PUBLISHED_PORT", "11112")):
+    for service, var, default in (("admin-api", "ADMIN_PORT", "8080"), ("pacs", "PACS_PUBLISHED_PORT", "11112"),
+                                  ("pacs", "PACS_TLS_PUBLISHED_PORT", "2762")):
         port = int(os.environ.get(var) or default)
         if port_in_use(port) and docker_health(compose, service) in ("missing", "exited", "created"):
             raise LabError(f"port {port} ({var}, published for {service}) is in use on 127.0.0.1: stop what "
@@ -682,6 +708,7 @@ def local_plan(lab_id: str) -> tuple[dict[str, str], dict[str, str]]:
         "PYTHONUNBUFFERED": "1",
         "PACS_HOST": env.get("PACS_HOST") or "127.0.0.1",
         "PACS_PORT": env.get("PACS_PORT") or "11112",
+        "PACS_TLS_PORT": env.get("PACS_TLS_PORT") or "2762",  # seeds tls_port (DICOM TLS; stored settings win)
         # A modality on the hospital network must reach the PACS: all interfaces, like any PACS.
         # (The scenarios' network namespaces reach it the same way, over their veth pairs.)
         "PACS_BIND": env.get("PACS_BIND") or "0.0.0.0",
@@ -827,7 +854,8 @@ def local_up() -> int:
         f.unlink()
     lab_id = uuid.uuid4().hex
     env, cmds = local_plan(lab_id)
-    for name, var in (("admin-api", "ADMIN_PORT"), ("pacs", "PACS_PORT"), ("ct-simulator", "SIM_PORT")):
+    for name, var in (("admin-api", "ADMIN_PORT"), ("pacs", "PACS_PORT"), ("pacs TLS", "PACS_TLS_PORT"),
+                      ("ct-simulator", "SIM_PORT")):
         if port_in_use(int(env[var])):
             raise LabError(f"port {env[var]} ({var}, for {name}) is in use on 127.0.0.1: stop what uses it, "
                            f"or choose another port, e.g. `{var}=18080 make up`")
@@ -1022,6 +1050,7 @@ def print_listener(state: dict) -> None:
     how = {True: "listening", False: "not reporting", None: "read from Redis"}[live["running"]]
     print(f"listener  AE title {shown(live['ae_title'])}, port {live['port']} ({how}; stored in Redis, "
           "changed on the web page)")
+    print(f"          DICOM TLS {'port ' + str(live['tls']) if live.get('tls') else 'off'}")
     public = live.get("public")
     if public:
         print(f"modality  {shown(public['text'])}")

@@ -64,7 +64,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkdtemp(prefix="lab-admin-")) / "gunicorn.log"
         env = {**os.environ, "REDIS_URL": redis_url, "ADMIN_TOKEN": TOKEN, "ADMIN_PORT": str(self.port),
-               "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+               "PYTHONUNBUFFERED": "1", "PACS_TLS_DIR": str(self.log_path.parent / "tls"), **(extra_env or {})}
         self._log = open(self.log_path, "ab")
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         self.proc = subprocess.Popen(

@@ -8,10 +8,11 @@ from admin_helpers import TOKEN, Api, EchoPeer, Gunicorn
 
 
 @pytest.fixture
-def app(redis_url):
+def app(redis_url, tmp_path):
     from admin_api import create_app
 
-    return create_app({"TESTING": True, "ADMIN_TOKEN": TOKEN, "REDIS_URL": redis_url, "ECHO_TIMEOUT": 2.0})
+    return create_app({"TESTING": True, "ADMIN_TOKEN": TOKEN, "REDIS_URL": redis_url, "ECHO_TIMEOUT": 2.0,
+                       "TLS_DIR": str(tmp_path / "tls")})
 
 
 @pytest.fixture

@@ -88,7 +88,8 @@ def test_get_scp_has_the_settings_and_where_the_pacs_runs(api, registry):
     assert s["max_associations"] >= 1 and s["sop_classes"] and s["transfer_syntaxes"]
     public = {"host": "127.0.0.1", "port": 11112, "published": False, "target": None, "current": True,
               "text": "A modality calls AE title PACS at 127.0.0.1:11112."}
-    assert s["listener"] == {"host": "127.0.0.1", "running": False, "heartbeat": None, "public": public}
+    assert s["listener"] == {"host": "127.0.0.1", "running": False, "heartbeat": None, "public": public,
+                             "tls_port": None}  # the live TLS port: none while the PACS does not run
 
 
 def test_patch_scp_changes_live_settings_and_records_an_event(api, registry):

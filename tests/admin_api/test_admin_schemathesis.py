@@ -6,6 +6,8 @@ and left out here.
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -24,7 +26,8 @@ def _app():
     from admin_api import create_app
 
     # The document needs no registry; the fixture below points the app at the test Redis.
-    return create_app({"ADMIN_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0", "ECHO_TIMEOUT": 0.3})
+    return create_app({"ADMIN_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0", "ECHO_TIMEOUT": 0.3,
+                       "TLS_DIR": tempfile.mkdtemp(prefix="lab-tls-")})
 
 
 APP = _app()

@@ -56,7 +56,7 @@ class LabRun:
         self.workdir = workdir
         self.admin_port = free_port()
         env = {k: v for k, v in os.environ.items()
-               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ADMIN_TOKEN", "REDIS_URL", "PACS_PORT",
+               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ADMIN_TOKEN", "REDIS_URL", "PACS_PORT", "PACS_TLS_PORT",
                             "SIM_PORT", "PACS_STORAGE_DIR", "COMPOSE_PROJECT_NAME", "LAB_RUNTIME")}
         env.update({
             "LAB_RUNTIME": kind,
@@ -67,15 +67,19 @@ class LabRun:
         })
         if kind == "local":
             self.pacs_port = free_port()
+            self.pacs_tls_port = free_port()
             self.sim_port = free_port()
             self.storage = workdir / "storage"
             env.update({"PACS_PORT": str(self.pacs_port), "SIM_PORT": str(self.sim_port),
+                        "PACS_TLS_PORT": str(self.pacs_tls_port),
                         "PACS_STORAGE_DIR": str(self.storage)})
             self.sim_host, self.sim_node_port = "127.0.0.1", self.sim_port
         else:
             self.project = f"dicomlab-e2e-{uuid.uuid4().hex[:8]}"
             self.pacs_published = free_port()
+            self.pacs_tls_published = free_port()
             env.update({"COMPOSE_PROJECT_NAME": self.project, "PACS_PUBLISHED_PORT": str(self.pacs_published),
+                        "PACS_TLS_PUBLISHED_PORT": str(self.pacs_tls_published),
                         "LAB_DOWN_VOLUMES": "1"})
             self.sim_host, self.sim_node_port = "ct-simulator", 104
         self.env = env

@@ -9,7 +9,7 @@ from e2e_support import runtime
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for var in ("PACS_PORT", "PACS_AE_TITLE"):
+    for var in ("PACS_PORT", "PACS_AE_TITLE", "PACS_TLS_PORT"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -53,3 +53,22 @@ def test_values_read_from_the_lab_are_printed_without_control_characters(monkeyp
     assert line is not None and "\x1b" not in line and "AE title EVIL?[2J" in line
     lines = runtime.listener_lines("local", {"ae_title": "X\x07", "port": 104, "public": None}, {})
     assert "\x07" not in "".join(lines) and "AE title X?" in lines[0]
+
+
+def test_the_tls_port_follows_the_same_rule(monkeypatch):
+    monkeypatch.setenv("PACS_TLS_PORT", "2762")
+    line = runtime.seed_notice({"port": "104", "ae_title": "PACS", "tls_port": "12762"})
+    assert line is not None and line.startswith("PACS_TLS_PORT=2762 in the environment, but Redis stores TLS port "
+                                                "12762: the stored value is in force"), line
+
+
+def test_make_up_prints_the_live_tls_port():
+    assert runtime.live_tls(True, "2762", {"tls_port": 12762}) == 12762  # the running PACS's port wins
+    assert runtime.live_tls(True, "2762", {"tls_port": None}) is None  # running with TLS off
+    assert runtime.live_tls(True, "2762") == 2762 and runtime.live_tls(False, "2762") is None
+    live = {"ae_title": "PACS", "port": 104, "public": {"port": 11112}, "tls": 2762}
+    lines = runtime.listener_lines("docker", live, {"PACS_TLS_PUBLISHED_PORT": "12762"})
+    assert any(x.startswith("PACS TLS     127.0.0.1:12762  DICOM TLS (published to port 2762") for x in lines), lines
+    lines = runtime.listener_lines("local", {**live, "tls": 41762}, {"PACS_TLS_DIR": "/lab/tls"})
+    assert "PACS TLS     127.0.0.1:41762  DICOM TLS; lab CA: /lab/tls/ca.pem" in lines
+    assert "PACS TLS     off" in runtime.listener_lines("local", {**live, "tls": None}, {})[1]

@@ -152,7 +152,7 @@ def test_tls_on_the_plain_port(redis_url, registry, tmp_path):
         ev = wait_for(lambda: closed_events(registry, "tls-on-plain-port"), what="tls event")[0]
         assert ev.message.startswith(f"Closed the connection from 127.0.0.1: a TLS handshake arrived on the plain "
                                      f"DICOM port {pacs.port} from 127.0.0.1: the modality uses TLS; send it to "
-                                     "the TLS port or turn TLS off on the modality")
+                                     f"the TLS port {pacs.tls_port} or turn TLS off on the modality")
     finally:
         assert pacs.stop() == 0
 

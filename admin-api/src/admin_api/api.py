@@ -64,6 +64,7 @@ def node_out(node: Node, status: dict[str, str] | None = None) -> dict[str, Any]
             "last_association": raw.get("last_association"),
             "last_association_time": _num(raw.get("last_association_time")),
             "last_rejected_reason": raw.get("last_rejected_reason"),
+            "last_association_tls": raw.get("last_association_tls"),
             "last_echo_ok": None if echo_ok is None else echo_ok == "1",
             "last_echo_time": _num(raw.get("last_echo_time")),
             "last_echo_error": raw.get("last_echo_error") or None,
@@ -119,6 +120,7 @@ def scp_out() -> dict[str, Any]:
     settings["listener"] = {
         "host": current_app.config["PACS_HOST"],
         "running": heartbeat is not None,
+        "tls_port": heartbeat.get("tls_port") if heartbeat else None,
         "heartbeat": heartbeat,
         "public": public_address(current_app.config, settings["ae_title"], live_port),
     }

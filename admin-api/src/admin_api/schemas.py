@@ -164,6 +164,8 @@ class ListenerInfo(Schema):
     host = fields.String(metadata={"description": "where the PACS runs (PACS_HOST)"})
     running = fields.Boolean(metadata={"description": "the PACS reported itself listening in the last seconds"})
     heartbeat = fields.Dict(allow_none=True)
+    tls_port = fields.Integer(allow_none=True, metadata={"description": "the DICOM TLS port listened on now "
+                                                                        "(null: off, or the PACS is not running)"})
     public = fields.Nested(PublicAddress, metadata={"description": "where a modality outside must send"})
 
 
@@ -248,6 +250,8 @@ class NodeStatus(Schema):
     last_association = fields.String(allow_none=True)
     last_association_time = fields.Float(allow_none=True)
     last_rejected_reason = fields.String(allow_none=True)
+    last_association_tls = fields.String(allow_none=True, metadata={
+        "description": "how the last association came: plain, or its TLS version (e.g. TLSv1.3)"})
     last_echo_ok = fields.Boolean(allow_none=True)
     last_echo_time = fields.Float(allow_none=True)
     last_echo_error = fields.String(allow_none=True)

@@ -102,6 +102,9 @@ async function loadScp() {
   $("#scp-ae_title").value = s.ae_title;
   $("#scp-port").value = s.port;
   $("#scp-verbose").checked = !!s.verbose;
+  $("#scp-tls_enabled").checked = !!s.tls_enabled;
+  $("#scp-tls_port").value = s.tls_port;
+  if (typeof loadTls === "function") loadTls(); // tls.js
   $("#scp-refusal_mode").value = s.refusal_mode || "reject";
   $("#scp-fault_delay_ms").value = s.fault_delay_ms || 0;
   $("#scp-fault_abort_after").value = s.fault_abort_after || 0;
@@ -132,6 +135,8 @@ async function saveScp(ev) {
     ae_title: $("#scp-ae_title").value,
     port: numberOrText($("#scp-port").value),
     verbose: $("#scp-verbose").checked,
+    tls_enabled: $("#scp-tls_enabled").checked,
+    tls_port: numberOrText($("#scp-tls_port").value),
     refusal_mode: $("#scp-refusal_mode").value,
     fault_delay_ms: numberOrText($("#scp-fault_delay_ms").value),
     fault_abort_after: numberOrText($("#scp-fault_abort_after").value),
@@ -221,7 +226,8 @@ function renderNode(node) {
   const er = echoResults.get(node.ae_title);
   const why = er && !er.ok && er.text.endsWith(st.why) ? null : st.why; // said once, below
   const meta = el("div", "node-meta",
-    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, why]
+    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED",
+     typeof tlsNodeText === "function" ? tlsNodeText(node) : null, node.description || null, why]
       .filter(Boolean).join(" · "));
   const actions = el("div", "node-actions");
   const echo = el("button", "secondary small", "Echo");
@@ -231,6 +237,7 @@ function renderNode(node) {
   const remove = el("button", "danger small", "Remove");
   remove.addEventListener("click", () => removeNode(node.ae_title));
   actions.append(echo, edit, remove);
+  if (typeof tlsNodeButton === "function") actions.insertBefore(tlsNodeButton(node, li), remove); // tls.js
   li.append(summary, actions, meta);
   if (er) li.append(el("div", `echo-result ${er.ok ? "ok" : "bad"}`, er.text));
   return li;
