@@ -39,3 +39,8 @@ def test_tls_scenarios_pass_against_a_local_lab(lab):
     assert "does not name the host this CT called" in said["host-name-mismatch"]
     assert "refused this CT's certificate: it has expired" in said["expired-client-certificate"]
     assert "over TLSv1." in said["tls-happy-path"]
+    # the CT's certificate came from the admin API ("Issue a certificate for this node"), the lab CA's
+    # folder signed only the expired one
+    assert "certificate issued by the admin API" in said["tls-happy-path"]
+    assert "certificate issued by the admin API" in said["wrong-client-identity"]
+    assert "certificate signed with the lab CA's folder" in said["expired-client-certificate"]

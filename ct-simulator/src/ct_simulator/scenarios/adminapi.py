@@ -135,12 +135,12 @@ class AdminApi:
         if self._issues is None:
             from ..tls import CERT_ROUTE
 
-            try:  # an unknown node: 404 from the route itself, 405/404-with-no-route when there is none
+            try:  # an unknown node: 404 from the route itself; an admin API without the route: 404/405 too
                 self.call("POST", CERT_ROUTE.format(ae="LAB-NO-SUCH-NODE"), {})
                 self._issues = True
             except ApiError as exc:
-                detail = exc.body.get("detail", "") if isinstance(exc.body, dict) else str(exc.body)
-                self._issues = exc.status in (404, 409, 422) and "node" in str(detail).lower()
+                # the route answers "No authorized node has the AE title ..."; a missing route, a plain 404
+                self._issues = exc.status in (404, 409, 422) and "node" in json.dumps(exc.body).lower()
         return self._issues
 
     def raw(self, method: str, path: str) -> bytes:

@@ -354,7 +354,9 @@ class Runner:
                                                                     "tls")}}
             if tls is not None:
                 spec["tls"] = self.tls_spec(tls, calling)
-                notes.append(f"TLS: {tls}")
+                how = "certificate issued by the admin API" if spec["tls"].get("request_from") else \
+                    "certificate signed with the lab CA's folder" if spec["tls"].get("lab_ca_dir") else "no certificate"
+                notes.append(f"TLS: {tls}, {how}")
             # -- the modality sends ----------------------------------------------------
             if sc.needs_registry_control:
                 ctx.registry.pause()
