@@ -134,3 +134,47 @@ def test_orthanc_without_tls_to_the_tls_port_is_named(orthanc, tls_pacs, registr
                  what="the plain-on-tls-port event")
     finally:
         o.stop()
+
+
+@pytest.fixture
+def admin_api(tls_pacs, redis_url):
+    """The admin API (the Flask app under werkzeug, in a thread) on the PACS's registry and TLS folder."""
+    import threading
+
+    import requests
+    from werkzeug.serving import make_server
+
+    from admin_api import create_app
+
+    token = "interop-test-token-0123456789"
+    app = create_app({"ADMIN_TOKEN": token, "REDIS_URL": redis_url, "TLS_DIR": str(tls_pacs.tls_dir)})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    wait_for(lambda: requests.get(url + "/api/health", timeout=2).ok, 10, what="the admin API")
+    yield url, token
+    server.shutdown()
+    thread.join(10)
+
+
+def test_simulator_requests_its_certificate_from_the_admin_api(tls_pacs, admin_api, registry, capsys):
+    """--tls-request-cert: the admin API issues the node's PEM bundle; the CT trusts the lab CA in it."""
+    url, token = admin_api
+    _node(registry, "LABCT01", tls="required", client_certificate="required")
+    base = ["send", "--host", "127.0.0.1", "--port", str(tls_pacs.tls_port), "--called-aet", "PACS", "--rows", "64",
+            "--cols", "64", "--slices", "2", "--progress", "never", "--tls", "--tls-request-cert", "--api", url,
+            "--token", token]
+    rc = main([*base, "--calling-aet", "LABCT01"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "note: certificate for LABCT01 issued by the admin API" in out and " over TLSv1." in out
+    assert len(_stored(tls_pacs)) == 2
+    issued = events_of(registry, "settings-changed", calling_aet="LABCT01")
+    assert any(e.reason == "tls-certificate-issued" for e in issued)
+    # a node the PACS does not know gets no certificate: the admin API's refusal is said
+    rc = main([*base, "--calling-aet", "NOBODY"])
+    out = capsys.readouterr()
+    assert rc == 1, out
+    assert "would not issue a certificate for NOBODY: HTTP 404 No authorized node has the AE title 'NOBODY'" \
+        in out.out + out.err

@@ -248,9 +248,10 @@ def request_certificate(api_url: str, token: str, ae_title: str, timeout: float 
         with urllib.request.urlopen(req, timeout=timeout) as r:
             body = r.read()
     except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode(errors="replace")
+        detail = exc.read()[:600].decode(errors="replace")
         try:
-            detail = json.loads(detail).get("detail", detail)
+            body = json.loads(detail)
+            detail = body.get("error") or body.get("detail") or detail
         except (ValueError, AttributeError):
             pass
         raise TlsSetupError(f"the admin API would not issue a certificate for {ae_title}: HTTP {exc.code} "
