@@ -8,6 +8,10 @@ Against a running lab, in either runtime. Where things are:
   registry    --registry-pid, else LAB_REDIS_PID, else the lab's state (data/lab)
   PACS log    --pacs-log, else the local lab's log, else `docker compose logs pacs`
               (read only for what the PACS cannot store while its registry is down)
+  DICOM TLS   --pacs-tls-port, else the listener's tls_port (Compose: PACS_TLS_PUBLISHED_PORT,
+              2762); the lab CA certificate and node certificates from the admin API; the lab
+              CA's folder (--tls-lab-ca, else PACS_TLS_DIR or tls/ beside the storage; Compose:
+              copied out of the pacs container) signs only the expired certificate
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -72,6 +77,24 @@ def _tls_dir(a: argparse.Namespace, env: dict[str, str]) -> str | None:
     return None
 
 
+def _compose_tls_dir(state: dict[str, Any], workdir: str) -> str | None:
+    """Compose: the lab CA, copied out of the pacs container's tls volume into the runner's private work
+    folder (removed after the run), to sign the expired certificate of expired-client-certificate."""
+    if state.get("runtime") != "docker":
+        return None
+    dest = Path(workdir) / "lab-ca"
+    dest.mkdir(mode=0o700)
+    for name in ("ca.pem", "ca.key"):
+        try:
+            r = subprocess.run([*registryctl.compose_args(state), "cp", f"pacs:/data/tls/{name}", str(dest / name)],
+                               capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if r.returncode != 0:
+            return None
+    return str(dest)
+
+
 def _pacs_log(a: argparse.Namespace, state: dict[str, Any]) -> PacsLog | None:
     if a.pacs_log:
         return PacsLog(path=a.pacs_log)
@@ -126,8 +149,9 @@ def main(a: argparse.Namespace) -> int:
     ctx = LabContext(api=api, pacs_host=host, pacs_port=port, direct_port=port == int(scp["port"]),
                      calling=a.calling_aet, registry=registryctl.find(a.registry_pid),
                      netns_reason=netns.unavailable_reason(), event_timeout=a.event_timeout,
-                     pacs_log=_pacs_log(a, state), pacs_tls_port=tls_port, tls_dir=_tls_dir(a, env),
+                     pacs_log=_pacs_log(a, state), pacs_tls_port=tls_port,
                      workdir=tempfile.mkdtemp(prefix="lab-scenarios-tls-"))
+    ctx.tls_dir = _tls_dir(a, env) if runtime != "docker" or a.tls_lab_ca else _compose_tls_dir(state, ctx.workdir)
     if "tls_port" not in scp:
         ctx.tls_reason = "this PACS has no DICOM TLS listener settings (tls_port)"
     if runtime == "docker" and state.get("runtime") == "docker":
