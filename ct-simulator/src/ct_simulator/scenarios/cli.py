@@ -66,12 +66,13 @@ def _state(env: dict[str, str]) -> dict[str, Any]:
         return {}
 
 
-def _tls_dir(a: argparse.Namespace, env: dict[str, str]) -> str | None:
+def _tls_dir(a: argparse.Namespace, env: dict[str, str], state: dict[str, Any]) -> str | None:
+    """The local lab CA's folder: as the PACS finds it (PACS_TLS_DIR, else tls/ beside the storage)."""
     if a.tls_lab_ca:
         return a.tls_lab_ca
     if env.get("PACS_TLS_DIR"):
         return env["PACS_TLS_DIR"]
-    storage = env.get("PACS_STORAGE_DIR")
+    storage = env.get("PACS_STORAGE_DIR") or state.get("storage")
     if storage:
         return os.path.join(os.path.dirname(os.path.abspath(storage)), "tls")
     return None
@@ -151,7 +152,7 @@ def main(a: argparse.Namespace) -> int:
                      netns_reason=netns.unavailable_reason(), event_timeout=a.event_timeout,
                      pacs_log=_pacs_log(a, state), pacs_tls_port=tls_port,
                      workdir=tempfile.mkdtemp(prefix="lab-scenarios-tls-"))
-    ctx.tls_dir = _tls_dir(a, env) if runtime != "docker" or a.tls_lab_ca else _compose_tls_dir(state, ctx.workdir)
+    ctx.tls_dir = _tls_dir(a, env, state) if runtime != "docker" or a.tls_lab_ca else _compose_tls_dir(state, ctx.workdir)
     if "tls_port" not in scp:
         ctx.tls_reason = "this PACS has no DICOM TLS listener settings (tls_port)"
     if runtime == "docker" and state.get("runtime") == "docker":
