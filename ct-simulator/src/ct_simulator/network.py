@@ -252,7 +252,13 @@ def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Associat
             return None, outcome.connect_timed_out(link.peer, link.connect_timeout)
         return None, outcome.unreachable(link.peer, error or "the connection failed")
     if any(name in (A_ABORT.__name__, A_P_ABORT.__name__) for name in watch.received):
-        return None, outcome.aborted(link.peer, "the peer", "during the association request")
+        problem = outcome.aborted(link.peer, "the peer", "during the association request")
+        if link.tls is None and watch.rejection is None:
+            # a DICOM TLS port closes a plain association at once (behind a port proxy the reset that would
+            # name it arrives as a plain close)
+            problem.hint += (" A DICOM TLS port closes plain DICOM like this: if this is the PACS's TLS port "
+                             "(2762), turn TLS on (--tls) or send to its plain port.")
+        return None, problem
     if not watch.received and elapsed >= link.acse_timeout * 0.9:
         return None, outcome.answer_timed_out(link.peer, link.acse_timeout)
     return None, Problem("aborted", f"the association with {link.peer} failed without an answer.",

@@ -91,7 +91,7 @@ class Scenario:
 
     def expected_modality(self) -> str:
         m = self.modality
-        s = m["kind"]
+        s = " | ".join(m["kind"]) if isinstance(m["kind"], list) else m["kind"]
         if "codes" in m:
             s += f" {m['codes']}"
         if "status" in m:
@@ -149,8 +149,10 @@ def _scenario(raw: dict[str, Any], index: int) -> Scenario:
     _check_keys(f"{where} expect", expect, {"modality", "pacs", "pacs_silent"})
     modality = dict(expect.get("modality") or {})
     _check_keys(f"{where} expect.modality", modality, MODALITY_KEYS)
-    if modality.get("kind") not in KINDS:
-        raise CatalogueError(f"{where}: expect.modality.kind is one of {', '.join(KINDS)}")
+    kinds = modality.get("kind")
+    if not (kinds in KINDS or (isinstance(kinds, list) and kinds and all(k in KINDS for k in kinds))):
+        raise CatalogueError(f"{where}: expect.modality.kind is one of {', '.join(KINDS)} (or a list of them: "
+                             "what the modality may see, e.g. behind a port proxy)")
     events = []
     for e in expect.get("pacs") or []:
         _check_keys(f"{where} expect.pacs", e, EVENT_KEYS)

@@ -85,14 +85,19 @@ def _compose_tls_dir(state: dict[str, Any], workdir: str) -> str | None:
         return None
     dest = Path(workdir) / "lab-ca"
     dest.mkdir(mode=0o700)
-    for name in ("ca.pem", "ca.key"):
-        try:
-            r = subprocess.run([*registryctl.compose_args(state), "cp", f"pacs:/data/tls/{name}", str(dest / name)],
+    try:  # `docker cp` by container id: docker-compose v1 has no `cp`
+        r = subprocess.run([*registryctl.compose_args(state), "ps", "-q", "pacs"], capture_output=True, text=True,
+                           timeout=60)
+        container = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else ""
+        if not container:
+            return None
+        for name in ("ca.pem", "ca.key"):
+            r = subprocess.run(["docker", "cp", f"{container}:/data/tls/{name}", str(dest / name)],
                                capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if r.returncode != 0:
-            return None
+            if r.returncode != 0:
+                return None
+    except (OSError, subprocess.SubprocessError):
+        return None
     return str(dest)
 
 
