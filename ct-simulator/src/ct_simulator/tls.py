@@ -136,7 +136,7 @@ class TlsSpec:
         if self.bundle:
             ca = ca or self.bundle
             cert, key = cert or self.bundle, key or self.bundle
-        if self.request_from and not (self.no_cert or self.expired_cert or (self.cert_of and self.lab_ca_dir)):
+        if self.request_from:  # also for no_cert / expired_cert: the bundle brings the lab CA to trust
             who = self.cert_of or calling_aet
             pem = request_certificate(*self.request_from, who)
             path = self._write(f"{who}.pem".replace("/", "_"), pem)
