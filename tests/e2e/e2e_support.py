@@ -239,6 +239,27 @@ def run_make_scenarios(lab: LabRun, names: list[str], all_names: list[str]) -> f
     return took
 
 
+def check_tls(lab: LabRun, up_output: str) -> None:
+    """DICOM TLS after the first `make up`: the lab CA was created, `make up` prints the TLS port,
+    which reaches the PACS's TLS listener through 127.0.0.1 (published, in Compose), and the
+    PACS's certificate chains to the CA the admin API hands out (one CA, shared)."""
+    import socket
+    import ssl
+
+    port = lab.pacs_tls_port if lab.kind == "local" else lab.pacs_tls_published
+    assert f"PACS TLS     127.0.0.1:{port}  DICOM TLS" in up_output, up_output
+    status, ca_pem = lab.api("GET", "/api/tls/ca.pem")
+    assert status == 200 and isinstance(ca_pem, str) and "BEGIN CERTIFICATE" in ca_pem, ca_pem
+    status, tls = lab.api("GET", "/api/tls")
+    assert status == 200 and tls["server"]["common_name"] == "PACS" and tls["live_tls_port"], tls
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        assert s.version() in ("TLSv1.2", "TLSv1.3")
+    if lab.kind == "local":
+        assert (lab.storage.parent / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
+
+
 def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     """The lesson of the lab, start to finish, the way a person does it."""
     # make up: returns once every service is healthy, prints the page and a generated token.
@@ -254,6 +275,7 @@ def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     status, _ = lab.api("GET", "/api/nodes", token=False)
     assert status == 401, "the API answers without the bearer token"
     assert lab.make("ps", check=False).returncode == 0
+    check_tls(lab, up.stdout)
 
     # make send before the CT is a node: the PACS refuses it and the output says so.
     refused = lab.make("send", "SLICES=2", check=False, timeout=300)

@@ -190,7 +190,9 @@ def test_redis_is_closed_on_an_internal_network(compose):
 
 
 def test_admin_api_has_no_storage_volume_and_never_reads_storage(compose):
-    assert "volumes" not in compose["services"]["admin-api"]
+    # its one volume is the lab CA's (DICOM TLS: the CA download and node certificates), not storage
+    assert compose["services"]["admin-api"].get("volumes") == ["tls:/data/tls"]
+    assert "tls:/data/tls" in compose["services"]["pacs"]["volumes"]
     assert "PACS_STORAGE_DIR" not in compose["services"]["admin-api"]["environment"]
     for path in (ROOT / "admin-api" / "src").rglob("*.py"):
         text = path.read_text()

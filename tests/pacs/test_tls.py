@@ -361,3 +361,50 @@ def test_dcmtk_echoscu_over_tls_with_and_without_a_client_certificate(tpacs, reg
     rejected(registry, "CT01", "tls-client-certificate-missing")
     accepted = events_of(registry, "association-accepted")
     assert {e.calling_aet for e in accepted} == {"CT01", "CT02"}
+
+
+def test_files_that_do_not_load_keep_the_old_certificate(tpacs, registry, tmp_path):
+    ctx = client_ctx(tmp_path, tpacs.tls_dir / "ca.pem")
+    assert isinstance(handshake(tpacs.tls_port, ctx), ssl.SSLSocket)
+    (tpacs.tls_dir / "server.pem").write_bytes(b"not a certificate")
+    assert isinstance(handshake(tpacs.tls_port, ctx), ssl.SSLSocket)  # still the loaded one
+    ev = wait_for(lambda: [e for e in events_of(registry, "settings-changed", reason="tls-certificate")
+                           if e.level == "error"])[-1]
+    assert "could not be loaded" in ev.message and "previous certificate stays in use" in ev.message
+
+
+def test_without_a_usable_certificate_tls_connections_are_closed_and_named(redis_url, registry, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the TLS folder should be")
+    pacs = PacsProcess(redis_url, tmp_path / "storage",
+                       extra_env={"PACS_WORKERS": "1", "PACS_TLS_DIR": str(blocker)}).start()
+    try:
+        assert "without a usable certificate" in pacs.log()
+        out = handshake(pacs.tls_port, client_ctx(tmp_path, None))
+        assert isinstance(out, Exception)
+        ev = closed_event(registry, "tls-unavailable")
+        assert "could not be answered" in ev.message and str(blocker) in ev.message
+        node(registry, tls="allowed")
+        assert associate(pacs.port, None).is_established  # the plain port is unaffected
+    finally:
+        pacs.stop()
+
+
+def test_the_gate_checks_apply_through_tls(tpacs, registry, tmp_path):
+    """A P-DATA-TF before any A-ASSOCIATE-RQ, inside TLS: the gate's A-ABORT 2/2 arrives through TLS."""
+    s = handshake(tpacs.tls_port, client_ctx(tmp_path, tpacs.tls_dir / "ca.pem"))
+    assert isinstance(s, ssl.SSLSocket)
+    s.sendall(bytes.fromhex("04 00 00 00 00 06") + b"\0" * 6)
+    got = b""
+    try:
+        while len(got) < 10:
+            chunk = s.recv(10 - len(got))
+            if not chunk:
+                break
+            got += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    s.close()
+    assert got == bytes.fromhex("07 00 00 00 00 04 00 00 02 02"), got.hex(" ")
+    ev = closed_event(registry, "pdu-invalid")
+    assert "P-DATA-TF" in ev.message and f"port {tpacs.tls_port}" in ev.message

@@ -51,7 +51,7 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["ADMIN_TOKEN"] = env.admin_token
     app.config["ADMIN_PORT"] = env.admin_port
     app.config["PACS_HOST"] = env.pacs_host
-    app.config["TLS_DIR"] = env.tls_folder  # the lab CA (PACS_TLS_DIR; default tls/ beside PACS_STORAGE_DIR)
+    app.config["TLS_DIR"] = env.tls_folder  # the lab CA (PACS_TLS_DIR; its default: README "DICOM TLS")
     # Tuning knobs: ADMIN_API_ECHO_TIMEOUT=5, ADMIN_API_SSE_MAX_STREAMS=56, ...
     app.config.from_prefixed_env("ADMIN_API")
     if test_config:

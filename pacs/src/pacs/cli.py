@@ -155,9 +155,9 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     events = EventLog(client, source="pacs", background=True, journal=journal)
     slots = AssociationSlots(shared, worker or 0, nodes=nodes) if shared is not None else None
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
-                slots=slots, worker=worker, shared_ports=ports, inherited_socket=listen_socket,
-                shared_load=load, fastpath=ns.fastpath, pending=pending,  # type: ignore[arg-type]
-                tls_folder=ns.tls_folder)
+                tls_folder=ns.tls_folder, slots=slots, worker=worker, shared_ports=ports,
+                inherited_socket=listen_socket, shared_load=load, fastpath=ns.fastpath,  # type: ignore[arg-type]
+                pending=pending)
     reconciler = Reconciler(storage, registry, events, pacs._stop) if pacs.primary else None
     pacs.on_registry_back = reconciler and reconciler.request  # Redis back (or back empty): reconcile again
     try:
