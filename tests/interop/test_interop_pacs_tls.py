@@ -111,6 +111,7 @@ def test_orthanc_sends_to_the_pacs_over_tls(orthanc, tls_pacs, registry, tmp_pat
     o = Orthanc(tmp_path / "orthanc-scu", tls_pacs.ca, modalities={
         "PACS": {"AET": "PACS", "Host": "127.0.0.1", "Port": tls_pacs.tls_port, "UseDicomTls": True}})
     try:
+        o.post("/modalities/PACS/echo", {})  # C-ECHO over TLS: an error status would raise
         ids = [o.post("/instances", f.read_bytes())["ID"] for f in write_series(tmp_path / "series", 2)]
         o.post("/modalities/PACS/store", {"Resources": ids, "Synchronous": True})
         assert len(wait_for(lambda: len(_stored(tls_pacs)) >= 2 and _stored(tls_pacs), what="2 files")) == 2
