@@ -8,6 +8,10 @@ C-ECHO-RSP said Success (0x0000) and the A-RELEASE-RP arrived.
 Run as a process (``python -m bench.echo_client ...``): it prints ``ready``, waits for a line on
 stdin (the parent starts every client at once that way), loops for ``--seconds`` and prints one
 JSON line with the counts.
+
+With ``--tls-ca`` (and ``--tls-cert``/``--tls-key``) each association is a new DICOM TLS
+connection: a full TLS 1.2+ handshake (no session resumption), what a modality that opens one
+association per study pays.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -111,10 +116,21 @@ def echo_status(pdata_body: bytes) -> int | None:
     return None
 
 
-def one_association(addr: tuple[str, int], rq: bytes, echo: bytes, timeout: float = 10.0) -> str:
+def tls_context(ca: str, cert: str | None, key: str | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(ca)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def one_association(addr: tuple[str, int], rq: bytes, echo: bytes, timeout: float = 10.0,
+                    tls: ssl.SSLContext | None = None) -> str:
     """One association; 'ok' or a word saying what went wrong."""
-    with socket.create_connection(addr, timeout=timeout) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    raw = socket.create_connection(addr, timeout=timeout)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with (tls.wrap_socket(raw, server_hostname=addr[0]) if tls is not None else raw) as sock:
         sock.sendall(rq)
         pdu_type, body = read_pdu(sock)
         if pdu_type == 0x03:
@@ -137,7 +153,8 @@ def one_association(addr: tuple[str, int], rq: bytes, echo: bytes, timeout: floa
     return "ok"
 
 
-def loop(host: str, port: int, calling: str, called: str, seconds: float) -> dict[str, object]:
+def loop(host: str, port: int, calling: str, called: str, seconds: float,
+         tls: ssl.SSLContext | None = None) -> dict[str, object]:
     addr = (host, port)
     rq, echo = associate_rq(calling, called), echo_rq()
     outcomes: Counter[str] = Counter()
@@ -145,7 +162,7 @@ def loop(host: str, port: int, calling: str, called: str, seconds: float) -> dic
     deadline = started + seconds
     while time.monotonic() < deadline:
         try:
-            outcomes[one_association(addr, rq, echo)] += 1
+            outcomes[one_association(addr, rq, echo, tls=tls)] += 1
         except (OSError, ConnectionError) as exc:
             outcomes[f"error {type(exc).__name__}"] += 1
     elapsed = time.monotonic() - started
@@ -160,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--called", required=True)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--no-wait", action="store_true", help="start at once instead of waiting for a stdin line")
+    p.add_argument("--tls-ca", help="DICOM TLS: the CA that signed the receiver's certificate")
+    p.add_argument("--tls-cert", help="DICOM TLS: the client certificate (PEM)")
+    p.add_argument("--tls-key", help="DICOM TLS: its key (PEM)")
     ns = p.parse_args(argv)
+    tls = tls_context(ns.tls_ca, ns.tls_cert, ns.tls_key) if ns.tls_ca else None
     if not ns.no_wait:
         print("ready", flush=True)
         if not sys.stdin.readline():
             return 1
-    print(json.dumps(loop(ns.host, ns.port, ns.calling, ns.called, ns.seconds)), flush=True)
+    print(json.dumps(loop(ns.host, ns.port, ns.calling, ns.called, ns.seconds, tls)), flush=True)
     return 0
 
 

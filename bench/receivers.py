@@ -29,6 +29,8 @@ class Receiver:
     key = "receiver"
     label = "receiver"
     ae_title = "ANY-SCP"
+    storescu_args: list[str] = []  # extra storescu options to reach it (DICOM TLS: +tls ...)
+    echo_args: list[str] = []  # extra bench.echo_client options (DICOM TLS: --tls-ca ...)
 
     def __init__(self, kids: Children, work: Path) -> None:
         self.kids = kids
@@ -72,6 +74,7 @@ class Receiver:
 class NodeSpec:
     ae_title: str
     services: list[str] = field(default_factory=lambda: ["C-ECHO", "C-STORE"])
+    tls: str = "off"  # off | allowed | required
 
 
 class PacsReceiver(Receiver):
@@ -114,9 +117,10 @@ class PacsReceiver(Receiver):
         client = connect(url)
         registry = Registry(client)
         registry.update_listener({"ae_title": self.ae_title, "port": self.port,
-                                  "max_associations": self.max_associations})
+                                  "max_associations": self.max_associations, **self.listener_extra()})
         for n in self.nodes:
-            registry.add_node(Node(ae_title=n.ae_title, host="127.0.0.1", port=104, services=list(n.services)))
+            registry.add_node(Node(ae_title=n.ae_title, host="127.0.0.1", port=104, services=list(n.services),
+                                   tls=n.tls))
         client.close()
         env = {**os.environ, "REDIS_URL": url, "PACS_STORAGE_DIR": str(self.storage), "PACS_AE_TITLE": self.ae_title,
                "PACS_PORT": str(self.port), "PYTHONUNBUFFERED": "1", **self.extra_env}
@@ -126,6 +130,11 @@ class PacsReceiver(Receiver):
         poll(lambda: "listener-started" in log.read_text(errors="replace"), 60, "the PACS to print listener-started",
              alive=self._alive)
         return self
+
+    def listener_extra(self) -> dict[str, object]:
+        """More listener settings written before the start: no DICOM TLS listener here (it would take
+        the fixed port 2762); the TLS bench's receiver opens one on a free port."""
+        return {"tls_enabled": False}
 
     def stored(self) -> int:
         return sum(1 for _ in self.storage.rglob("*.dcm")) if self.storage.exists() else 0

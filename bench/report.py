@@ -40,10 +40,10 @@ def _detail(r: dict[str, Any]) -> str:
 def _title(env: dict[str, Any]) -> str:
     ran = set(str(env.get("workloads", "")).split(","))
     parts = []
-    if ran & {"single", "concurrent", "sim", "profile"}:
+    if ran & {"single", "concurrent", "sim", "profile", "tls"}:
         parts.append(f"{env['slices']} CT slices {env['size']}, {env['modalities']}×{env['images_per_modality']} "
                      f"concurrent, median of {env['repeat']}")
-    if ran & {"accept", "halfopen"}:
+    if ran & {"accept", "halfopen", "tls"}:
         parts.append(f"accept {env['accept_seconds']:g} s × {env['accept_clients']} clients")
     if ran & set(hostile.WORKLOADS):
         parts.append(f"{env['halfopen']} half-open from {env['halfopen_sources']} address(es), {env['claims']} × "

@@ -16,7 +16,10 @@ with empty storage, for every measurement; ratios are to DCMTK measured in this 
    send rate (``ct-simulator send`` generating on the fly -> storescp, sent / the send's elapsed
    time in its JSON report) vs DCMTK storescu -> storescp from the series' files (wall time as in
    1), the two interleaved, a fresh storescp for each.
-5.-7. the hostile-peer workloads (``halfopen``, ``claims``, ``bigingest``; ``--only hostile`` runs just
+5. ``tls``: the cost of DICOM TLS, each receiver plain and over TLS (accept rate, a full handshake
+   per association; single-association ingest), storescp +tls beside the PACS's TLS port; see
+   ``bench/tlsbench.py``. ``--only tls`` runs just this.
+6.-8. the hostile-peer workloads (``halfopen``, ``claims``, ``bigingest``; ``--only hostile`` runs just
    these): accept rate and RSS under a half-open flood, RSS under huge PDU-length claims, a 1 GiB
    multi-frame instance; see ``bench/hostile.py``.
 
@@ -42,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import hostile
+from . import hostile, tlsbench
 from .procs import Children, dcmtk_env, poll
 from .receivers import ROOT, NodeSpec, Orthanc, PacsReceiver, Receiver, Storescp, ensure, tool
 
@@ -52,8 +55,9 @@ ACCEPT = "association accept rate"
 SIM_GEN = "simulator generation"
 SIM_SEND = "simulator send"
 
-WORKLOADS = ("single", "concurrent", "accept", "sim", "profile", *hostile.WORKLOADS)
-GROUPS = {"hostile": hostile.WORKLOADS, "classic": ("single", "concurrent", "accept", "sim", "profile")}
+WORKLOADS = ("single", "concurrent", "accept", "sim", "profile", "tls", *hostile.WORKLOADS)
+GROUPS = {"hostile": hostile.WORKLOADS, "classic": ("single", "concurrent", "accept", "sim", "profile"),
+          "tls": ("tls",)}
 
 SENDER_AE = "CT01"
 ECHO_AE = "ECHO01"
@@ -179,7 +183,7 @@ class Bench:
     # workloads ------------------------------------------------------------------------------------
     def storescu(self, calling: str, recv: Receiver, files: list[Path], log: Path) -> subprocess.Popen[bytes]:
         argv = [tool("storescu"), "-aet", calling, "-aec", recv.ae_title, "-to", "30", "-ta", "30", "-td", "120",
-                "127.0.0.1", str(recv.port), *map(str, files)]
+                *recv.storescu_args, "127.0.0.1", str(recv.port), *map(str, files)]
         return self.kids.start(argv, log=log, env=dcmtk_env())
 
     def _stored(self, recv: Receiver, expected: int) -> int:
@@ -218,7 +222,7 @@ class Bench:
 
     def accept(self, recv: Receiver) -> Measure:
         argv = [sys.executable, "-m", ECHO_CLIENT, "--port", str(recv.port), "--calling", ECHO_AE, "--called",
-                recv.ae_title, "--seconds", str(self.ns.accept_seconds)]
+                recv.ae_title, "--seconds", str(self.ns.accept_seconds), *recv.echo_args]
         procs = [self.kids.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
                  for _ in range(self.ns.accept_clients)]
         for p in procs:
@@ -344,7 +348,7 @@ class Bench:
     def run(self) -> int:
         self.check_tools()
         w = self.ns.workloads
-        if set(w) & {"single", "concurrent", "sim", "profile"}:
+        if set(w) & {"single", "concurrent", "sim", "profile", "tls"}:
             self.generate()
         if "single" in w:
             self.measure(SINGLE, self.single, "images/s")
@@ -354,13 +358,14 @@ class Bench:
             self.measure(ACCEPT, self.accept, "assoc/s")
         if "sim" in w:
             self.simulator_send()
+        tlsbench.TlsBench(self).run()
         if self.ns.profile and "pacs" in self.ns.receivers and "profile" in w:
             from .profile import profile_pacs
 
             self.profiles = [profile_pacs(self, SINGLE, self.single, "pacs-profile"),
                              profile_pacs(self, ACCEPT, self.accept, "pacs-accept-profile")]
         hostile.Hostile(self).run()
-        order = [SINGLE, CONCURRENT, ACCEPT, SIM_GEN, SIM_SEND, *hostile.ORDER]
+        order = [SINGLE, CONCURRENT, ACCEPT, SIM_GEN, SIM_SEND, *tlsbench.ORDER, *hostile.ORDER]
         self.rows.sort(key=lambda r: order.index(r.workload))  # stable: receivers keep their order
         self.judge()
         self.report()

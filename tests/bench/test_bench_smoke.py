@@ -116,6 +116,37 @@ def test_bench_hostile_workloads_run_with_tiny_sizes(tmp_path: Path) -> None:
     assert not leftovers(str(out)), leftovers(str(out))
 
 
+TLS = {"TLS association accept rate": "assoc/s", "TLS single-association ingest": "images/s"}
+
+
+def test_bench_tls_rows(tmp_path: Path) -> None:
+    """`--only tls`: each receiver measured plain and over TLS, storescp +tls beside the PACS's TLS port."""
+    need_tool("storescu", "dcmtk")
+    need_tool("storescp", "dcmtk")
+    out = tmp_path / "bench"
+    env = {**os.environ, "BENCH_RECEIVERS": "", "BENCH_SLICES": "", "PYTHONUNBUFFERED": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--only", "tls", "--slices", "4", "--rows", "64", "--cols", "64",
+         "--modalities", "1", "--images-per-modality", "1", "--accept-seconds", "0.5", "--repeat", "1",
+         "--receivers", "storescp,pacs", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=220)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    rows = {(r["workload"], r["subject"]): r for r in data["rows"]}
+    for workload, unit in TLS.items():
+        for subject in ("DCMTK storescp +tls", "PACS (ours), TLS port"):
+            row = rows[(workload, subject)]
+            assert row["unit"] == unit
+            assert row["value"] is not None and row["value"] > 0, row  # measured over TLS, not how fast
+            assert row["extra"]["plain"] > 0, row  # and plain, on a fresh receiver
+            assert row["ratio_to"] == "plain" and row["ratio"] is not None
+        pacs = rows[(workload, "PACS (ours), TLS port")]
+        assert pacs["extra"]["vs_storescp_tls"] > 0 and "× storescp +tls" in pacs["detail"]
+    assert "4/4 stored" in rows[("TLS single-association ingest", "DCMTK storescp +tls")]["detail"]
+    assert not list(out.glob("work-*"))
+    assert not leftovers(str(out)), leftovers(str(out))
+
+
 def test_flood_holder_accounts_for_what_the_receiver_did() -> None:
     """bench/flood.py against a listener that closes 4 connections, answers 3 and keeps 3 silent."""
     import socket

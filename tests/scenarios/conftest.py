@@ -18,7 +18,7 @@ def lab():
     pacs = admin = None
     try:
         pacs = PacsOnAllAddresses(redis.url, workdir / "storage").start()
-        admin = AdminServer(redis.url)
+        admin = AdminServer(redis.url, tls_dir=pacs.tls_dir)
         yield Lab(redis, pacs, admin, workdir)
     finally:
         if admin is not None:

@@ -36,13 +36,16 @@ class PacsOnAllAddresses(PacsProcess):
 class AdminServer:
     """The admin API (the Flask app) under werkzeug's threaded server."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, tls_dir: Path | None = None) -> None:
         from werkzeug.serving import make_server
 
         from admin_api import create_app
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise here
-        app = create_app({"ADMIN_TOKEN": TOKEN, "REDIS_URL": redis_url, "ECHO_TIMEOUT": 2.0})
+        config = {"ADMIN_TOKEN": TOKEN, "REDIS_URL": redis_url, "ECHO_TIMEOUT": 2.0}
+        if tls_dir is not None:  # the PACS's lab CA: the admin API downloads it and issues node certificates
+            config["TLS_DIR"] = str(tls_dir)
+        app = create_app(config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = make_server("127.0.0.1", self.port, app, threaded=True)
@@ -72,6 +75,7 @@ class Lab:
         cmd = [exe, "scenarios", sub]
         if sub == "run":
             cmd += ["--api", self.admin.url, "--pacs-host", "127.0.0.1", "--pacs-port", str(self.pacs.port),
-                    "--registry-pid", str(self.redis.proc.pid), "--pacs-log", str(self.pacs.log_path)]
+                    "--registry-pid", str(self.redis.proc.pid), "--pacs-log", str(self.pacs.log_path),
+                    "--tls-lab-ca", str(self.pacs.tls_dir)]
         return subprocess.run(cmd + rest, env=env, cwd=self.workdir, capture_output=True, text=True,
                               timeout=timeout)

@@ -21,7 +21,8 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     """The CLI reads the lab's environment; tests say everything explicitly."""
-    for name in ("REDIS_URL", "PACS_HOST", "PACS_PORT", "PACS_AE_TITLE", "SIM_AE_TITLE", "SIM_PORT"):
+    for name in ("REDIS_URL", "PACS_HOST", "PACS_PORT", "PACS_TLS_PORT", "PACS_AE_TITLE", "SIM_AE_TITLE", "SIM_PORT",
+                 "ADMIN_URL", "ADMIN_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     quiet_pynetdicom()
 

@@ -36,8 +36,10 @@ def _env() -> EnvConfig:
     return EnvConfig.from_env()
 
 
-def _listener_defaults(env: EnvConfig) -> tuple[str, int]:
-    """The PACS's AE title and port: Redis's listener settings when REDIS_URL answers, else the env seeds."""
+def _listener_defaults(env: EnvConfig) -> tuple[str, int, int]:
+    """The PACS's AE title, plain port and TLS port: Redis's listener settings when REDIS_URL answers,
+    else the env seeds (PACS_TLS_PORT, else 2762, the port registered for DICOM TLS)."""
+    tls_port = int(os.environ.get("PACS_TLS_PORT") or 2762)
     if env.redis_url:
         try:
             from dicomlab.registry import Registry, connect
@@ -45,12 +47,12 @@ def _listener_defaults(env: EnvConfig) -> tuple[str, int]:
             client = connect(env.redis_url, timeout=1.0)
             try:
                 listener = Registry(client).get_listener()
-                return listener.ae_title, listener.port
+                return listener.ae_title, listener.port, listener.tls_port
             finally:
                 client.close()
         except LabError:
             pass
-    return env.pacs_ae_title, env.pacs_port
+    return env.pacs_ae_title, env.pacs_port, tls_port
 
 
 def _add_plan(p: argparse.ArgumentParser) -> None:
@@ -82,6 +84,64 @@ def _add_link(p: argparse.ArgumentParser) -> None:
     g.add_argument("--called-aet", help="the PACS's AE title, sent as given")
     g.add_argument("--timeout", type=float, default=10.0, help="seconds for TCP connect and association answer (10)")
     g.add_argument("--dimse-timeout", type=float, default=60.0, help="seconds to wait for each C-STORE answer (60)")
+    _add_tls(p)
+
+
+def _add_tls(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DICOM TLS (TLS 1.2 or later; the PACS's certificate and host name are checked)")
+    g.add_argument("--tls", action="store_true",
+                   help="use DICOM TLS; the default port becomes the PACS's TLS port (2762)")
+    g.add_argument("--tls-ca", metavar="FILE", help="the CA certificate(s) to trust (the lab CA: ca.pem)")
+    g.add_argument("--tls-cert", metavar="FILE", help="this CT's certificate (PEM; may hold the key too)")
+    g.add_argument("--tls-key", metavar="FILE", help="this CT's private key (PEM)")
+    g.add_argument("--tls-bundle", metavar="FILE",
+                   help="one PEM file with certificate, key and CA, as the admin API issues it")
+    g.add_argument("--tls-request-cert", action="store_true",
+                   help="ask the admin API (ADMIN_URL or --api, ADMIN_TOKEN or --token) to issue this CT's "
+                        "certificate (a PEM bundle for the node with the calling AE title)")
+    g.add_argument("--api", help="admin API base URL (default ADMIN_URL, else http://127.0.0.1:$ADMIN_PORT)")
+    g.add_argument("--token", help="admin API token (default ADMIN_TOKEN)")
+    g.add_argument("--tls-server-name", metavar="NAME",
+                   help="the name to check in the PACS's certificate (default: --host)")
+    g.add_argument("--tls-no-host-check", action="store_true",
+                   help="do not check the PACS's host name against its certificate (the chain is still "
+                        "verified); for a lab only")
+    g.add_argument("--tls-lab-ca", metavar="DIR",
+                   help="the lab CA's folder (ca.pem, ca.key), to sign the misbehaving certificates below")
+    m = p.add_argument_group("DICOM TLS misbehaviour")
+    m.add_argument("--tls-trust-other-ca", action="store_true",
+                   help="trust a CA of our own instead of the lab's (the PACS's certificate looks unknown)")
+    m.add_argument("--tls-no-cert", action="store_true", help="present no client certificate")
+    m.add_argument("--tls-expired-cert", action="store_true",
+                   help="present a lab CA certificate that expired yesterday (needs --tls-lab-ca)")
+    m.add_argument("--tls-cert-of", metavar="AE",
+                   help="present another node's certificate (from the admin API with --tls-request-cert, "
+                        "else signed with --tls-lab-ca)")
+    m.add_argument("--tls-outdated", action="store_true",
+                   help="offer TLS 1.0 and 1.1 only (OpenSSL security level 0)")
+    m.add_argument("--wrong-port", action="store_true",
+                   help="with --tls, send to the PACS's plain port; without, send plain DICOM to its TLS port")
+
+
+def _tls(a: argparse.Namespace, env: EnvConfig) -> Any:
+    from .tls import TlsSpec
+
+    if not a.tls:
+        for flag in ("tls_ca", "tls_cert", "tls_key", "tls_bundle", "tls_request_cert", "tls_trust_other_ca",
+                     "tls_no_cert", "tls_expired_cert", "tls_cert_of", "tls_outdated", "tls_no_host_check"):
+            if getattr(a, flag, None):
+                raise ValueError(f"--{flag.replace('_', '-')} needs --tls")
+        return None
+    request = None
+    if a.tls_request_cert:
+        token = a.token or env.admin_token
+        if not token:
+            raise ValueError("--tls-request-cert needs the admin token: ADMIN_TOKEN or --token")
+        request = (a.api or os.environ.get("ADMIN_URL") or f"http://127.0.0.1:{env.admin_port}", token)
+    return TlsSpec(ca_file=a.tls_ca, cert_file=a.tls_cert, key_file=a.tls_key, bundle=a.tls_bundle,
+                   check_hostname=not a.tls_no_host_check, server_name=a.tls_server_name, request_from=request,
+                   lab_ca_dir=a.tls_lab_ca, trust_other_ca=a.tls_trust_other_ca, no_cert=a.tls_no_cert,
+                   expired_cert=a.tls_expired_cert, cert_of=a.tls_cert_of, outdated=a.tls_outdated)
 
 
 def _plan(a: argparse.Namespace, station: str) -> StudyPlan:
@@ -96,13 +156,18 @@ def _plan(a: argparse.Namespace, station: str) -> StudyPlan:
 
 
 def _link(a: argparse.Namespace, env: EnvConfig) -> Link:
+    tls = _tls(a, env)
     called, port = (a.called_aet, a.port)
+    if a.wrong_port and port is not None:
+        raise ValueError("--wrong-port picks the port itself: leave out --port")
     if called is None or port is None:
-        d_called, d_port = _listener_defaults(env)
+        d_called, d_plain, d_tls = _listener_defaults(env)
         called = d_called if called is None else called
-        port = d_port if port is None else port
+        if port is None:
+            port = d_tls if (tls is not None) != a.wrong_port else d_plain
     return Link(host=a.host or env.pacs_host, port=port, calling_aet=a.calling_aet or env.sim_ae_title,
-                called_aet=called, connect_timeout=a.timeout, acse_timeout=a.timeout, dimse_timeout=a.dimse_timeout)
+                called_aet=called, connect_timeout=a.timeout, acse_timeout=a.timeout, dimse_timeout=a.dimse_timeout,
+                tls=tls)
 
 
 def _add_ladder(p: argparse.ArgumentParser) -> None:
@@ -163,7 +228,8 @@ def _print_echo(link: Link, rep: EchoReport) -> None:
     for note in rep.notes:
         _say(f"note: {note}")
     if rep.problem is None:
-        _say(f"C-ECHO {link.calling_aet} -> {link.called_aet}@{link.peer}: Success ({rep.elapsed_ms:.0f} ms).")
+        over = f" over {link.tls_session}" if link.tls_session else ""
+        _say(f"C-ECHO {link.calling_aet} -> {link.called_aet}@{link.peer}{over}: Success ({rep.elapsed_ms:.0f} ms).")
     else:
         _print_problem(rep.problem, sys.stdout)
 
@@ -202,7 +268,8 @@ def _summary(plan: StudyPlan, link: Link, rep: SendReport) -> None:
         _say(f"note: {note}")
     accepted = ", ".join(f"{k} as {v}" for k, v in rep.accepted.items()) or "nothing"
     rate = f" in {rep.elapsed:.1f} s ({rep.rate:.0f} images/s)" if rep.sent + rep.failed else ""
-    _say(f"{link.calling_aet} -> {link.called_aet}@{link.peer}: {rep.sent} of {rep.total} CT images sent, "
+    over = f" over {rep.tls_session}" if rep.tls_session else ""
+    _say(f"{link.calling_aet} -> {link.called_aet}@{link.peer}{over}: {rep.sent} of {rep.total} CT images sent, "
          f"{rep.failed} failed{rate}; accepted: {accepted}; seed {plan.seed}.")
     if rep.warnings:
         _say(f"  {rep.warnings} stored with a warning status.")

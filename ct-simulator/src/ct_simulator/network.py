@@ -22,7 +22,9 @@ Three things live here:
 from __future__ import annotations
 
 import logging
+import re
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -40,6 +42,8 @@ from dicomlab.dicom import Rejection
 
 from . import outcome
 from .outcome import Problem
+from .tls import TlsSetupError, TlsSpec
+from .tlsfail import client_failure, is_tls_error, plain_on_tls_port
 from .trace import Trace
 
 LOG = logging.getLogger(__name__)
@@ -80,28 +84,48 @@ def permit_ae_title(title: str) -> tuple[str, list[str]]:
     return wire, notes
 
 
-# -- connection errors: pynetdicom only logs them, from the DUL thread ---------
-_connect_errors: "weakref.WeakKeyDictionary[Association, str]" = weakref.WeakKeyDictionary()
+# -- what pynetdicom only logs, from the DUL thread ----------------------------
+@dataclass
+class _Seen:
+    """Per association: the connect error's text, the exceptions pynetdicom logged (the TLS handshake's,
+    a read that failed: TLS 1.3 sends the verdict on a client certificate after the client's handshake),
+    and the first byte of a PDU of unknown type (0x15/0x16: a TLS record on a plain association)."""
+
+    connect_error: str = ""
+    errors: list[BaseException] = field(default_factory=list)
+    unknown_pdu: int | None = None
+
+
+_seen: "weakref.WeakKeyDictionary[Association, _Seen]" = weakref.WeakKeyDictionary()
+_UNKNOWN_PDU = re.compile(r"Unknown PDU type received '0x([0-9A-Fa-f]{2})'")
 
 
 class _ConnectErrorCapture(logging.Handler):
-    """Keeps pynetdicom's 'TCP Initialisation Error: ...' per association."""
+    """Keeps, per association, what pynetdicom's DUL thread logged about its transport."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if not msg.startswith("TCP Initialisation Error:"):
-            return
         assoc = getattr(threading.current_thread(), "assoc", None)
-        if assoc is not None:
-            _connect_errors[assoc] = msg.split(":", 1)[1].strip()
+        if assoc is None:
+            return
+        msg = record.getMessage()
+        seen = _seen.get(assoc)
+        if seen is None:
+            seen = _seen[assoc] = _Seen()
+        if msg.startswith("TCP Initialisation Error:"):
+            seen.connect_error = msg.split(":", 1)[1].strip()
+        m = _UNKNOWN_PDU.match(msg)
+        if m:
+            seen.unknown_pdu = int(m.group(1), 16)
+        if record.exc_info and isinstance(record.exc_info[1], BaseException):
+            seen.errors.append(record.exc_info[1])
 
 
 _capture = _ConnectErrorCapture(level=logging.ERROR)
-_transport_log = logging.getLogger("pynetdicom.transport")
-if _capture not in _transport_log.handlers:
-    _transport_log.addHandler(_capture)
-    if _transport_log.getEffectiveLevel() > logging.ERROR:
-        _transport_log.setLevel(logging.ERROR)
+_pynetdicom_log = logging.getLogger("pynetdicom")
+if _capture not in _pynetdicom_log.handlers:
+    _pynetdicom_log.addHandler(_capture)
+    if _pynetdicom_log.getEffectiveLevel() > logging.ERROR:
+        _pynetdicom_log.setLevel(logging.ERROR)
 
 
 def quiet_pynetdicom(debug: bool = False) -> None:
@@ -133,9 +157,11 @@ class Link:
     acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
     max_pdu: int = 0  # 0: no limit on what we receive
+    tls: TlsSpec | None = None  # DICOM TLS (None: plain TCP)
     notes: list[str] = field(default_factory=list)
     ladder: bool = False  # record each association's ladder (send --ladder): ``trace``
     trace: Trace | None = None  # the last association's, set by ``associate``
+    tls_session: str = ""  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once a TLS association is open
 
     @property
     def peer(self) -> str:
@@ -181,6 +207,13 @@ def _associate(link: Link, contexts: list[PresentationContext],
     ae.network_timeout = max(link.dimse_timeout, 60.0)
     ae.maximum_pdu_size = link.max_pdu
     ae.requested_contexts = contexts
+    tls_args = None
+    if link.tls is not None:
+        try:
+            tls_args = link.tls.tls_args(calling, link.host)
+        except TlsSetupError as exc:
+            return None, Problem("error", f"cannot set up TLS: {exc}.")
+        link.notes += [n for n in link.tls.notes if n not in link.notes]
     watch = _Watch()
 
     def on_open(event: evt.Event) -> None:
@@ -188,6 +221,10 @@ def _associate(link: Link, contexts: list[PresentationContext],
         set_nodelay(event)
         if trace is not None:
             trace.on_open(calling, called, link.peer)
+        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+        if isinstance(sock, ssl.SSLSocket):
+            cipher = sock.cipher()
+            link.tls_session = f"{sock.version()} {cipher[0] if cipher else ''}".strip()
 
     def on_acse(event: evt.Event) -> None:
         watch.received.append(type(event.primitive).__name__)
@@ -210,18 +247,19 @@ def _associate(link: Link, contexts: list[PresentationContext],
         handlers.append((evt.EVT_PDU_SENT, on_pdu_sent))
     started = time.monotonic()
     try:
-        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers)
+        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers, tls_args=tls_args)
     except (OSError, ValueError) as exc:
         return None, outcome.unreachable(link.peer, str(exc))
     if assoc.is_established:
         return assoc, None
     elapsed = time.monotonic() - started
+    tls_kind = None if link.tls is None else ("cert" if link.tls.presents_cert else "no-cert")
     if assoc.is_rejected and assoc.acceptor.primitive is not None:
         rsp = assoc.acceptor.primitive
         rj = Rejection(int(rsp.result or 0), int(rsp.result_source or 0), int(rsp.diagnostic or 0))
-        return None, outcome.rejection(rj, calling, called, link.peer)
+        return None, outcome.rejection(rj, calling, called, link.peer, tls_kind)
     if watch.rejection is not None:
-        return None, outcome.rejection(watch.rejection, calling, called, link.peer)
+        return None, outcome.rejection(watch.rejection, calling, called, link.peer, tls_kind)
     rsp = assoc.acceptor.primitive
     if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
         proposed = {str(cx.abstract_syntax): cx for cx in contexts}
@@ -230,8 +268,12 @@ def _associate(link: Link, contexts: list[PresentationContext],
             asked = proposed.get(str(cx.abstract_syntax), cx)
             rejected.append((str(asked.abstract_syntax), [str(t) for t in asked.transfer_syntax], int(cx.result or 0)))
         return None, outcome.no_context(link.peer, rejected)
+    seen = _seen.get(assoc) or _Seen()
+    tls_problem = _tls_problem(link, watch.connected, seen)
+    if tls_problem is not None:
+        return None, tls_problem
     if not watch.connected:
-        error = _connect_errors.get(assoc, "")
+        error = seen.connect_error
         low = error.lower()
         if "refused" in low:
             return None, outcome.refused(link.peer)
@@ -239,11 +281,43 @@ def _associate(link: Link, contexts: list[PresentationContext],
             return None, outcome.connect_timed_out(link.peer, link.connect_timeout)
         return None, outcome.unreachable(link.peer, error or "the connection failed")
     if any(name in (A_ABORT.__name__, A_P_ABORT.__name__) for name in watch.received):
-        return None, outcome.aborted(link.peer, "the peer", "during the association request")
+        problem = outcome.aborted(link.peer, "the peer", "during the association request")
+        if link.tls is None and watch.rejection is None:
+            # a DICOM TLS port closes a plain association at once (behind a port proxy the reset that would
+            # name it arrives as a plain close)
+            problem.hint += (" A DICOM TLS port closes plain DICOM like this: if this is the PACS's TLS port "
+                             "(2762), turn TLS on (--tls) or send to its plain port.")
+        return None, problem
     if not watch.received and elapsed >= link.acse_timeout * 0.9:
         return None, outcome.answer_timed_out(link.peer, link.acse_timeout)
     return None, Problem("aborted", f"the association with {link.peer} failed without an answer.",
                          "Read the PACS's log for this association.")
+
+
+def _tls_problem(link: Link, connected: bool, seen: _Seen) -> Problem | None:
+    """A failure that TLS explains: the handshake (or, TLS 1.3, the server's verdict on our certificate,
+    read after it), or a plain association that met a TLS port."""
+    if link.tls is None:
+        if connected:
+            exc = next((e for e in seen.errors if isinstance(e, OSError)), None)
+            words = plain_on_tls_port(link.peer, seen.unknown_pdu, exc)
+            if words is not None:
+                return outcome.tls_failed(link.peer, words)
+        return None
+    exc = next((e for e in seen.errors if is_tls_error(e)), None)
+    if exc is None:
+        exc = next((e for e in seen.errors if isinstance(e, (ConnectionResetError, BrokenPipeError))), None)
+    if exc is None and not connected:
+        # pynetdicom logs a plain OSError of the handshake as text only
+        low = seen.connect_error.lower()
+        if "reset by peer" in low:
+            exc = ConnectionResetError(seen.connect_error)
+        elif "broken pipe" in low:
+            exc = BrokenPipeError(seen.connect_error)
+    if exc is None:
+        return None
+    words = client_failure(exc, link.host, link.port, ca_file=link.tls.ca_in_use, mutual=link.tls.presents_cert)
+    return outcome.tls_failed(link.peer, words)
 
 
 def release(assoc: Association) -> None:

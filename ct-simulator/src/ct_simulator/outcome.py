@@ -9,7 +9,9 @@
     ├── aborted                   the peer (or the simulator, on purpose) aborted
     ├── no-context                no presentation context accepted
     ├── instance-failed           a C-STORE answered with a failure status
-    └── cannot-encode             a transfer syntax the simulator cannot write
+    ├── cannot-encode             a transfer syntax the simulator cannot write
+    └── tls-failed                DICOM TLS failed (``detail["tls"]``: the reason key of
+                                  ``ct_simulator.tlsfail``: unknown-ca, host-name-mismatch, ...)
 
 Exit codes are stable so that scripts and the scenario runner can use them.
 """
@@ -35,6 +37,7 @@ EXIT_INSTANCE_FAILED = 7
 EXIT_ABORTED = 8
 EXIT_UNREACHABLE = 9
 EXIT_REGISTRY = 10
+EXIT_TLS = 11
 
 KIND_EXIT = {
     "rejected": EXIT_REJECTED,
@@ -45,6 +48,7 @@ KIND_EXIT = {
     "aborted": EXIT_ABORTED,
     "unreachable": EXIT_UNREACHABLE,
     "cannot-encode": EXIT_ERROR,
+    "tls-failed": EXIT_TLS,
     "error": EXIT_ERROR,
 }
 
@@ -54,7 +58,7 @@ EXIT_CODES_HELP = """exit codes:
   2  usage error                      8  association aborted
   3  association rejected             9  host unreachable / unknown
   4  connection refused              10  registry (Redis) unavailable
-  5  timed out"""
+  5  timed out                      11  DICOM TLS failed (handshake, certificate, port)"""
 
 
 @dataclass
@@ -80,8 +84,18 @@ class Problem:
         return f"{self.message} {self.hint}".strip()
 
 
-def rejection(rj: Rejection, calling: str, called: str, peer: str) -> Problem:
-    """The A-ASSOCIATE-RJ in words, with what to check for each reason."""
+_TLS_1_3 = {
+    None: " If the node has tls required, it must come over DICOM TLS to the PACS's TLS port (--tls).",
+    "cert": " Over TLS the PACS also checks the node's certificate: its subject CN must be {calling} (the "
+            "certificate issued for this node, not another's).",
+    "no-cert": " If the node has client_certificate required, present the certificate issued for it "
+               "(--tls-bundle, or --tls-cert and --tls-key).",
+}
+
+
+def rejection(rj: Rejection, calling: str, called: str, peer: str, tls: str | None = None) -> Problem:
+    """The A-ASSOCIATE-RJ in words, with what to check for each reason. ``tls``: None (plain), "cert"
+    (over TLS with a client certificate) or "no-cert": a 1/1/3 may be the PACS's TLS policy."""
     result = RJ_RESULT.get(rj.result, f"result {rj.result}")
     source = RJ_SOURCE.get(rj.source, f"source {rj.source}")
     reason = RJ_REASON.get((rj.source, rj.reason), f"reason {rj.reason}")
@@ -97,10 +111,13 @@ def rejection(rj: Rejection, calling: str, called: str, peer: str) -> Problem:
         (2, 1): "The PACS gave no reason: read its log for this association.",
         (1, 2): "The PACS does not support the DICOM application context.",
     }
+    hint = hints.get((rj.source, rj.reason), "")
+    if (rj.source, rj.reason) == (1, 3):
+        hint += _TLS_1_3[tls].format(calling=calling)
     return Problem(
         "rejected",
         f"association rejected by {called}@{peer}: {result} / {source} / {reason} ({rj.codes}).",
-        hints.get((rj.source, rj.reason), ""),
+        hint,
         {"result": rj.result, "source": rj.source, "reason": rj.reason,
          "result_text": result, "source_text": source, "reason_text": reason},
     )
@@ -143,6 +160,11 @@ def aborted(peer: str, by: str, when: str) -> Problem:
     return Problem("aborted", f"the association with {peer} was aborted by {by} {when}.",
                    "Read the PACS's log for this association." if by != "the simulator" else "",
                    {"peer": peer, "by": by})
+
+
+def tls_failed(peer: str, words: Any) -> Problem:
+    """``words``: a ``ct_simulator.tlsfail.TlsWords``."""
+    return Problem("tls-failed", words.sentence, words.hint, {"peer": peer, "tls": words.reason})
 
 
 def status_words(status: int, service: str = "store") -> str:

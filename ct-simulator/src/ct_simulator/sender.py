@@ -62,6 +62,7 @@ class SendReport:
     accepted: dict[str, str] = field(default_factory=dict)  # SOP class -> transfer syntax
     elapsed: float = 0.0
     first_failure: str = ""
+    tls_session: str = ""  # the TLS version and cipher, when sent over DICOM TLS
     # with SendOptions.record: per C-STORE tried, in order: SOP Instance UID, study and series UIDs,
     # the status answered (None: no answer) and the SHA-256 of the dataset bytes sent
     instances: list[dict[str, Any]] = field(default_factory=list)
@@ -88,6 +89,7 @@ class SendReport:
             "total": self.total, "sent": self.sent, "failed": self.failed, "warnings": self.warnings,
             "statuses": dict(self.statuses), "elapsed_s": round(self.elapsed, 3),
             "rate_per_s": round(self.rate, 1), "accepted": self.accepted, "notes": self.notes,
+            "tls": self.tls_session or None,
             "problem": None if self.problem is None else {
                 "kind": self.problem.kind, "message": self.problem.message, "hint": self.problem.hint,
                 **self.problem.detail},
@@ -102,6 +104,7 @@ class EchoReport:
     elapsed_ms: float = 0.0
     problem: Problem | None = None
     notes: list[str] = field(default_factory=list)
+    tls_session: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -135,7 +138,7 @@ def echo(link: Link) -> EchoReport:
     if status != 0x0000:
         return EchoReport(False, status, elapsed,
                           Problem("instance-failed", f"C-ECHO answered {status_words(status, 'echo')}."), link.notes)
-    return EchoReport(True, status, elapsed, notes=link.notes)
+    return EchoReport(True, status, elapsed, notes=link.notes, tls_session=link.tls_session)
 
 
 def store_contexts(sop_class: str, syntaxes: tuple[str, ...]) -> list[PresentationContext]:
@@ -396,6 +399,7 @@ def send(plan: StudyPlan, link: Link, options: SendOptions | None = None,
     report.elapsed = time.monotonic() - started
     report.notes = list(dict.fromkeys(note for lk in links for note in lk.notes))
     report.ladders = [lk.trace.build() for lk in links if lk.trace is not None]
+    report.tls_session = next((lk.tls_session for lk in links if lk.tls_session), "")
     if report.problem is None and report.failed:
         report.problem = outcome.instance_failed(report.failed, report.sent + report.failed, report.first_failure)
     return report

@@ -18,6 +18,7 @@ from dicomlab.settings import LIMITS
 SCP_WRITABLE = ("ae_title", "port", "verbose", "max_associations", "sop_classes", "transfer_syntaxes",
                 "refusal_mode", "fault_delay_ms", "fault_abort_after", "fault_status", "fault_stall",
                 "tls_enabled", "tls_port", *LIMITS)
+CA_ROUTE = "/api/tls/ca.pem"  # the lab CA certificate (PEM), the tls-pacs branch's route
 NODE_WRITABLE = ("ae_title", "host", "port", "description", "services", "enabled", "tls", "client_certificate")
 
 
@@ -58,6 +59,7 @@ class AdminApi:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self._issues: bool | None = None
 
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -123,6 +125,34 @@ class AdminApi:
         except ApiError as exc:
             if exc.status != 404:
                 raise
+
+    # -- DICOM TLS (the tls-pacs branch's routes) ---------------------------------------
+    def lab_ca(self) -> bytes:
+        """The lab CA certificate (PEM)."""
+        return self.raw("GET", CA_ROUTE)
+
+    def can_issue_certificates(self) -> bool:
+        if self._issues is None:
+            from ..tls import CERT_ROUTE
+
+            try:  # an unknown node: 404 from the route itself; an admin API without the route: 404/405 too
+                self.call("POST", CERT_ROUTE.format(ae="LAB-NO-SUCH-NODE"), {})
+                self._issues = True
+            except ApiError as exc:
+                # the route answers "No authorized node has the AE title ..."; a missing route, a plain 404
+                self._issues = exc.status in (404, 409, 422) and "node" in json.dumps(exc.body).lower()
+        return self._issues
+
+    def raw(self, method: str, path: str) -> bytes:
+        req = urllib.request.Request(self.url + path, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return r.read()
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, exc.read()[:300].decode(errors="replace"), f"{method} {path}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise ApiError(0, str(exc), f"{method} {self.url}{path}") from exc
 
     def last_event_id(self) -> str:
         evs = self.call("GET", "/api/events?limit=1")

@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("ok", "rejected", "connection-refused", "timed-out", "unreachable", "aborted", "no-context",
-         "instance-failed")
+         "instance-failed", "tls-failed")
 SIDES = ("modality", "pacs", "network", "none")
 SETUP_KEYS = {"node", "refused_nodes", "scp", "network", "drop", "registry", "hold"}
 ACTION_KEYS = {"kind", "calling_aet", "called_aet", "port", "slices", "sop_class", "transfer_syntaxes",
-               "abort_after", "timeout", "dimse_timeout", "duplicate_uids"}
-MODALITY_KEYS = {"kind", "codes", "status", "sent", "context_result", "min_elapsed_s"}
-EVENT_KEYS = {"type", "reason", "outcome", "message", "count", "who", "calling_aet", "where"}
+               "abort_after", "timeout", "dimse_timeout", "duplicate_uids", "tls"}
+# action.tls: how the modality does DICOM TLS (runner.tls_spec turns it into a ct_simulator.tls.TlsSpec)
+TLS_KEYS = {"ca", "cert", "outdated", "server_name"}
+TLS_CA = ("lab", "other")  # trust the lab CA, or a CA of the modality's own
+TLS_CERT = ("issued", "none", "expired", "other-node")  # the node's own (admin API), none, expired, another node's
+MODALITY_KEYS = {"kind", "codes", "status", "sent", "context_result", "min_elapsed_s", "tls"}
+EVENT_KEYS = {"type", "reason", "outcome", "message", "count", "who", "calling_aet", "where", "cause"}
 DROPS = ("timeout", "icmp-unreachable")
 
 
@@ -35,14 +39,17 @@ class EventExpectation:
     outcome: str | None = None
     message: str | None = None
     count: int | None = None  # exact; None: at least one
-    who: str = "modality"  # "modality": events of the scenario's calling AE title; "any"
+    # "modality": events of the scenario's calling AE title; "peer": events from the modality's address
+    # (connections closed before any association: a failed TLS handshake has no AE title); "any"
+    who: str = "modality"
     calling_aet: str | None = None  # overrides the action's calling AE title
     # "stream": the event stream (through the admin API); "log": the PACS's stdout event
     # lines, for what the PACS cannot store while the registry is down
     where: str = "stream"
+    cause: str | None = None  # detail.cause of a tls-handshake-failed event
 
     def describe(self) -> str:
-        s = self.type + (f"/{self.reason}" if self.reason else "")
+        s = self.type + (f"/{self.reason}" if self.reason else "") + (f" ({self.cause})" if self.cause else "")
         if self.where == "log":
             s += " [PACS log]"
         if self.outcome:
@@ -74,12 +81,17 @@ class Scenario:
         return self.setup.get("registry") == "paused"
 
     @property
+    def needs_tls(self) -> bool:
+        return "tls" in self.action or self.action.get("port") in ("tls", "plain") or \
+            bool((self.setup.get("scp") or {}).get("tls_enabled"))
+
+    @property
     def needs_pacs_log(self) -> bool:
         return any(e.where == "log" for e in self.pacs)
 
     def expected_modality(self) -> str:
         m = self.modality
-        s = m["kind"]
+        s = " | ".join(m["kind"]) if isinstance(m["kind"], list) else m["kind"]
         if "codes" in m:
             s += f" {m['codes']}"
         if "status" in m:
@@ -88,6 +100,8 @@ class Scenario:
             s += f" (context result {m['context_result']})"
         if "sent" in m:
             s += f", {m['sent']} acknowledged"
+        if "tls" in m:
+            s += f" ({m['tls']})"
         if "min_elapsed_s" in m:
             s += f", >= {m['min_elapsed_s']:g} s"
         return s
@@ -122,19 +136,30 @@ def _scenario(raw: dict[str, Any], index: int) -> Scenario:
     _check_keys(f"{where} action", action, ACTION_KEYS)
     if action.get("kind", "send") not in ("send", "echo"):
         raise CatalogueError(f"{where}: action kind is send or echo")
+    if "tls" in action:
+        tls = action["tls"]
+        if not isinstance(tls, dict):
+            raise CatalogueError(f"{where}: action.tls is a table")
+        _check_keys(f"{where} action.tls", tls, TLS_KEYS)
+        if tls.get("ca", "lab") not in TLS_CA:
+            raise CatalogueError(f"{where}: action.tls.ca is one of {', '.join(TLS_CA)}")
+        if tls.get("cert", "issued") not in TLS_CERT:
+            raise CatalogueError(f"{where}: action.tls.cert is one of {', '.join(TLS_CERT)}")
     expect = dict(raw.get("expect") or {})
     _check_keys(f"{where} expect", expect, {"modality", "pacs", "pacs_silent"})
     modality = dict(expect.get("modality") or {})
     _check_keys(f"{where} expect.modality", modality, MODALITY_KEYS)
-    if modality.get("kind") not in KINDS:
-        raise CatalogueError(f"{where}: expect.modality.kind is one of {', '.join(KINDS)}")
+    kinds = modality.get("kind")
+    if not (kinds in KINDS or (isinstance(kinds, list) and kinds and all(k in KINDS for k in kinds))):
+        raise CatalogueError(f"{where}: expect.modality.kind is one of {', '.join(KINDS)} (or a list of them: "
+                             "what the modality may see, e.g. behind a port proxy)")
     events = []
     for e in expect.get("pacs") or []:
         _check_keys(f"{where} expect.pacs", e, EVENT_KEYS)
         if not isinstance(e.get("type"), str):
             raise CatalogueError(f"{where}: every expect.pacs entry has a type")
-        if e.get("who", "modality") not in ("modality", "any"):
-            raise CatalogueError(f"{where}: who is modality or any")
+        if e.get("who", "modality") not in ("modality", "peer", "any"):
+            raise CatalogueError(f"{where}: who is modality, peer or any")
         if e.get("where", "stream") not in ("stream", "log"):
             raise CatalogueError(f"{where}: where is stream or log")
         if e.get("where") == "log" and e.get("reason"):

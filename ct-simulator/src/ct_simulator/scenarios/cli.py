@@ -8,13 +8,21 @@ Against a running lab, in either runtime. Where things are:
   registry    --registry-pid, else LAB_REDIS_PID, else the lab's state (data/lab)
   PACS log    --pacs-log, else the local lab's log, else `docker compose logs pacs`
               (read only for what the PACS cannot store while its registry is down)
+  DICOM TLS   --pacs-tls-port, else the listener's tls_port (Compose: PACS_TLS_PUBLISHED_PORT,
+              2762); the lab CA certificate and node certificates from the admin API; the lab
+              CA's folder (--tls-lab-ca, else PACS_TLS_DIR or tls/ beside the storage; Compose:
+              copied out of the pacs container) signs only the expired certificate
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,10 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--calling-aet", default=DEFAULT_AET, help=f"the scenarios' modality AE title ({DEFAULT_AET})")
     run.add_argument("--registry-pid", type=int, help="the Redis process to pause for the registry-down scenario")
     run.add_argument("--pacs-log", metavar="FILE", help="the PACS's stdout (its event lines)")
+    run.add_argument("--pacs-tls-port", type=int, help="the PACS's DICOM TLS port as seen from here")
+    run.add_argument("--tls-lab-ca", metavar="DIR",
+                     help="the lab CA's folder (ca.pem, ca.key; default PACS_TLS_DIR, else tls/ beside the "
+                          "storage): signs the expired certificate of expired-client-certificate")
     run.add_argument("--event-timeout", type=float, default=10.0, help="seconds to wait for PACS events (10)")
     run.add_argument("--verbose", action="store_true", help="print tracebacks of runner errors")
     p.set_defaults(func=main)
@@ -52,6 +64,41 @@ def _state(env: dict[str, str]) -> dict[str, Any]:
         return json.loads((state_dir / "state.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _tls_dir(a: argparse.Namespace, env: dict[str, str], state: dict[str, Any]) -> str | None:
+    """The local lab CA's folder: as the PACS finds it (PACS_TLS_DIR, else tls/ beside the storage)."""
+    if a.tls_lab_ca:
+        return a.tls_lab_ca
+    if env.get("PACS_TLS_DIR"):
+        return env["PACS_TLS_DIR"]
+    storage = env.get("PACS_STORAGE_DIR") or state.get("storage")
+    if storage:
+        return os.path.join(os.path.dirname(os.path.abspath(storage)), "tls")
+    return None
+
+
+def _compose_tls_dir(state: dict[str, Any], workdir: str) -> str | None:
+    """Compose: the lab CA, copied out of the pacs container's tls volume into the runner's private work
+    folder (removed after the run), to sign the expired certificate of expired-client-certificate."""
+    if state.get("runtime") != "docker":
+        return None
+    dest = Path(workdir) / "lab-ca"
+    dest.mkdir(mode=0o700)
+    try:  # `docker cp` by container id: docker-compose v1 has no `cp`
+        r = subprocess.run([*registryctl.compose_args(state), "ps", "-q", "pacs"], capture_output=True, text=True,
+                           timeout=60)
+        container = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else ""
+        if not container:
+            return None
+        for name in ("ca.pem", "ca.key"):
+            r = subprocess.run(["docker", "cp", f"{container}:/data/tls/{name}", str(dest / name)],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                return None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return str(dest)
 
 
 def _pacs_log(a: argparse.Namespace, state: dict[str, Any]) -> PacsLog | None:
@@ -100,13 +147,19 @@ def main(a: argparse.Namespace) -> int:
     if runtime == "docker":
         host = a.pacs_host or "127.0.0.1"
         port = a.pacs_port or int(env.get("PACS_PUBLISHED_PORT") or 11112)
+        tls_port = a.pacs_tls_port or int(env.get("PACS_TLS_PUBLISHED_PORT") or 2762)
     else:
         host = a.pacs_host or env.get("PACS_HOST") or "127.0.0.1"
         port = a.pacs_port or int(scp["port"])
+        tls_port = a.pacs_tls_port or scp.get("tls_port")
     ctx = LabContext(api=api, pacs_host=host, pacs_port=port, direct_port=port == int(scp["port"]),
                      calling=a.calling_aet, registry=registryctl.find(a.registry_pid),
                      netns_reason=netns.unavailable_reason(), event_timeout=a.event_timeout,
-                     pacs_log=_pacs_log(a, state))
+                     pacs_log=_pacs_log(a, state), pacs_tls_port=tls_port,
+                     workdir=tempfile.mkdtemp(prefix="lab-scenarios-tls-"))
+    ctx.tls_dir = _tls_dir(a, env, state) if runtime != "docker" or a.tls_lab_ca else _compose_tls_dir(state, ctx.workdir)
+    if "tls_port" not in scp:
+        ctx.tls_reason = "this PACS has no DICOM TLS listener settings (tls_port)"
     if runtime == "docker" and state.get("runtime") == "docker":
         # Compose: the modality "elsewhere" is a second simulator container on the lab network.
         compose = registryctl.compose_args(state)
@@ -131,10 +184,13 @@ def main(a: argparse.Namespace) -> int:
         return 1
     print(f"lab: the PACS sees this host's modality as {ctx.peer}; running {len(chosen)} scenario(s)", flush=True)
     results = []
-    for sc in chosen:
-        r = runner.run(sc)
-        print(f"  {sc.name}: {r.status}" + (f" ({r.reason})" if r.reason else ""), file=sys.stderr, flush=True)
-        results.append(r)
+    try:
+        for sc in chosen:
+            r = runner.run(sc)
+            print(f"  {sc.name}: {r.status}" + (f" ({r.reason})" if r.reason else ""), file=sys.stderr, flush=True)
+            results.append(r)
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
     report.print_results(results)
     if a.junit:
         report.write_junit(results, a.junit)

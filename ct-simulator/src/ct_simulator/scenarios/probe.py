@@ -20,6 +20,7 @@ from ..iod import StudyPlan
 from ..network import Link, quiet_pynetdicom
 from ..sender import SendOptions, echo, send
 from ..syntaxes import DEFAULT_PROPOSAL, resolve
+from ..tls import TlsSpec
 
 SOP_CLASSES = SIM_SOP_CLASSES  # the simulator's one list (dicomlab.conformance)
 _HEX = re.compile(r"^0x([0-9A-Fa-f]{4})")
@@ -36,7 +37,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     timeout = float(spec.get("timeout", 5.0))
     link = Link(host=spec["host"], port=int(spec["port"]), calling_aet=spec["calling_aet"],
                 called_aet=spec["called_aet"], connect_timeout=timeout, acse_timeout=timeout,
-                dimse_timeout=float(spec.get("dimse_timeout", 10.0)))
+                dimse_timeout=float(spec.get("dimse_timeout", 10.0)),
+                tls=TlsSpec.from_dict(spec["tls"]) if spec.get("tls") is not None else None)
     if spec.get("kind", "send") == "echo":
         rep = echo(link)
         obs: dict[str, Any] = {"kind": "ok" if rep.problem is None else rep.problem.kind,
@@ -61,12 +63,17 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         obs = {"kind": "ok" if rep2.problem is None else rep2.problem.kind, "statuses": sorted(set(statuses)),
                "sent": rep2.sent, "failed": rep2.failed, "elapsed_s": rep2.elapsed, "notes": rep2.notes}
         problem = rep2.problem
+        obs["tls_session"] = rep2.tls_session
+    if link.tls_session:
+        obs["tls_session"] = link.tls_session
     if problem is not None:
         d = problem.detail
         obs["message"] = problem.message
         obs["hint"] = problem.hint
         if problem.kind == "rejected":
             obs["codes"] = f"{d.get('result')}/{d.get('source')}/{d.get('reason')}"
+        if problem.kind == "tls-failed":
+            obs["tls"] = d.get("tls")
         if problem.kind == "no-context":
             obs["context_results"] = sorted({int(r["result"]) for r in d.get("rejected", [])})
     return obs
@@ -80,6 +87,10 @@ def describe(obs: dict[str, Any]) -> str:
     failures = [st for st in obs.get("statuses", []) if st != 0]
     if failures:
         s += " " + ",".join(f"0x{st:04X}" for st in failures)
+    if obs.get("tls"):
+        s += f" ({obs['tls']})"
+    if obs.get("tls_session"):
+        s += f" over {obs['tls_session']}"
     if obs.get("context_results"):
         s += f" (context result {','.join(map(str, obs['context_results']))})"
     if "sent" in obs:

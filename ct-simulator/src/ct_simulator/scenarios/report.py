@@ -37,7 +37,7 @@ def print_results(results: list[Result], out: IO[str] | None = None) -> None:
     from rich.table import Table
 
     t = Table(title="DICOM Lab misconfiguration scenarios: expected vs observed", show_lines=True)
-    t.add_column("scenario", overflow="fold", max_width=28)
+    t.add_column("scenario", overflow="fold", max_width=32)
     t.add_column("expected", overflow="fold", max_width=48)
     t.add_column("observed", overflow="fold", max_width=70)
     t.add_column("result", no_wrap=True)

@@ -36,6 +36,7 @@ from .registryctl import RegistryControl
 PROBE_AET = "LABPROBE"
 MARKER_AET = "LABMARKER"
 DEFAULT_AET = "LABCT01"
+OTHER_AET = "LABOTHER"  # the other node whose certificate a modality presents (wrong-client-identity)
 # Event types that mean "the PACS saw this modality"
 SEEN_TYPES = ("association-", "context-", "store-", "echo-received")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -106,6 +107,10 @@ class LabContext:
     drop_reason: str | None = None  # why the "elsewhere" cannot drop packets, or None
     event_timeout: float = 10.0
     pacs_log: PacsLog | None = None  # the PACS's stdout, for events it could not store
+    pacs_tls_port: int | None = None  # where the modality reaches the PACS's DICOM TLS port from this host
+    tls_dir: str | None = None  # the lab CA's folder (ca.pem, ca.key): signs what the admin API will not
+    tls_reason: str | None = None  # why TLS scenarios cannot run here, or None
+    workdir: str = ""  # a private folder for the TLS files of the scenarios
 
 
 def free_port() -> int:
@@ -232,6 +237,14 @@ class Runner:
             raise Skip(ctx.drop_reason)
         if sc.needs_registry_control and not ctx.registry.available:
             raise Skip(f"cannot pause the registry: {ctx.registry.why_not}")
+        if sc.needs_tls and ctx.tls_reason:
+            raise Skip(ctx.tls_reason)
+        if sc.needs_tls and sc.action.get("tls", {}).get("outdated"):
+            from ..tls import outdated_unavailable
+
+            why = outdated_unavailable()
+            if why:
+                raise Skip(f"unavailable: {why}")
         if sc.needs_pacs_log and ctx.pacs_log is None:
             raise Skip("the PACS cannot store events while its registry is down, and no PACS log to read them "
                        "from (give --pacs-log FILE)")
@@ -269,6 +282,9 @@ class Runner:
         titles = {ctx.calling, wire_calling, *(n["ae_title"] for n in refused)}
         if node:
             titles.add(node["ae_title"])
+        tls = action.get("tls")
+        if tls is not None and tls.get("cert") == "other-node":
+            titles.add(OTHER_AET)
         nodes_before = {t: api.node(t) for t in sorted(titles) if len(t) <= 16}
         since = api.last_event_id()
         scp_changes = dict(setup.get("scp") or {})
@@ -294,6 +310,8 @@ class Runner:
                         res.mismatches.append(f"registering {n['ae_title']!r}: HTTP {exc.status}, expected 422")
             if node:
                 api.put_node({"port": 104, **node})
+            if tls is not None and tls.get("cert") == "other-node":
+                api.put_node({"ae_title": OTHER_AET, "host": ctx.peer, "port": 104, "tls": "allowed"})
             if scp_changes:
                 api.patch_scp(scp_changes)
                 if "port" in scp_changes:
@@ -301,8 +319,12 @@ class Runner:
                                                 elsewhere=ns if getattr(ns, "inside_lab", False) else None)
                     if late:
                         res.mismatches.append(late)
-            port = action.get("port")
-            if port == "closed":
+            port = action.get("port", "tls" if tls is not None else None)
+            if port == "tls":
+                target_port = self._tls_port(scp_changes)
+            elif port == "plain":
+                target_port = ctx.pacs_port
+            elif port == "closed":
                 target_port = free_port()
             elif port == "previous":
                 target_port = ctx.pacs_port
@@ -328,7 +350,13 @@ class Runner:
                 held.append(self._hold(calling, scp_before["ae_title"]))
             spec = {"kind": action.get("kind", "send"), "host": target_host, "port": target_port,
                     "calling_aet": calling, "called_aet": action.get("called_aet", scp_before["ae_title"]),
-                    **{k: v for k, v in action.items() if k not in ("kind", "port", "calling_aet", "called_aet")}}
+                    **{k: v for k, v in action.items() if k not in ("kind", "port", "calling_aet", "called_aet",
+                                                                    "tls")}}
+            if tls is not None:
+                spec["tls"] = self.tls_spec(tls, calling)
+                how = "certificate issued by the admin API" if spec["tls"].get("request_from") else \
+                    "certificate signed with the lab CA's folder" if spec["tls"].get("lab_ca_dir") else "no certificate"
+                notes.append(f"TLS: {tls}, {how}")
             # -- the modality sends ----------------------------------------------------
             if sc.needs_registry_control:
                 ctx.registry.pause()
@@ -372,6 +400,66 @@ class Runner:
         if not marker:
             res.mismatches.append("the marker C-ECHO's rejection never reached the event stream")
         res.status = "fail" if res.mismatches else "pass"
+
+    # -- DICOM TLS ---------------------------------------------------------------------------
+    def _tls_port(self, scp_changes: dict[str, Any]) -> int:
+        if "tls_port" in scp_changes:
+            return int(scp_changes["tls_port"])
+        if self.ctx.pacs_tls_port is None:
+            raise Skip("the PACS's DICOM TLS port is not known here (give --pacs-tls-port)")
+        return self.ctx.pacs_tls_port
+
+    def _lab_ca_file(self) -> str:
+        """The lab CA certificate: from the admin API, else from the lab CA's folder."""
+        path = os.path.join(self.ctx.workdir, "lab-ca.pem")
+        try:
+            pem = self.ctx.api.lab_ca()
+        except ApiError as exc:
+            if self.ctx.tls_dir and os.path.isfile(os.path.join(self.ctx.tls_dir, "ca.pem")):
+                return os.path.join(self.ctx.tls_dir, "ca.pem")
+            raise Skip(f"no lab CA certificate: the admin API gave none ({exc}) and no lab CA folder "
+                       "(--tls-lab-ca)") from exc
+        with open(path, "wb") as fh:
+            fh.write(pem)
+        return path
+
+    def _can_issue(self) -> bool:
+        """The admin API issues node certificates (else the runner signs with the lab CA's folder)."""
+        return self.ctx.api.can_issue_certificates()
+
+    def _need_ca_dir(self, what: str) -> str:
+        d = self.ctx.tls_dir
+        if not d or not os.path.isfile(os.path.join(d, "ca.key")):
+            raise Skip(f"{what} is signed with the lab CA's key, which is not readable here (give --tls-lab-ca "
+                       "DIR, the PACS's TLS folder)")
+        return d
+
+    def tls_spec(self, tls: dict[str, Any], calling: str) -> dict[str, Any]:
+        """The catalogue's action.tls as a ``ct_simulator.tls.TlsSpec`` (its ``from_dict`` form)."""
+        api = self.ctx.api
+        d: dict[str, Any] = {"ca_file": self._lab_ca_file()}
+        if tls.get("server_name"):
+            d["server_name"] = tls["server_name"]
+        if tls.get("outdated"):
+            d["outdated"] = True
+        if tls.get("ca") == "other":
+            d["trust_other_ca"] = True
+        cert = tls.get("cert", "issued")
+        if cert == "none":
+            d["no_cert"] = True
+        elif cert == "expired":
+            d["expired_cert"] = True
+            d["lab_ca_dir"] = self._need_ca_dir("an expired certificate of the lab CA")
+        else:
+            who = OTHER_AET if cert == "other-node" else calling
+            if self._can_issue():
+                d["request_from"] = [api.url, api.token]
+                if who != calling:
+                    d["cert_of"] = who
+            else:
+                d["cert_of"] = who
+                d["lab_ca_dir"] = self._need_ca_dir(f"the certificate of {who}")
+        return d
 
     def _registry_down_noticed(self, after: str, timeout: float = 15.0) -> bool:
         """Keep the registry down until the PACS itself has said so (its own stdout line), as a real
@@ -425,8 +513,8 @@ class Runner:
         while True:
             events = self.ctx.api.events_since(since)
             log = self.ctx.pacs_log.lines(started_utc) if sc.needs_pacs_log and self.ctx.pacs_log else []
-            found = [_matching_lines(log, e, calling) if e.where == "log" else _matching(events, e, calling)
-                     for e in expectations]
+            found = [_matching_lines(log, e, calling) if e.where == "log"
+                     else _matching(events, e, calling, ns_peer or self.ctx.peer) for e in expectations]
             done = all(len(f) >= (e.count or 1) for f, e in zip(found, expectations, strict=True))
             if done or time.monotonic() > deadline:
                 break
@@ -449,13 +537,25 @@ class Runner:
         return ", ".join(parts), misses
 
 
-def _matching(events: list[dict[str, Any]], exp: EventExpectation, calling: str) -> list[dict[str, Any]]:
+def _host(peer: str) -> str:
+    """The address of 'host:port', '[v6]:port' or a bare address."""
+    if peer.startswith("["):
+        return peer[1:].split("]", 1)[0]
+    return peer.rsplit(":", 1)[0] if peer.count(":") == 1 else peer
+
+
+def _matching(events: list[dict[str, Any]], exp: EventExpectation, calling: str,
+              peer: str = "") -> list[dict[str, Any]]:
     out = []
     who = exp.calling_aet or calling
     for e in events:
         if e["type"] != exp.type:
             continue
         if exp.who == "modality" and e.get("calling_aet", "") != who:
+            continue
+        if exp.who == "peer" and _host(e.get("peer", "")) != _host(peer):
+            continue
+        if exp.cause is not None and (e.get("detail") or {}).get("cause") != exp.cause:
             continue
         if exp.reason is not None and e.get("reason", "") != exp.reason:
             continue
@@ -478,13 +578,16 @@ def _matching_lines(lines: list[tuple[str, str]], exp: EventExpectation, calling
 def compare_modality(expected: dict[str, Any], obs: dict[str, Any]) -> list[str]:
     out = []
     kind = obs.get("kind")
-    if kind != expected["kind"]:
-        out.append(f"modality: expected {expected['kind']}, observed {kind}")
+    kinds = expected["kind"] if isinstance(expected["kind"], list) else [expected["kind"]]
+    if kind not in kinds:
+        out.append(f"modality: expected {' or '.join(kinds)}, observed {kind}")
     if "codes" in expected and obs.get("codes") != expected["codes"]:
         out.append(f"modality: expected A-ASSOCIATE-RJ {expected['codes']}, observed {obs.get('codes') or 'none'}")
     if "status" in expected and expected["status"] not in obs.get("statuses", []):
         seen = ",".join(f"0x{s:04X}" for s in obs.get("statuses", [])) or "none"
         out.append(f"modality: expected status 0x{expected['status']:04X}, observed {seen}")
+    if "tls" in expected and kind == "tls-failed" and obs.get("tls") != expected["tls"]:
+        out.append(f"modality: expected the TLS failure {expected['tls']}, observed {obs.get('tls') or 'none'}")
     if "sent" in expected and obs.get("sent") != expected["sent"]:
         out.append(f"modality: expected {expected['sent']} acknowledged, observed {obs.get('sent')}")
     if "context_result" in expected and expected["context_result"] not in obs.get("context_results", []):
