@@ -36,6 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     headers.init_app(app)
     Resources.init_app(app)
 
+    from . import commitment_api  # noqa: F401 - its routes join the api blueprint
     from .api import bp as api_bp
     from .web import bp as web_bp
 

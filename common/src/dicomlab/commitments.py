@@ -70,8 +70,8 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
         if name in raw:
             out[name] = int(raw[name])
     for name in ("created", "updated", "next_attempt"):
-        if raw.get(name):
-            out[name] = float(raw[name])
+        if name in raw:
+            out[name] = float(raw[name]) if raw[name] else None
     return out
 
 
