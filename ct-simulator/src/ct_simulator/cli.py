@@ -267,6 +267,8 @@ def _commit_after_send(a: argparse.Namespace, plan: StudyPlan, link: Link, rep: 
 
 
 def _commit_summary(c: Any) -> None:
+    for note in c.notes:
+        _say(f"note: {note}")
     if c.report is not None:
         r = c.report
         _say(f"storage commitment {c.transaction_uid}: {len(r.committed)} committed, {len(r.failed)} failed "

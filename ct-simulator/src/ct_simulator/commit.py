@@ -90,9 +90,9 @@ def commit(link: Link, refs: list[tuple[str, str]], listener: Listener | None, t
     result.problem = request(link, result.transaction_uid, refs)
     if result.problem is not None:
         return result
-    if listener is None:
-        result.problem = Problem("timed-out", "not listening for the storage commitment report (on purpose): "
-                                 "the PACS will retry, then give up.", "")
+    if listener is None:  # misbehaviour on purpose: the PACS's report finds nobody
+        result.notes.append("not listening for the storage commitment report (on purpose): the PACS's attempts "
+                            "to deliver it fail, and it says so in its events.")
         return result
     result.report = listener.wait_report(result.transaction_uid, timeout)
     if result.report is None:

@@ -13,13 +13,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import commitprobe
+
 KINDS = ("ok", "rejected", "connection-refused", "timed-out", "unreachable", "aborted", "no-context",
          "instance-failed")
 SIDES = ("modality", "pacs", "network", "none")
 SETUP_KEYS = {"node", "refused_nodes", "scp", "network", "drop", "registry", "hold"}
 ACTION_KEYS = {"kind", "calling_aet", "called_aet", "port", "slices", "sop_class", "transfer_syntaxes",
-               "abort_after", "timeout", "dimse_timeout", "duplicate_uids"}
-MODALITY_KEYS = {"kind", "codes", "status", "sent", "context_result", "min_elapsed_s"}
+               "abort_after", "timeout", "dimse_timeout", "duplicate_uids", *commitprobe.KEYS}
+MODALITY_KEYS = {"kind", "codes", "status", "sent", "context_result", "min_elapsed_s", *commitprobe.EXPECT_KEYS}
 EVENT_KEYS = {"type", "reason", "outcome", "message", "count", "who", "calling_aet", "where"}
 DROPS = ("timeout", "icmp-unreachable")
 
@@ -90,6 +92,9 @@ class Scenario:
             s += f", {m['sent']} acknowledged"
         if "min_elapsed_s" in m:
             s += f", >= {m['min_elapsed_s']:g} s"
+        if "report" in m:
+            s += f"; report {m['report']}" + (f": {m['committed']} committed, {m['not_committed']} not"
+                                               if "committed" in m and "not_committed" in m else "")
         return s
 
     def expected_pacs(self) -> str:
