@@ -54,3 +54,18 @@ def test_a_report_to_the_wrong_port_is_a_timeout_naming_the_pacs_record(pacs, re
     assert rc == outcome.EXIT_TIMED_OUT, out
     assert "timed out: no storage commitment report reached CT01" in out
     assert "Check the PACS's record of CT01: its host and port must be where this CT listens" in out
+
+
+def test_a_busy_listen_port_is_named_with_the_fix(pacs, registry, capsys):
+    import socket
+
+    registry.add_node(Node(ae_title="CT01", host="127.0.0.1", port=free_port(), services=SERVICES))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        rc = main(_send(pacs, "--slices", "1", "--commit", "--listen-port", str(port)))
+    err = capsys.readouterr().err
+    assert rc == outcome.EXIT_ERROR
+    assert f"cannot listen for the storage commitment report on port {port}" in err
+    assert "register N as the node's port" in err

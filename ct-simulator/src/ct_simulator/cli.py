@@ -253,7 +253,10 @@ def _commit_listener(a: argparse.Namespace, env: EnvConfig, link: Link) -> Any:
         return Listener(link.calling_aet, port, a.listen_folder, bind=a.listen_bind,
                         report_status=a.report_status).start()
     except OSError as exc:
-        raise ValueError(f"cannot listen for the storage commitment report on port {port}: {exc}") from None
+        busy = " (while the lab runs, the simulator worker answers C-ECHO on SIM_PORT)" if port == env.sim_port else ""
+        raise ValueError(f"cannot listen for the storage commitment report on port {port}: "
+                         f"{exc.strerror or exc}{busy}. Give --listen-port N, and register N as the node's port "
+                         "on the PACS: the report goes there") from None
 
 
 def _commit_after_send(a: argparse.Namespace, plan: StudyPlan, link: Link, rep: SendReport, listener: Any) -> Any:
