@@ -108,13 +108,21 @@ def test_wrong_port_is_retried_with_backoff_and_fixing_the_port_delivers(pacs, r
 
 
 def test_gives_up_after_the_attempts_and_says_so(pacs, registry):
-    registry.update_listener({"commitment_interval": 1, "commitment_attempts": 2})
+    registry.update_listener({"commitment_interval": 1, "commitment_attempts": 3})
     add_node(registry, "CT01", services=SERVICES, port=free_port())
     tx = _ask(pacs, [(CT, generate_uid())])
     wait_for(lambda: _state(registry, tx) == "failed", 60, what="state failed")
     evs = events_of(registry, "commitment-failed")
-    assert [e.outcome for e in evs] == ["retrying", "failed"]
-    assert "Attempt 2 of 2: giving up" in evs[-1].message and evs[-1].level == "error"
+    assert [e.outcome for e in evs] == ["retrying", "retrying", "failed"]
+    assert [e.detail.get("next_in_s") for e in evs[:2]] == [1, 2]  # doubled after each failure
+    assert "Attempt 3 of 3: giving up" in evs[-1].message and evs[-1].level == "error"
+    assert Commitments(registry.client).get(tx)["attempts"] == 3
+
+
+def test_backoff_doubles_and_stops_at_ten_times_the_first():
+    from pacs.commitment import backoff
+
+    assert [backoff(10, n) for n in range(1, 7)] == [10, 20, 40, 80, 100, 100]
 
 
 def test_a_report_answered_with_a_failure_is_retried(pacs, registry):
