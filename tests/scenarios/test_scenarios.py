@@ -69,8 +69,8 @@ def test_list_and_unknown_names(lab):
     assert r.returncode == 2 and "unknown scenario" in r.stderr
 
 
-COMMITMENT = ("commitment-report-wrong-port", "commitment-modality-not-listening", "commitment-never-stored",
-              "commitment-report-refused-by-modality")
+COMMITMENT = ("commitment-report-wrong-port", "commitment-not-listening", "commitment-never-stored",
+              "commitment-report-refused")
 
 
 def test_the_storage_commitment_scenarios_pass(lab):
