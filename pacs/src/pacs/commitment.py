@@ -149,7 +149,7 @@ class CommitmentService:
         d = getattr(s, "decision", None)
         if s is None or d is None or not d.accepted or s.refusal:  # fail closed
             return NOT_AUTHORIZED, None
-        req = event.request
+        req: Any = event.request  # an N-ACTION (EVT_N_ACTION)
         who = s.who()
 
         def refuse(status: int, why: str) -> tuple[int, None]:
