@@ -177,3 +177,11 @@ def test_a_request_without_a_transaction_uid_is_refused(pacs, registry):
     assert problem is not None and "0x0120" in problem.message
     ev = wait_for(lambda: events_of(registry, "commitment-requested"), 10, what="commitment-requested")[0]
     assert ev.outcome == "refused" and "Transaction UID" in ev.message
+
+
+def test_a_refused_node_let_in_by_refusal_mode_gets_0124_and_nothing_is_kept(pacs, registry):
+    registry.update_listener({"refusal_mode": "dimse-failure"})
+    tx = generate_uid()
+    problem = request(_link(pacs), tx, [(CT, generate_uid())])  # CT01 is not a node
+    assert problem is not None and "0x0124" in problem.message
+    assert Commitments(registry.client).get(tx) is None
