@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from dicomlab import acl, keys
+from dicomlab.errors import RegistryUnavailable
 from dicomlab.events import EventLog
 from dicomlab.migrate import migrate
 from dicomlab.registry import Registry, connect
@@ -180,3 +181,19 @@ def test_the_rules_render_for_both_versions():
         acl.render({"pacs": "a", "admin": "b"})
     assert acl.service_url("redis://127.0.0.1:6379/0", "pacs", "p w") == "redis://pacs:p%20w@127.0.0.1:6379/0"
     assert acl.service_url("redis://old:x@redis:6379/0", "sim", "y") == "redis://sim:y@redis:6379/0"
+
+
+def test_pacs_keeps_commitment_requests_and_admin_only_reads_them(server7):
+    from dicomlab.commitments import Commitments
+
+    pacs, admin = Commitments(as_user(server7, "pacs")), Commitments(as_user(server7, "admin"))
+    pacs.add("1.2.840.9", "CT01", "10.0.0.5", [("1.2.840.10008.5.1.4.1.1.2", "1.2.840.9.1")], ["1.2.840.8"],
+             due=0, max_attempts=5)
+    assert pacs.claim() == "1.2.840.9" and pacs.claim() is None  # leased: one taker
+    pacs.retry("1.2.840.9", 1, 0, "connection refused")
+    assert pacs.claim() == "1.2.840.9"
+    pacs.finish("1.2.840.9", "reported", 2, committed=1, failures=[])
+    assert admin.listing()[0]["state"] == "reported"
+    assert admin.study_states(["1.2.840.8"])["1.2.840.8"]["committed"] == 1
+    with pytest.raises(RegistryUnavailable):
+        admin.claim()  # read only

@@ -67,3 +67,29 @@ def test_list_and_unknown_names(lab):
     assert r.returncode == 0 and "registry-down" in r.stdout
     r = lab.run_scenarios("run", "no-such-scenario")
     assert r.returncode == 2 and "unknown scenario" in r.stderr
+
+
+COMMITMENT = ("commitment-report-wrong-port", "commitment-not-listening", "commitment-never-stored",
+              "commitment-report-refused")
+
+
+def test_the_storage_commitment_scenarios_pass(lab):
+    junit = lab.workdir / "commitment.xml"
+    r = lab.run_scenarios("run", *COMMITMENT, "--junit", str(junit))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    cases = _cases(junit)
+    assert set(cases) == set(COMMITMENT)
+    for name, case in cases.items():
+        assert case.find("failure") is None and case.find("error") is None and case.find("skipped") is None, \
+            f"{name}: {ET.tostring(case, encoding='unicode')}"
+
+
+def test_a_commitment_scenario_with_the_wrong_expectation_fails(lab):
+    src = catalogue.default_path().read_text()
+    wrong = src.replace('committed = 2\nnot_committed = 1', 'committed = 3\nnot_committed = 0', 1)
+    assert wrong != src
+    path = lab.workdir / "wrong-commit.toml"
+    path.write_text(wrong)
+    r = lab.run_scenarios("run", "commitment-never-stored", "--catalogue", str(path))
+    assert r.returncode != 0 and "expected committed 3, observed 2" in r.stdout, r.stdout + r.stderr

@@ -37,6 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     Resources.init_app(app)
 
     from . import (
+        commitment_api,  # noqa: F401 - its routes join the api blueprint
         conformance,  # noqa: F401  (its routes go on the API blueprint)
         ladder_routes,  # noqa: F401  (its routes join the API blueprint)
         tlsapi,  # noqa: F401  (its routes join the api blueprint)

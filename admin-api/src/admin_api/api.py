@@ -313,7 +313,9 @@ def stream_events(query: dict[str, Any]):
 @bp.output(s.StudyOut(many=True))
 @bp.doc(summary="Received studies, most recent first")
 def list_studies(query: dict[str, Any]):
-    return resources().registry.list_studies(query["limit"])
+    from .commitment_api import add_study_states
+
+    return add_study_states(resources().registry.list_studies(query["limit"]))
 
 
 @bp.get("/studies/<uid>")

@@ -337,6 +337,9 @@ class StudyOut(Schema):
     last_received = fields.Float()
     instances = fields.Integer()
     series = fields.Integer()
+    commitment = fields.Dict(allow_none=True, metadata={
+        "description": "the study's latest storage commitment request: transaction_uid, state (requested, "
+                       "retrying, reported, failed), requested, committed, failed, updated; null: none"})
 
 
 class StudyDetailOut(StudyOut):

@@ -60,6 +60,7 @@ USERS: dict[str, tuple[Grant, ...]] = {
         # the index; the script that moves an instance between studies (the newest wins)
         Grant(("~dicomlab:studies", "~dicomlab:study:*"), "+@read +@write +eval +evalsha"),
         Grant(("~dicomlab:events",), "+xadd"),
+        Grant(("~dicomlab:commitment:*",), "+@read +@write +eval +evalsha"),  # storage commitment requests
         Grant(("~dicomlab:journal:*",), "+get +set"),  # how far each journal was replayed
     ),
     "admin": (
@@ -67,7 +68,8 @@ USERS: dict[str, tuple[Grant, ...]] = {
         Grant(("~dicomlab:nodes", "~dicomlab:node:*"), "+@read +@write +eval +evalsha"),
         Grant(("~dicomlab:schema", "~dicomlab:schema:lock"), "+@read +@write"),
         Grant(("~dicomlab:events",), "+@read +xadd"),
-        Grant(("%R~dicomlab:studies", "%R~dicomlab:study:*", "%R~dicomlab:scp:heartbeat"), "+@read"),
+        Grant(("%R~dicomlab:studies", "%R~dicomlab:study:*", "%R~dicomlab:scp:heartbeat",
+                "%R~dicomlab:commitment:*"), "+@read"),
         Grant(("~dicomlab:sim:jobs",), "+rpush"),
         Grant(("~dicomlab:sim:job:*",), "+@read +hset +expire"),
     ),

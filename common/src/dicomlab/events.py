@@ -54,6 +54,10 @@ SEND_STARTED = "send-started"
 SEND_PROGRESS = "send-progress"
 SEND_FINISHED = "send-finished"
 SEND_FAILED = "send-failed"
+# Storage Commitment (second stage): the N-ACTION answered, each delivery attempt of the report
+COMMITMENT_REQUESTED = "commitment-requested"  # N-ACTION answered; the request is kept in Redis
+COMMITMENT_REPORTED = "commitment-reported"  # the N-EVENT-REPORT was delivered and answered Success
+COMMITMENT_FAILED = "commitment-failed"  # one attempt failed (reason: why), or the last one (outcome failed)
 
 # Event reasons of the port limits (second stage): the association-rejected /
 # association-aborted events, and the connection events before any association.
@@ -74,6 +78,13 @@ REASON_TLS_NOT_ALLOWED = "tls-not-allowed"  # a node with tls off came to the TL
 REASON_TLS_CLIENT_CERTIFICATE_MISSING = "tls-client-certificate-missing"  # client_certificate required, none sent
 REASON_TLS_CLIENT_IDENTITY = "tls-client-identity-mismatch"  # the certificate's CN is not the calling AE title
 CONNECTION_CLOSED = "connection-closed"  # a connection closed before it became an association
+# Reasons of commitment-failed besides dicomlab.outbound's kinds (connection-refused, timeout,
+# unreachable, unresolved, rejected, aborted, tls-handshake-failed):
+REASON_REPORT_REFUSED = "report-refused"  # the node answered the N-EVENT-REPORT with a failure status
+REASON_REPORT_UNANSWERED = "report-unanswered"  # no N-EVENT-REPORT-RSP (association aborted or timed out)
+REASON_CONTEXT_REFUSED = "context-refused"  # the node did not accept Storage Commitment (or our SCP role)
+REASON_NODE_UNKNOWN = "node-unknown"  # the node was removed before its report could be delivered
+REASON_COMMITMENT_INVALID = "commitment-invalid"  # an N-ACTION the PACS cannot take (action type, dataset)
 
 
 

@@ -13,6 +13,10 @@
     dicomlab:sim:jobs                  list  simulator send requests waiting for a worker
     dicomlab:sim:job:<id>              hash  one send request and its progress
     dicomlab:scp:heartbeat             string  set by the PACS while it listens (with expiry)
+    dicomlab:commitment:tx:<uid>       hash  one storage commitment request (dicomlab.commitments)
+    dicomlab:commitment:due            zset  Transaction UIDs of pending reports, scored by the next attempt
+    dicomlab:commitment:index          zset  Transaction UIDs scored by the time of the request (the listing)
+    dicomlab:commitment:study:<uid>    string  the Transaction UID of a study's latest request
     dicomlab:schema                    string  the version of this schema (2: AE titles encoded)
     dicomlab:schema:lock               string  held while the admin API migrates (dicomlab.migrate)
 
@@ -88,6 +92,18 @@ def study_instances(uid: str) -> str:
 
 def series_instances(study_uid: str, series_uid: str) -> str:
     return f"{PREFIX}:study:{study_uid}:series:{series_uid}:instances"
+
+
+COMMITMENT_DUE = f"{PREFIX}:commitment:due"
+COMMITMENT_INDEX = f"{PREFIX}:commitment:index"
+
+
+def commitment(transaction_uid: str) -> str:
+    return f"{PREFIX}:commitment:tx:{transaction_uid}"
+
+
+def commitment_study(study_uid: str) -> str:
+    return f"{PREFIX}:commitment:study:{study_uid}"
 
 
 def sim_job(job_id: str) -> str:

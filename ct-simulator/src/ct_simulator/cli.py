@@ -288,7 +288,9 @@ def cmd_send(a: argparse.Namespace) -> int:
     _check_plan(plan)
     syntaxes = tuple(resolve(t) for t in a.transfer_syntax) if a.transfer_syntax else DEFAULT_PROPOSAL
     options = SendOptions(transfer_syntaxes=syntaxes, associations=max(1, a.associations),
-                          abort_after=a.abort_after, delay=max(0.0, a.delay), record=a.report_json is not None)
+                          abort_after=a.abort_after, delay=max(0.0, a.delay),
+                          record=a.report_json is not None or a.commit)
+    listener = _commit_listener(a, env, link) if a.commit else None
     bar = _bar(plan.total, a.progress, f"{link.calling_aet} -> {link.called_aet}")
 
     def progress(done: int, failed: int) -> None:
@@ -297,17 +299,71 @@ def cmd_send(a: argparse.Namespace) -> int:
             if failed:
                 bar.set_postfix(failed=failed, refresh=False)
 
-    rep = send(plan, link, options, progress)
-    if bar:
-        bar.close()
+    try:
+        rep = send(plan, link, options, progress)
+        if bar:
+            bar.close()
+        committed = _commit_after_send(a, plan, link, rep, listener) if a.commit else None
+    finally:
+        if listener is not None:
+            listener.stop()
+    data = rep.to_dict()
+    if committed is not None:
+        data["commitment"] = committed.to_dict()
     if a.report_json:
-        _write_report(Path(a.report_json), {**rep.to_dict(), "seed": plan.seed, "instances": rep.instances})
+        _write_report(Path(a.report_json), {**data, "seed": plan.seed, "instances": rep.instances})
     if a.json:
-        print(json.dumps({**rep.to_dict(), **({"ladders": rep.ladders} if a.ladder else {})}, indent=2))
+        if a.ladder:
+            data["ladders"] = rep.ladders
+        print(json.dumps(data, indent=2))
     else:
         _summary(plan, link, rep)
         _print_ladders(rep.ladders)
-    return rep.exit_code
+        if committed is not None:
+            _commit_summary(committed)
+    if rep.exit_code != outcome.EXIT_OK or committed is None:
+        return rep.exit_code
+    return committed.exit_code
+
+
+def _commit_listener(a: argparse.Namespace, env: EnvConfig, link: Link) -> Any:
+    """The listener for the report, started before anything is sent (None: --no-listen, on purpose)."""
+    if a.no_listen:
+        return None
+    from .listener import Listener
+
+    port = env.sim_port if a.listen_port is None else a.listen_port
+    try:
+        return Listener(link.calling_aet, port, a.listen_folder, bind=a.listen_bind,
+                        report_status=a.report_status).start()
+    except OSError as exc:
+        busy = " (while the lab runs, the simulator worker answers C-ECHO on SIM_PORT)" if port == env.sim_port else ""
+        raise ValueError(f"cannot listen for the storage commitment report on port {port}: "
+                         f"{exc.strerror or exc}{busy}. Give --listen-port N, and register N as the node's port "
+                         "on the PACS: the report goes there") from None
+
+
+def _commit_after_send(a: argparse.Namespace, plan: StudyPlan, link: Link, rep: SendReport, listener: Any) -> Any:
+    from .commit import commit
+
+    refs = [(plan.sop_class_uid, row["sop_instance_uid"]) for row in rep.instances if row["status"] == 0x0000]
+    refs += [(plan.sop_class_uid, uid) for uid in a.commit_extra or []]
+    if not refs:
+        return None
+    return commit(link, refs, listener, a.commit_timeout)
+
+
+def _commit_summary(c: Any) -> None:
+    for note in c.notes:
+        _say(f"note: {note}")
+    if c.report is not None:
+        r = c.report
+        _say(f"storage commitment {c.transaction_uid}: {len(r.committed)} committed, {len(r.failed)} failed "
+             f"(report from {r.calling_aet} at {r.peer}, answered 0x{r.answered:04X}).")
+        for _cls, uid, reason in r.failed[:10]:
+            _say(f"  not committed: {uid} (failure reason 0x{reason:04X})")
+    if c.problem is not None:
+        _print_problem(c.problem, sys.stdout)
 
 
 def _write_report(path: Path, data: dict[str, Any]) -> None:
@@ -316,6 +372,36 @@ def _write_report(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
+
+
+def cmd_listen(a: argparse.Namespace) -> int:
+    from .listener import Listener
+
+    env = _env()
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    lst = Listener(a.ae_title or env.sim_ae_title, env.sim_port if a.port is None else a.port, a.folder,
+                   bind=a.bind, accept_from=a.accept_from, report_status=a.report_status)
+    try:
+        lst.start()
+    except OSError as exc:
+        _say(f"FAILED: cannot listen on port {lst.port}: {exc}", file=sys.stderr)
+        return outcome.EXIT_ERROR
+    _say(f"{lst.ae_title} listens on port {lst.port}: C-ECHO, C-STORE "
+         f"({'into ' + str(lst.folder) if lst.folder else 'refused: no --folder'}), storage commitment reports.")
+    sys.stdout.flush()
+    shown = 0
+    try:
+        while not stop.wait(0.2):
+            while shown < len(lst.log):
+                _say(lst.log[shown])
+                shown += 1
+            sys.stdout.flush()
+    finally:
+        lst.stop()
+    return outcome.EXIT_OK
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
@@ -409,6 +495,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "UID, study and series UIDs, status (null: no answer) and the SHA-256 of the dataset "
                         "bytes sent")
     s.set_defaults(func=cmd_send)
+
+    s.add_argument("--commit", action="store_true",
+                   help="after sending, request Storage Commitment (N-ACTION on a new association) and wait for "
+                        "the PACS's report on our own listener (SIM_PORT)")
+    s.add_argument("--commit-timeout", type=float, default=60.0,
+                   help="seconds to wait for the storage commitment report (60)")
+    s.add_argument("--commit-extra", action="append", metavar="UID",
+                   help="also ask commitment for this SOP Instance UID (never sent; repeatable)")
+    s.add_argument("--listen-port", type=int, help="port for the report listener (default SIM_PORT)")
+    s.add_argument("--listen-bind", default="0.0.0.0", help="address for the report listener (default all)")
+    s.add_argument("--listen-folder", help="folder for C-STOREs the listener receives (default: refuse them)")
+    s.add_argument("--no-listen", action="store_true",
+                   help="misbehave: request commitment but do not listen for the report")
+    s.add_argument("--report-status", type=lambda v: int(v, 0), default=0,
+                   help="misbehave: answer the report with this status, e.g. 0x0110 (default 0x0000)")
+
+    li = sub.add_parser("listen", help="answer C-ECHO, C-STORE (into a folder) and storage commitment reports")
+    li.add_argument("--port", type=int, help="port (default SIM_PORT)")
+    li.add_argument("--bind", default="0.0.0.0", help="address (default all)")
+    li.add_argument("--ae-title", help="our AE title (default SIM_AE_TITLE)")
+    li.add_argument("--folder", help="folder for C-STOREs (default: refuse them)")
+    li.add_argument("--accept-from", action="append", metavar="AET",
+                    help="accept associations only from this calling AE title (repeatable; default any)")
+    li.add_argument("--report-status", type=lambda v: int(v, 0), default=0,
+                    help="misbehave: answer storage commitment reports with this status, e.g. 0x0110")
+    li.set_defaults(func=cmd_listen)
 
     w = sub.add_parser("worker", help="take send requests from Redis; answer C-ECHO on SIM_PORT")
     w.add_argument("--bind", default="0.0.0.0", help="address for the C-ECHO listener (default all)")

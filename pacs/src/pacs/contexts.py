@@ -1,5 +1,6 @@
 """Presentation contexts a node may have: Verification for C-ECHO, the
-listener's storage SOP classes for C-STORE, each with the listener's transfer
+listener's storage SOP classes for C-STORE, Storage Commitment Push Model for
+STORAGE-COMMITMENT, each with the listener's transfer
 syntaxes. Built once per (settings, services) and shared read-only: pynetdicom
 builds new result contexts during negotiation and does not modify these.
 """
@@ -12,6 +13,8 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomlab.dicom import TRANSFER_SYNTAX_NAMES, VERIFICATION, uid_name
 from dicomlab.settings import ListenerSettings, Node
+
+from .commitment import STORAGE_COMMITMENT
 
 _cache: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[PresentationContext]] = {}
 _lock = threading.Lock()
@@ -31,6 +34,8 @@ def contexts_for_services(settings: ListenerSettings, services: list[str]) -> li
                 cached.append(build_context(VERIFICATION, settings.transfer_syntaxes))
             if "C-STORE" in services:
                 cached.extend(build_context(uid, settings.transfer_syntaxes) for uid in settings.sop_classes)
+            if "STORAGE-COMMITMENT" in services:
+                cached.append(build_context(STORAGE_COMMITMENT, settings.transfer_syntaxes))
             if len(_cache) > 64:
                 _cache.clear()
             _cache[key] = cached
@@ -45,6 +50,13 @@ def why_refused(abstract: str, transfer_syntaxes: list[str], settings: ListenerS
             return "service-not-allowed", (
                 f"{name} refused: node {node.ae_title!r} is not allowed C-ECHO. "
                 "Fix: add C-ECHO to the node's services."
+            )
+    elif abstract == STORAGE_COMMITMENT:
+        if not node.allows("STORAGE-COMMITMENT"):
+            return "service-not-allowed", (
+                f"{name} refused: node {node.ae_title!r} is not allowed STORAGE-COMMITMENT, so the PACS will "
+                "not report on what it stored. Fix: add STORAGE-COMMITMENT to the node's services (and check "
+                "its host and port: the report goes there)."
             )
     elif abstract in settings.sop_classes:
         if not node.allows("C-STORE"):

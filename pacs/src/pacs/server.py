@@ -55,6 +55,7 @@ from dicomlab.settings import REFUSAL_MODES, SERVICES, ListenerSettings
 
 from . import metrics
 from .associnfo import context_results, request_detail
+from .commitment import CommitmentService, proposes_commitment
 from .contexts import contexts_for, contexts_for_services, why_refused
 from .counters import Counts, SharedCounts
 from .fastpath import LabAssociation, ThreadReuse
@@ -361,6 +362,8 @@ class Pacs:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
+        self.commitment = CommitmentService(self)  # Storage Commitment SCP (commitment.py)
+        self.handlers += self.commitment.handlers
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> None:
@@ -379,6 +382,8 @@ class Pacs:
         self._heartbeat()
         self._watcher = threading.Thread(target=self._watch_settings, name="settings-watcher", daemon=True)
         self._watcher.start()
+        if self.primary:
+            self.commitment.start()  # delivers storage commitment reports (any process may take requests)
 
     def _listener_event(self, type_: str, message: str, **kw: Any) -> None:
         """Events about the listener as a whole: said once, by the primary process."""
@@ -558,6 +563,7 @@ class Pacs:
     def shutdown(self) -> None:
         """Stop accepting, let open associations finish (up to the grace), exit."""
         self._stop.set()
+        self.commitment.stop()
         if self.server is not None:
             self.server.shutdown()
         self.tls.close()
@@ -612,7 +618,7 @@ class Pacs:
                         self._verbose_requested(assoc, rq, s)
                     except Exception:  # verbose output must never change the decision
                         LOG.exception("verbose logging")
-                elif not d.settings.faults() and self.wire:
+                elif not d.settings.faults() and self.wire and not proposes_commitment(rq):
                     assoc.dul.wire = self._wire_runner(s)  # the data phase on the socket (wire.py)
                 return
             mode = d.settings.refusal_mode if d.settings is not None else "reject"

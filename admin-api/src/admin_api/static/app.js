@@ -285,7 +285,8 @@ async function loadStudies() {
   const rows = r.data.map((s) => {
     const tr = el("tr");
     const when = s.last_received ? new Date(s.last_received * 1000).toLocaleString() : "";
-    for (const v of [s.patient_name, s.patient_id, s.study_date, s.study_description, s.calling_aet, s.series, s.instances, when]) {
+    for (const v of [s.patient_name, s.patient_id, s.study_date, s.study_description, s.calling_aet, s.series, s.instances, when,
+                     commitmentText(s.commitment)]) {
       tr.append(el("td", null, v === undefined || v === null ? "" : String(v)));
     }
     tr.title = s.study_uid;
@@ -353,6 +354,7 @@ function onEvent(e) {
   const t = e.type || "";
   if (t.startsWith("node-") || t.startsWith("association-") || t === "echo-sent") pending.add("nodes");
   if (t.startsWith("store-")) pending.add("studies");
+  if (t.startsWith("commitment-")) { pending.add("commitments"); pending.add("studies"); }  // commitment.js
   if (t === "settings-changed" || t.startsWith("listener-")) pending.add("scp");
   if (!pending.size || refreshTimer) return;
   refreshTimer = setTimeout(() => {
@@ -360,6 +362,7 @@ function onEvent(e) {
     if (pending.has("nodes")) loadNodes();
     if (pending.has("studies")) loadStudies();
     if (pending.has("scp")) loadScp();
+    if (pending.has("commitments")) loadCommitments();
     pending.clear();
   }, 250);
 }
@@ -449,7 +452,7 @@ async function start() {
     if (r.status !== 401) { health(); }
     return;
   }
-  await Promise.all([loadScp(), loadNodes(), loadStudies(), loadRecentEvents()]);
+  await Promise.all([loadScp(), loadNodes(), loadStudies(), loadCommitments(), loadRecentEvents()]);
   stopStream();
   runStream();
 }

@@ -13,17 +13,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import commitprobe
+
 KINDS = ("ok", "rejected", "connection-refused", "timed-out", "unreachable", "aborted", "no-context",
          "instance-failed", "tls-failed")
 SIDES = ("modality", "pacs", "network", "none")
 SETUP_KEYS = {"node", "refused_nodes", "scp", "network", "drop", "registry", "hold"}
 ACTION_KEYS = {"kind", "calling_aet", "called_aet", "port", "slices", "sop_class", "transfer_syntaxes",
-               "abort_after", "timeout", "dimse_timeout", "duplicate_uids", "tls"}
+               "abort_after", "timeout", "dimse_timeout", "duplicate_uids", "tls", *commitprobe.KEYS}
 # action.tls: how the modality does DICOM TLS (runner.tls_spec turns it into a ct_simulator.tls.TlsSpec)
 TLS_KEYS = {"ca", "cert", "outdated", "server_name"}
 TLS_CA = ("lab", "other")  # trust the lab CA, or a CA of the modality's own
 TLS_CERT = ("issued", "none", "expired", "other-node")  # the node's own (admin API), none, expired, another node's
-MODALITY_KEYS = {"kind", "codes", "status", "sent", "context_result", "min_elapsed_s", "tls"}
+MODALITY_KEYS = {"kind", "codes", "status", "sent", "context_result", "min_elapsed_s", "tls",
+                 *commitprobe.EXPECT_KEYS}
 EVENT_KEYS = {"type", "reason", "outcome", "message", "count", "who", "calling_aet", "where", "cause"}
 DROPS = ("timeout", "icmp-unreachable")
 
@@ -104,6 +107,9 @@ class Scenario:
             s += f" ({m['tls']})"
         if "min_elapsed_s" in m:
             s += f", >= {m['min_elapsed_s']:g} s"
+        if "report" in m:
+            s += f"; report {m['report']}" + (f": {m['committed']} committed, {m['not_committed']} not"
+                                               if "committed" in m and "not_committed" in m else "")
         return s
 
     def expected_pacs(self) -> str:

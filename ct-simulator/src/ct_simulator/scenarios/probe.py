@@ -21,6 +21,7 @@ from ..network import Link, quiet_pynetdicom
 from ..sender import SendOptions, echo, send
 from ..syntaxes import DEFAULT_PROPOSAL, resolve
 from ..tls import TlsSpec
+from . import commitprobe
 
 SOP_CLASSES = SIM_SOP_CLASSES  # the simulator's one list (dicomlab.conformance)
 _HEX = re.compile(r"^0x([0-9A-Fa-f]{4})")
@@ -53,16 +54,29 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                          station_name=spec["calling_aet"][:16])
         syntaxes = tuple(resolve(t) for t in spec["transfer_syntaxes"]) if spec.get("transfer_syntaxes") \
             else DEFAULT_PROPOSAL
-        options = SendOptions(transfer_syntaxes=syntaxes, abort_after=spec.get("abort_after"))
-        rep2 = send(plan, link, options)
+        options = SendOptions(transfer_syntaxes=syntaxes, abort_after=spec.get("abort_after"),
+                              record=bool(spec.get("commit")))
+        listener = commitprobe.start_listener(spec)  # storage commitment (commitprobe.py)
+        committed: dict[str, Any] = {}
+        later = None
+        try:
+            rep2 = send(plan, link, options)
+            if spec.get("commit") and rep2.problem is None:
+                later = commitprobe.observe(spec, link, plan, rep2, listener, committed)
+        finally:
+            if listener is not None:
+                listener.stop()
         statuses = []
         for words, n in rep2.statuses.items():
             m = _HEX.match(words)
             if m:
                 statuses.extend([int(m.group(1), 16)] * n)
         obs = {"kind": "ok" if rep2.problem is None else rep2.problem.kind, "statuses": sorted(set(statuses)),
-               "sent": rep2.sent, "failed": rep2.failed, "elapsed_s": rep2.elapsed, "notes": rep2.notes}
-        problem = rep2.problem
+               "sent": rep2.sent, "failed": rep2.failed, "elapsed_s": rep2.elapsed, "notes": rep2.notes,
+               **committed}
+        problem = rep2.problem or later
+        if later is not None:
+            obs["kind"] = later.kind
         obs["tls_session"] = rep2.tls_session
     if link.tls_session:
         obs["tls_session"] = link.tls_session
@@ -95,6 +109,7 @@ def describe(obs: dict[str, Any]) -> str:
         s += f" (context result {','.join(map(str, obs['context_results']))})"
     if "sent" in obs:
         s += f", {obs['sent']} acknowledged"
+    s += commitprobe.describe(obs)
     s += f", {obs.get('elapsed_s', 0):.1f} s"
     if obs.get("message"):
         s += f" -- {obs['message']}"

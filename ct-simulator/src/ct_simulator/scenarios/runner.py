@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import commitprobe, probe
 from . import netns as netns_mod
-from . import probe
 from .adminapi import SCP_WRITABLE, AdminApi, ApiError
 from .catalogue import EventExpectation, Scenario
 from .registryctl import RegistryControl
@@ -272,8 +272,11 @@ class Runner:
         ctx, api = self.ctx, self.ctx.api
         setup, action = sc.setup, dict(sc.action)
         values = {"calling": ctx.calling, "calling_lower": ctx.calling.lower(), "pacs_aet": scp_before["ae_title"],
-                  "peer": ctx.peer, "netns_peer": ns.ns_ip if ns else ""}
+                  "peer": ctx.peer, "netns_peer": ns.ns_ip if ns else "",
+                  "listen_port": str(free_port()), "closed_port": str(free_port())}  # storage commitment
         node = self.subst(setup.get("node"), values)
+        if node and isinstance(node.get("port"), str):
+            node["port"] = int(node["port"])
         refused = self.subst(setup.get("refused_nodes") or [], values)
         action = self.subst(action, values)
         expectations = [EventExpectation(**self.subst(dict(e.__dict__), values)) for e in sc.pacs]
@@ -595,4 +598,4 @@ def compare_modality(expected: dict[str, Any], obs: dict[str, Any]) -> list[str]
                    f"observed {obs.get('context_results')}")
     if "min_elapsed_s" in expected and obs.get("elapsed_s", 0) < expected["min_elapsed_s"]:
         out.append(f"modality: expected at least {expected['min_elapsed_s']:g} s, observed {obs.get('elapsed_s', 0):.2f} s")
-    return out
+    return out + commitprobe.compare(expected, obs)
