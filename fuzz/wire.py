@@ -179,7 +179,7 @@ class Outcome:
     pdus: list[str] = field(default_factory=list)  # PDU names in order; "A-ABORT(2,6)"; "RSP(0x8001,0xC000)"
     statuses: list[tuple[int, int, str]] = field(default_factory=list)  # (command field, status, affected UID)
     end: str = ""  # peer-closed | we-closed | reset | timeout | refused
-    sent_all: bool = True
+    sent_all: bool = True  # False: we stopped before the last chunk (it failed, or no A-ASSOCIATE-AC came)
     seconds: float = 0.0
     raw_in: bytes = b""
 
@@ -267,6 +267,10 @@ def exchange(host: str, port: int, chunks: list[bytes], quiet: float = 0.3, limi
                 while not out.pdus and not out.end and time.monotonic() - waited < quiet:
                     pull(0.02)
                 if out.end or not out.pdus or out.pdus[0] != "A-ASSOCIATE-AC":
+                    # no A-ASSOCIATE-AC: an SCU sends no more (the rest, an A-RELEASE-RQ say, never left;
+                    # e.g. a request whose length field claims more bytes than it has: the PACS waits
+                    # for them, up to assoc_request_timeout)
+                    out.sent_all = index == len(chunks) - 1
                     break
         if close == "reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -16,6 +16,7 @@ from dicomlab.journal import Journal
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 
+from . import malloc
 from .counters import Counts, SharedCounts
 from .policy import AssociationSlots
 from .reconcile import Reconciler, reconcile
@@ -68,6 +69,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"pacs: configuration error: PACS_FASTPATH is 0 or 1, not {fastpath!r}", file=sys.stderr)
         return 2
     ns.fastpath = fastpath == "1"
+    malloc.limit_arenas()  # before any thread: pooled threads each keeping an arena's freed memory (malloc.py)
 
     seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port)
     workers = ns.workers if ns.workers is not None else int(

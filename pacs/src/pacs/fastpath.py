@@ -42,6 +42,8 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 from dicomlab.events import REASON_DIMSE_INVALID, REASON_INTERNAL_ERROR
 
+from . import malloc
+
 IDLE_WAIT = 0.05  # longest sleep with nothing queued: timers are checked at least this often
 
 
@@ -81,6 +83,8 @@ class ThreadReuse:
                 import logging
 
                 logging.getLogger(__name__).exception("task on %s", self.name)
+            fn = args = None  # type: ignore[assignment]  # the finished association's memory is free now
+            malloc.trim()  # rate-limited: freed heap pages back to the kernel (malloc.py)
             with self._lock:
                 if self._idle >= self.KEEP_IDLE:
                     return
