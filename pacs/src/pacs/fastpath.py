@@ -14,6 +14,13 @@ unchanged but for the wait; that is why these are subclasses, used by our
 request handler (``LabRequestHandler._create_association``): the change belongs
 in pynetdicom, and this is how we make it from outside.
 
+A C-STORE is answered before the next PDU is read: from a complete C-STORE request
+until its answer is queued, the DUL reads nothing (``LabDUL.reads_held``). Upstream
+reads on while the request is served, so a protocol error right behind the dataset
+(a second A-RELEASE-RQ, a PDU over its length cap) aborted the association while the
+instance was being stored: durable, but its Success never left (fuzz, loops engine).
+C-CANCEL is not held up: only C-STORE holds the reads.
+
 Two more departures from upstream, both for "no silent end": an exception in
 the DUL loop -- including in the state machine's action, where pynetdicom 3.0.4
 lets a DIMSE message that fails to decode kill the thread -- sends an A-ABORT
@@ -36,6 +43,7 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
@@ -127,6 +135,10 @@ class LabDUL(DULServiceProvider):
         # set by the PACS before the A-ASSOCIATE-AC goes out: once in Sta6 (established),
         # this thread runs the data phase on the socket itself (pacs.wire) and ends
         self.wire: Callable[[LabDUL], None] | None = None
+        # True from a complete C-STORE request until its answer is queued (LabAssociation): no
+        # PDU is read meanwhile, so a protocol error that follows cannot abort the association
+        # before the Success of an instance already stored leaves (as the socket data phase does)
+        self.reads_held = False
 
     # The DUL runs on a reused thread rather than as its own Thread: start, is_alive
     # and join keep their meaning for pynetdicom.
@@ -159,7 +171,7 @@ class LabDUL(DULServiceProvider):
         fds.register(self._wake_r, select.POLLIN)
         sock = self.socket.socket if self.socket is not None else None
         try:
-            if sock is not None and self.socket._is_connected:  # type: ignore[union-attr]
+            if sock is not None and self.socket._is_connected and not self.reads_held:  # type: ignore[union-attr]
                 fds.register(sock, select.POLLIN)
             fds.poll(IDLE_WAIT * 1000)
         except (OSError, ValueError):  # the socket closed under us: the loop finds out
@@ -200,7 +212,8 @@ class LabDUL(DULServiceProvider):
                 self.on_exit()
 
     def _run(self) -> None:
-        # pynetdicom 3.0.4 DULServiceProvider.run_reactor, with time.sleep(1 ms) -> _idle_wait()
+        # pynetdicom 3.0.4 DULServiceProvider.run_reactor, with time.sleep(1 ms) -> _idle_wait(),
+        # and no read while reads_held
         self._idle_timer.start()
         sleep = False
         while True:
@@ -219,10 +232,12 @@ class LabDUL(DULServiceProvider):
                 break
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
+            # read before the queue is looked at: the answer is queued before the hold ends
+            held = self.reads_held
             try:
                 if self._process_recv_primitive():
                     pass
-                elif self._is_transport_event():
+                elif not held and self._is_transport_event():
                     self._idle_timer.restart()
                 try:
                     event = self.event_queue.get(block=False)
@@ -272,7 +287,15 @@ class LabAssociation(Association):
         self.dul = LabDUL(self)
         ring_on_put(self.dul.to_user_queue, self._bell.set)  # A-RELEASE, A-ABORT, ... for the reactor
         self.dul.on_exit = self._bell.set
-        ring_on_put(self.dimse.msg_queue, self._bell.set)  # decoded DIMSE messages
+        put = self.dimse.msg_queue.put  # decoded DIMSE messages (put by the DUL thread, DT-2)
+
+        def put_message(item: Any, block: bool = True, timeout: float | None = None) -> None:
+            if isinstance(item[1], C_STORE):
+                self.dul.reads_held = True  # until _run_reactor has queued the answer
+            put(item, block, timeout)
+            self._bell.set()
+
+        self.dimse.msg_queue.put = put_message  # type: ignore[method-assign]
 
     def kill(self) -> None:
         self._bell.set()
@@ -323,7 +346,13 @@ class LabAssociation(Association):
                 if not msg.is_valid_request:  # upstream logs a warning and never answers
                     self._abort_invalid(msg)
                     return
-                self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                try:
+                    self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                finally:  # the answer is queued: the DUL sends it before it reads again. (Only a
+                    # C-STORE ends the hold: one read while a C-ECHO was served may have set it.)
+                    if isinstance(msg, C_STORE) and self.dul.reads_held:
+                        self.dul.reads_held = False
+                        self.dul.ring()
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
