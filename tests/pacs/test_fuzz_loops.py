@@ -121,3 +121,38 @@ def test_reserved_fields_are_not_checked(target):
     assert (0x8001, 0x0000, c.uids(n)[2]) in out.statuses, out.summary()
     assert out.last == "A-RELEASE-RP", out.summary()
     assert _stored(target, n).is_file()
+
+
+@pytest.mark.parametrize("drop", [0x0002, 0x0110])
+def test_an_invalid_store_request_is_aborted_and_the_connection_closed(target, drop, request):
+    """A complete C-STORE request that pynetdicom cannot serve (no AffectedSOPClassUID, no
+    MessageID) is aborted, and the PACS then closes the connection: the reads it held for the
+    answer are not held any more (a held DUL never saw the peer close: socket and threads kept,
+    fuzz smoke "open fds 32 > 15 + 16" in the loops engine)."""
+    import socket
+
+    if target.engine == "socket" and drop == 0x0002:
+        pytest.skip("the socket data phase takes the SOP class from the presentation context: stored, answered")
+    if target.engine == "stock":
+        request.applymarker(pytest.mark.xfail(strict=False, reason=(
+            "stock pynetdicom 3.0.4 (PACS_FASTPATH=0): Association._serve_request logs an invalid request and "
+            "never answers it (the fast path aborts it: fastpath.LabAssociation._abort_invalid)")))
+    _delay(target, 0)
+    n = 7_200_000 + drop
+    cmd, ds = c.store(n)
+    elements = [e for e in w.store_rq_elements(c.uids(n)[2], 1) if int.from_bytes(e[2:4], "little") != drop]
+    cmd = w.command_set(elements)
+    with socket.create_connection(("127.0.0.1", target.port), timeout=10) as s:
+        s.sendall(w.associate_rq("PACS", "FUZZ", c.contexts()))
+        assert s.recv(65536)[:1] == b"\x02"  # A-ASSOCIATE-AC
+        s.sendall(b"".join(w.message_pdus(3, cmd, ds)))
+        got = b""
+        s.settimeout(15)
+        while True:  # we never close first: the PACS must
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    pdus = w.parse_pdus(got)[0]
+    assert pdus and pdus[-1][0] == 0x07, got.hex()  # A-ABORT, then the PACS closed
+    assert not _stored(target, n).exists()

@@ -153,6 +153,12 @@ class LabDUL(DULServiceProvider):
         self._finished.wait(timeout)
         self.on_exit: Callable[[], None] | None = None
 
+    @property
+    def holding(self) -> bool:
+        """Reads held: only while established (Sta6). Once the association is ending (an
+        A-ABORT sent, Sta13; a release) the peer's close must be seen, held or not."""
+        return self.reads_held and self.state_machine.current_state == "Sta6"
+
     def ring(self) -> None:
         if threading.get_ident() == self._own_ident:
             return  # the DUL thread queued it itself: it looks at its queues before it waits
@@ -171,7 +177,7 @@ class LabDUL(DULServiceProvider):
         fds.register(self._wake_r, select.POLLIN)
         sock = self.socket.socket if self.socket is not None else None
         try:
-            if sock is not None and self.socket._is_connected and not self.reads_held:  # type: ignore[union-attr]
+            if sock is not None and self.socket._is_connected and not self.holding:  # type: ignore[union-attr]
                 fds.register(sock, select.POLLIN)
             fds.poll(IDLE_WAIT * 1000)
         except (OSError, ValueError):  # the socket closed under us: the loop finds out
@@ -233,7 +239,7 @@ class LabDUL(DULServiceProvider):
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
             # read before the queue is looked at: the answer is queued before the hold ends
-            held = self.reads_held
+            held = self.holding
             try:
                 if self._process_recv_primitive():
                     pass
@@ -299,6 +305,7 @@ class LabAssociation(Association):
 
     def kill(self) -> None:
         self._bell.set()
+        self.dul.reads_held = False  # no answer is coming any more (an invalid request, an abort)
         # pynetdicom's kill, with the DUL's stop woken instead of polled
         self._reactor_checkpoint.set()
         self._kill = True
