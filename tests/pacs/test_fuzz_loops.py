@@ -17,6 +17,7 @@ stock (PACS_FASTPATH=0: pynetdicom's own loops; the read-ahead is upstream's, xf
 
 from __future__ import annotations
 
+import socket
 import struct
 import tempfile
 from pathlib import Path
@@ -115,11 +116,24 @@ def test_reserved_fields_are_not_checked(target):
     n = 7_100_000
     chunks = _reserved_set(c.conversation(n))
     assert chunks != c.conversation(n) and chunks[0][74:] != c.conversation(n)[0][74:]
-    out = w.exchange("127.0.0.1", target.port, chunks, quiet=5, limit=30, accept_after=0)
-    assert out.pdus[:1] == ["A-ASSOCIATE-AC"], out.summary()
-    assert (0x8030, 0x0000, "") in [(f, s, "") for f, s, _ in out.statuses], out.summary()
+    # as an SCU does: each request once the previous one is answered (the echo is one PDU, the store
+    # two: its command, then its dataset)
+    out = w.Outcome()
+    with socket.create_connection(("127.0.0.1", target.port), timeout=15) as s:
+        buf = b""
+        for request in (chunks[:1], chunks[1:2], chunks[2:4], chunks[4:]):
+            s.sendall(b"".join(request))
+            while True:
+                pdus, buf = w.parse_pdus(buf)
+                if pdus:
+                    for kind, body in pdus:
+                        w.describe(kind, body, out)
+                    break
+                data = s.recv(65536)
+                assert data, f"closed by the PACS after {out.summary()}"
+                buf += data
+    assert out.pdus == ["A-ASSOCIATE-AC", "RSP(0x8030,0x0000)", "RSP(0x8001,0x0000)", "A-RELEASE-RP"], out.summary()
     assert (0x8001, 0x0000, c.uids(n)[2]) in out.statuses, out.summary()
-    assert out.last == "A-RELEASE-RP", out.summary()
     assert _stored(target, n).is_file()
 
 
@@ -129,7 +143,6 @@ def test_an_invalid_store_request_is_aborted_and_the_connection_closed(target, d
     MessageID) is aborted, and the PACS then closes the connection: the reads it held for the
     answer are not held any more (a held DUL never saw the peer close: socket and threads kept,
     fuzz smoke "open fds 32 > 15 + 16" in the loops engine)."""
-    import socket
 
     if target.engine == "socket" and drop == 0x0002:
         pytest.skip("the socket data phase takes the SOP class from the presentation context: stored, answered")
@@ -156,3 +169,38 @@ def test_an_invalid_store_request_is_aborted_and_the_connection_closed(target, d
     pdus = w.parse_pdus(got)[0]
     assert pdus and pdus[-1][0] == 0x07, got.hex()  # A-ABORT, then the PACS closed
     assert not _stored(target, n).exists()
+
+
+def test_a_modality_that_gives_up_on_a_stalled_store_gets_nothing_stored(target):
+    """fault_stall holds the C-STORE unanswered; the modality aborts. The held reads let its
+    A-ABORT through after fastpath.HOLD_GRACE, the stalled handler sees that the association
+    ended and stores nothing, and the connection is closed."""
+    import time
+
+    if target.engine == "socket":
+        pytest.skip("faults run on the loops (a fault makes the association use them)")
+    from dicomlab.registry import Registry, connect
+
+    assert target.redis is not None
+    registry = Registry(connect(target.redis.url))
+    _delay(target, 0)
+    registry.update_listener({"fault_stall": True})
+    n = 7_300_000
+    try:
+        with socket.create_connection(("127.0.0.1", target.port), timeout=10) as s:
+            s.sendall(w.associate_rq("PACS", "FUZZ", c.contexts()))
+            assert s.recv(65536)[:1] == b"\x02"
+            s.sendall(b"".join(w.message_pdus(3, *c.store(n))))
+            time.sleep(2.5)  # the store is stalled, past the grace
+            s.sendall(w.abort(0, 0))
+            s.settimeout(20)
+            while s.recv(65536):
+                pass  # the PACS closes its side once it has seen the A-ABORT
+        time.sleep(1.0)
+    finally:
+        registry.update_listener({"fault_stall": False})
+    time.sleep(2.0)  # were the stall still on the instance, it would be stored now
+    assert not _stored(target, n).exists()
+    out = w.exchange("127.0.0.1", target.port, c.conversation(n + 1), quiet=5, limit=30, accept_after=0)
+    assert out.last == "A-RELEASE-RP" and _stored(target, n + 1).exists(), out.summary()
+

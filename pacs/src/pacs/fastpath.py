@@ -36,6 +36,7 @@ import logging
 import os
 import queue
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from dicomlab.events import REASON_DIMSE_INVALID, REASON_INTERNAL_ERROR
 from . import malloc
 
 IDLE_WAIT = 0.05  # longest sleep with nothing queued: timers are checked at least this often
+HOLD_GRACE = 1.0  # seconds a C-STORE's read hold ignores the peer's A-ABORT or close (see LabDUL.holding)
 
 
 class ThreadReuse:
@@ -139,6 +141,7 @@ class LabDUL(DULServiceProvider):
         # PDU is read meanwhile, so a protocol error that follows cannot abort the association
         # before the Success of an instance already stored leaves (as the socket data phase does)
         self.reads_held = False
+        self.held_since = 0.0
 
     # The DUL runs on a reused thread rather than as its own Thread: start, is_alive
     # and join keep their meaning for pynetdicom.
@@ -156,8 +159,30 @@ class LabDUL(DULServiceProvider):
     @property
     def holding(self) -> bool:
         """Reads held: only while established (Sta6). Once the association is ending (an
-        A-ABORT sent, Sta13; a release) the peer's close must be seen, held or not."""
-        return self.reads_held and self.state_machine.current_state == "Sta6"
+        A-ABORT sent, Sta13; a release) the peer's close must be seen, held or not. And a
+        C-STORE still unanswered after HOLD_GRACE (fault_stall, a slow disk) lets the peer's
+        A-ABORT or close through: the handler must see that the modality gave up (it then
+        stores nothing); other PDUs wait for the answer."""
+        if not self.reads_held or self.state_machine.current_state != "Sta6":
+            return False
+        if time.monotonic() - self.held_since > HOLD_GRACE and self._peer_gave_up():
+            self.reads_held = False
+            return False
+        return True
+
+    def _peer_gave_up(self) -> bool:
+        """An A-ABORT (PDU type 0x07) or the end of the connection next in the socket: peeked,
+        nothing consumed."""
+        sock = self.socket.socket if self.socket is not None else None
+        if sock is None:
+            return True
+        try:
+            head = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        return head in (b"", b"\x07")
 
     def ring(self) -> None:
         if threading.get_ident() == self._own_ident:
@@ -297,6 +322,7 @@ class LabAssociation(Association):
 
         def put_message(item: Any, block: bool = True, timeout: float | None = None) -> None:
             if isinstance(item[1], C_STORE):
+                self.dul.held_since = time.monotonic()
                 self.dul.reads_held = True  # until _run_reactor has queued the answer
             put(item, block, timeout)
             self._bell.set()
