@@ -152,17 +152,25 @@ def parse_pdus(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return out, data[off:]
 
 
-def command_fields(body: bytes) -> list[dict[int, bytes]]:
-    """The command-set elements of each complete command in a P-DATA-TF body (one per PDV with
-    the command and last bits; the PACS sends responses unfragmented)."""
+def command_fields(body: bytes, pending: bytearray | None = None) -> list[dict[int, bytes]]:
+    """The command-set elements of each command completed in a P-DATA-TF body. ``pending``: the
+    command fragments of earlier PDUs, kept across calls (a peer that asked for a tiny maximum
+    PDU length gets each response in many PDUs: fuzz case 1:7063, where 13-byte PDUs made the
+    Success unreadable here and the file looked unanswered)."""
     out, off = [], 0
+    pending = bytearray() if pending is None else pending
     while off + 6 <= len(body):
         (n,) = struct.unpack_from(">I", body, off)
         ctrl = body[off + 5]
         frag = body[off + 6: off + 4 + n]
         off += 4 + n
-        if ctrl & 0x03 != 0x03:
+        if not ctrl & 0x01:
+            continue  # a dataset fragment
+        pending += frag
+        if not ctrl & 0x02:
             continue
+        frag = bytes(pending)
+        pending.clear()
         fields_, p = {}, 0
         while p + 8 <= len(frag):
             _, el, ln = struct.unpack_from("<HHI", frag, p)
@@ -182,6 +190,7 @@ class Outcome:
     sent_all: bool = True  # False: we stopped before the last chunk (it failed, or no A-ASSOCIATE-AC came)
     seconds: float = 0.0
     raw_in: bytes = b""
+    command_so_far: bytearray = field(default_factory=bytearray)  # a response's fragments until its last
 
     @property
     def last(self) -> str:
@@ -198,7 +207,7 @@ def describe(kind: int, body: bytes, out: Outcome) -> None:
     elif kind == 0x03 and len(body) >= 4:
         name = f"A-ASSOCIATE-RJ({body[1]},{body[2]},{body[3]})"
     elif kind == 0x04:
-        for cmd in command_fields(body):
+        for cmd in command_fields(body, out.command_so_far):
             field_ = struct.unpack("<H", cmd[0x0100][:2])[0] if len(cmd.get(0x0100, b"")) >= 2 else -1
             status = struct.unpack("<H", cmd[0x0900][:2])[0] if len(cmd.get(0x0900, b"")) >= 2 else -1
             uid = cmd.get(0x1000, b"").rstrip(b"\0 ").decode("latin-1")
