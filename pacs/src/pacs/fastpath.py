@@ -37,6 +37,7 @@ import os
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -172,17 +173,19 @@ class LabDUL(DULServiceProvider):
 
     def _peer_gave_up(self) -> bool:
         """An A-ABORT (PDU type 0x07) or the end of the connection next in the socket: peeked,
-        nothing consumed."""
+        nothing consumed. On TLS the PDU type is inside an encrypted record: only the end of
+        the connection is seen (peeked on the TCP socket below the TLS layer)."""
         sock = self.socket.socket if self.socket is not None else None
         if sock is None:
             return True
+        tls = isinstance(sock, ssl.SSLSocket)
         try:
-            head = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            head = socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return False
-        except OSError:
+        except (OSError, ValueError):
             return True
-        return head in (b"", b"\x07")
+        return head == b"" or (not tls and head == b"\x07")
 
     def ring(self) -> None:
         if threading.get_ident() == self._own_ident:
