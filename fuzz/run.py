@@ -1,6 +1,7 @@
 """``make fuzz``: structural fuzzing of a live PACS, in each engine, with health checks per batch.
 
     python -m fuzz.run [--cases 10000] [--engines socket,loops] [--seed 1] [--batch 200]
+    python -m fuzz.run --case 1:8663 [--case ...] [--engines ...]    (one case again, by seed:index)
 
 For each engine: a fresh redis-server and PACS process, an authorized node (FUZZ @
 127.0.0.1), a warm-up, then batches of cases (fuzz/cases.py) played on real sockets.
@@ -48,7 +49,8 @@ def observe(case: c.Case, out: w.Outcome) -> str:
         return ""
     if out.end == "peer-closed" and not out.last.startswith(ENDINGS) and not _sent_abort(case):
         return "silent-close" + ("" if case.notes.get("complete") == "yes" else " (incomplete input)")
-    if out.end == "timeout" and case.notes.get("complete") == "yes" and case.chunks[-1] == w.RELEASE_RQ:
+    if (out.end == "timeout" and case.notes.get("complete") == "yes" and case.chunks[-1] == w.RELEASE_RQ
+            and out.sent_all):  # (case 1:8663: the release was never sent, the PACS rightly waited for the request)
         return "no-answer-to-release"
     if out.end == "reset":
         return "reset-by-pacs"
@@ -153,7 +155,8 @@ def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concur
             if bar:
                 bar.update(n)
             elif progress is None:
-                print(f"fuzz {engine}: {index} cases, {time.monotonic() - t0:.0f} s", flush=True)
+                print(f"fuzz {engine}: {index} cases, {time.monotonic() - t0:.0f} s, PACS {target.resources().text()}",
+                      flush=True)
             # -- the checks ------------------------------------------------------------------
             problems = []
             if not target.alive():
@@ -232,10 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-going", action="store_true",
                    help="after a failed check, note it and go on (new baseline; a new PACS if it died)")
     p.add_argument("--replay", type=Path, help="play a saved batch (build/fuzz/*.json) instead")
+    p.add_argument("--case", action="append", default=[], metavar="SEED:INDEX",
+                   help="play only the generated case SEED:INDEX (e.g. 1:8663, as the report names it); repeatable")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--no-progress", action="store_true", help="a line per batch instead of a progress bar")
     a = p.parse_args(argv)
     saved = c.load_cases(a.replay) if a.replay else None
+    if a.case:
+        try:
+            saved = (saved or []) + [c.generate(int(k.split(":")[0]), int(k.split(":")[1])) for k in a.case]
+        except (ValueError, IndexError):
+            p.error("--case takes SEED:INDEX, e.g. 1:8663")
     reports = []
     for engine in [e.strip() for e in a.engines.split(",") if e.strip()]:
         if engine not in ENGINES:

@@ -114,12 +114,18 @@ class Target:
         rest = b"".join([*w.message_pdus(1, w.command_set(w.echo_rq_elements(1)), None), w.RELEASE_RQ])
         socks = []
         for _ in range(count):
+            # one at a time, each accepted before the next: all at once, a loaded PACS left more than
+            # max_pending_per_address (16) of them pending and closed the rest, so the pools did not
+            # fill and the baseline was low (a 10,000-case run then failed "threads 46 > 37 + 8")
             s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
             s.sendall(rq)
+            try:
+                s.recv(65536)  # the A-ASSOCIATE-AC
+            except OSError:
+                pass
             socks.append(s)
         for s in socks:
             try:
-                s.recv(65536)  # the A-ASSOCIATE-AC
                 s.sendall(rest)
             except OSError:
                 pass

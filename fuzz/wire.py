@@ -152,17 +152,25 @@ def parse_pdus(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return out, data[off:]
 
 
-def command_fields(body: bytes) -> list[dict[int, bytes]]:
-    """The command-set elements of each complete command in a P-DATA-TF body (one per PDV with
-    the command and last bits; the PACS sends responses unfragmented)."""
+def command_fields(body: bytes, pending: bytearray | None = None) -> list[dict[int, bytes]]:
+    """The command-set elements of each command completed in a P-DATA-TF body. ``pending``: the
+    command fragments of earlier PDUs, kept across calls (a peer that asked for a tiny maximum
+    PDU length gets each response in many PDUs: fuzz case 1:7063, where 13-byte PDUs made the
+    Success unreadable here and the file looked unanswered)."""
     out, off = [], 0
+    pending = bytearray() if pending is None else pending
     while off + 6 <= len(body):
         (n,) = struct.unpack_from(">I", body, off)
         ctrl = body[off + 5]
         frag = body[off + 6: off + 4 + n]
         off += 4 + n
-        if ctrl & 0x03 != 0x03:
+        if not ctrl & 0x01:
+            continue  # a dataset fragment
+        pending += frag
+        if not ctrl & 0x02:
             continue
+        frag = bytes(pending)
+        pending.clear()
         fields_, p = {}, 0
         while p + 8 <= len(frag):
             _, el, ln = struct.unpack_from("<HHI", frag, p)
@@ -179,9 +187,10 @@ class Outcome:
     pdus: list[str] = field(default_factory=list)  # PDU names in order; "A-ABORT(2,6)"; "RSP(0x8001,0xC000)"
     statuses: list[tuple[int, int, str]] = field(default_factory=list)  # (command field, status, affected UID)
     end: str = ""  # peer-closed | we-closed | reset | timeout | refused
-    sent_all: bool = True
+    sent_all: bool = True  # False: we stopped before the last chunk (it failed, or no A-ASSOCIATE-AC came)
     seconds: float = 0.0
     raw_in: bytes = b""
+    command_so_far: bytearray = field(default_factory=bytearray)  # a response's fragments until its last
 
     @property
     def last(self) -> str:
@@ -198,7 +207,7 @@ def describe(kind: int, body: bytes, out: Outcome) -> None:
     elif kind == 0x03 and len(body) >= 4:
         name = f"A-ASSOCIATE-RJ({body[1]},{body[2]},{body[3]})"
     elif kind == 0x04:
-        for cmd in command_fields(body):
+        for cmd in command_fields(body, out.command_so_far):
             field_ = struct.unpack("<H", cmd[0x0100][:2])[0] if len(cmd.get(0x0100, b"")) >= 2 else -1
             status = struct.unpack("<H", cmd[0x0900][:2])[0] if len(cmd.get(0x0900, b"")) >= 2 else -1
             uid = cmd.get(0x1000, b"").rstrip(b"\0 ").decode("latin-1")
@@ -267,6 +276,10 @@ def exchange(host: str, port: int, chunks: list[bytes], quiet: float = 0.3, limi
                 while not out.pdus and not out.end and time.monotonic() - waited < quiet:
                     pull(0.02)
                 if out.end or not out.pdus or out.pdus[0] != "A-ASSOCIATE-AC":
+                    # no A-ASSOCIATE-AC: an SCU sends no more (the rest, an A-RELEASE-RQ say, never left;
+                    # e.g. a request whose length field claims more bytes than it has: the PACS waits
+                    # for them, up to assoc_request_timeout)
+                    out.sent_all = index == len(chunks) - 1
                     break
         if close == "reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

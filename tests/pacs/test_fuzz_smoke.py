@@ -20,12 +20,13 @@ STOCK_DUL = ("known limitation of the stock engine (PACS_FASTPATH=0): pynetdicom
              "DULServiceProvider.run_reactor calls state_machine.do_action outside its try, so an exception while "
              "decoding a DIMSE message (DT-2) kills the DUL thread with a traceback and no A-ABORT; fixed only by "
              "overriding that loop, as the fast path does (fastpath.LabDUL._run)")
-READ_AHEAD = ("known limitation of pynetdicom's loops (loops and stock engines): the DUL thread reads on while the "
-              "association thread stores; a protocol error right after a complete C-STORE (a second A-RELEASE-RQ, "
-              "an A-RELEASE-RQ of the wrong length) aborts the association while the instance is being stored, so "
-              "it is kept, durable, without its Success answer reaching the peer (which sends it again: same UID, "
-              "same file). The socket data phase reads the next PDU only after answering")
-LIMITS = {"test_no_file_is_left_without_a_success_answer": {"loops": READ_AHEAD, "stock": READ_AHEAD},
+READ_AHEAD = ("known limitation of the stock engine (PACS_FASTPATH=0): pynetdicom 3.0.4's DUL thread reads on while "
+              "the association thread stores; a protocol error right after a complete C-STORE (a second "
+              "A-RELEASE-RQ, an A-RELEASE-RQ of the wrong length) aborts the association while the instance is "
+              "being stored, so it is kept, durable, without its Success answer reaching the peer (which sends it "
+              "again: same UID, same file). The socket data phase and the fast path's loops read the next PDU only "
+              "after answering (fastpath.LabDUL.reads_held)")
+LIMITS = {"test_no_file_is_left_without_a_success_answer": {"stock": READ_AHEAD},
           "test_no_traceback_in_the_pacs_log": {"stock": STOCK_DUL},
           "test_no_association_ends_without_a_final_pdu": {"stock": STOCK_DUL}}
 

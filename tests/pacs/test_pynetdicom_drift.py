@@ -35,6 +35,8 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "pynetdicom.dul.DULServiceProvider.run_reactor": ("e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803", "pacs/fastpath.py LabDUL._run (a copy of the loop) and LabDUL.run_reactor"),
     "pynetdicom.dul.DULServiceProvider.kill_dul": ("5ceccf8dd01c2072c377d18bb1be284941a345bd40f03bd1e03a864ab0817842", "pacs/fastpath.py LabDUL.kill_dul"),
     "pynetdicom.dul.DULServiceProvider.stop_dul": ("28a7e0be126e7b306369cc1b131daec8e907d21d0f5692930133b6599b8c6e5f", "pacs/fastpath.py LabDUL.stop_dul (a copy, woken instead of polled)"),
+    "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": ("5f99c86b14a15cefa87d914cda3591ec4d636d4c53a982e945ec9c1828c6e43f", "pacs/fastpath.py LabAssociation.__init__ put_message (a complete C-STORE request is put on msg_queue in the DUL thread: it sets LabDUL.reads_held)"),
+    "pynetdicom.fsm.DT_2": ("9ec543394e0b49eb8be2448fc3f9950361b0047db7cf3742844f377bd225ba73", "pacs/fastpath.py LabDUL.reads_held (DT-2 hands P-DATA to the DIMSE in the DUL thread, before its next read)"),
     "pynetdicom.dul.DULServiceProvider._is_transport_event": ("8725ed03bb8fbdefef249d5d9888c120e6277d7b6aa2c4f537e23027186e1253", "ct-simulator/wire.py StoreChannel.__enter__ (replaced per instance by park())"),
     "pynetdicom.dul.DULServiceProvider._process_recv_primitive": ("4c0ebbb3e646e35e8e5bbc27ee2f1e6b2c82bbf619232f47639a6cbae092ed39", "pacs/fastpath.py LabDUL._run (called by the copied loop)"),
     "pynetdicom.association.Association.__init__": ("eb07516b8009ad8fa338201dea39578380fbf9f2c59fa5e368e20250eb97c4ea", "pacs/fastpath.py LabAssociation.__init__ (replaces self.dul, rings on its queues)"),

@@ -17,7 +17,7 @@ from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 from dicomlab.tlsca import ensure_lab
 
-from . import metrics
+from . import malloc, metrics
 from .counters import Counts, SharedCounts
 from .policy import AssociationSlots
 from .reconcile import Reconciler, reconcile
@@ -70,6 +70,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"pacs: configuration error: PACS_FASTPATH is 0 or 1, not {fastpath!r}", file=sys.stderr)
         return 2
     ns.fastpath = fastpath == "1"
+    malloc.limit_arenas()  # before any thread: pooled threads each keeping an arena's freed memory (malloc.py)
 
     try:
         seed = ListenerSettings(ae_title=env.pacs_ae_title, port=env.pacs_port, tls_port=env.pacs_tls_port).validate()

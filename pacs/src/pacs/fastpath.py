@@ -14,6 +14,13 @@ unchanged but for the wait; that is why these are subclasses, used by our
 request handler (``LabRequestHandler._create_association``): the change belongs
 in pynetdicom, and this is how we make it from outside.
 
+A C-STORE is answered before the next PDU is read: from a complete C-STORE request
+until its answer is queued, the DUL reads nothing (``LabDUL.reads_held``). Upstream
+reads on while the request is served, so a protocol error right behind the dataset
+(a second A-RELEASE-RQ, a PDU over its length cap) aborted the association while the
+instance was being stored: durable, but its Success never left (fuzz, loops engine).
+C-CANCEL is not held up: only C-STORE holds the reads.
+
 Two more departures from upstream, both for "no silent end": an exception in
 the DUL loop -- including in the state machine's action, where pynetdicom 3.0.4
 lets a DIMSE message that fails to decode kill the thread -- sends an A-ABORT
@@ -29,6 +36,8 @@ import logging
 import os
 import queue
 import select
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -36,13 +45,17 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 from dicomlab.events import REASON_DIMSE_INVALID, REASON_INTERNAL_ERROR
 
+from . import malloc
+
 IDLE_WAIT = 0.05  # longest sleep with nothing queued: timers are checked at least this often
+HOLD_GRACE = 1.0  # seconds a C-STORE's read hold ignores the peer's A-ABORT or close (see LabDUL.holding)
 
 
 class ThreadReuse:
@@ -81,6 +94,8 @@ class ThreadReuse:
                 import logging
 
                 logging.getLogger(__name__).exception("task on %s", self.name)
+            fn = args = None  # type: ignore[assignment]  # the finished association's memory is free now
+            malloc.trim()  # rate-limited: freed heap pages back to the kernel (malloc.py)
             with self._lock:
                 if self._idle >= self.KEEP_IDLE:
                     return
@@ -123,6 +138,11 @@ class LabDUL(DULServiceProvider):
         # set by the PACS before the A-ASSOCIATE-AC goes out: once in Sta6 (established),
         # this thread runs the data phase on the socket itself (pacs.wire) and ends
         self.wire: Callable[[LabDUL], None] | None = None
+        # True from a complete C-STORE request until its answer is queued (LabAssociation): no
+        # PDU is read meanwhile, so a protocol error that follows cannot abort the association
+        # before the Success of an instance already stored leaves (as the socket data phase does)
+        self.reads_held = False
+        self.held_since = 0.0
 
     # The DUL runs on a reused thread rather than as its own Thread: start, is_alive
     # and join keep their meaning for pynetdicom.
@@ -136,6 +156,36 @@ class LabDUL(DULServiceProvider):
     def join(self, timeout: float | None = None) -> None:
         self._finished.wait(timeout)
         self.on_exit: Callable[[], None] | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Reads held: only while established (Sta6). Once the association is ending (an
+        A-ABORT sent, Sta13; a release) the peer's close must be seen, held or not. And a
+        C-STORE still unanswered after HOLD_GRACE (fault_stall, a slow disk) lets the peer's
+        A-ABORT or close through: the handler must see that the modality gave up (it then
+        stores nothing); other PDUs wait for the answer."""
+        if not self.reads_held or self.state_machine.current_state != "Sta6":
+            return False
+        if time.monotonic() - self.held_since > HOLD_GRACE and self._peer_gave_up():
+            self.reads_held = False
+            return False
+        return True
+
+    def _peer_gave_up(self) -> bool:
+        """An A-ABORT (PDU type 0x07) or the end of the connection next in the socket: peeked,
+        nothing consumed. On TLS the PDU type is inside an encrypted record: only the end of
+        the connection is seen (peeked on the TCP socket below the TLS layer)."""
+        sock = self.socket.socket if self.socket is not None else None
+        if sock is None:
+            return True
+        tls = isinstance(sock, ssl.SSLSocket)
+        try:
+            head = socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return True
+        return head == b"" or (not tls and head == b"\x07")
 
     def ring(self) -> None:
         if threading.get_ident() == self._own_ident:
@@ -155,7 +205,7 @@ class LabDUL(DULServiceProvider):
         fds.register(self._wake_r, select.POLLIN)
         sock = self.socket.socket if self.socket is not None else None
         try:
-            if sock is not None and self.socket._is_connected:  # type: ignore[union-attr]
+            if sock is not None and self.socket._is_connected and not self.holding:  # type: ignore[union-attr]
                 fds.register(sock, select.POLLIN)
             fds.poll(IDLE_WAIT * 1000)
         except (OSError, ValueError):  # the socket closed under us: the loop finds out
@@ -196,7 +246,8 @@ class LabDUL(DULServiceProvider):
                 self.on_exit()
 
     def _run(self) -> None:
-        # pynetdicom 3.0.4 DULServiceProvider.run_reactor, with time.sleep(1 ms) -> _idle_wait()
+        # pynetdicom 3.0.4 DULServiceProvider.run_reactor, with time.sleep(1 ms) -> _idle_wait(),
+        # and no read while reads_held
         self._idle_timer.start()
         sleep = False
         while True:
@@ -215,10 +266,12 @@ class LabDUL(DULServiceProvider):
                 break
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
+            # read before the queue is looked at: the answer is queued before the hold ends
+            held = self.holding
             try:
                 if self._process_recv_primitive():
                     pass
-                elif self._is_transport_event():
+                elif not held and self._is_transport_event():
                     self._idle_timer.restart()
                 try:
                     event = self.event_queue.get(block=False)
@@ -268,10 +321,20 @@ class LabAssociation(Association):
         self.dul = LabDUL(self)
         ring_on_put(self.dul.to_user_queue, self._bell.set)  # A-RELEASE, A-ABORT, ... for the reactor
         self.dul.on_exit = self._bell.set
-        ring_on_put(self.dimse.msg_queue, self._bell.set)  # decoded DIMSE messages
+        put = self.dimse.msg_queue.put  # decoded DIMSE messages (put by the DUL thread, DT-2)
+
+        def put_message(item: Any, block: bool = True, timeout: float | None = None) -> None:
+            if isinstance(item[1], C_STORE):
+                self.dul.held_since = time.monotonic()
+                self.dul.reads_held = True  # until _run_reactor has queued the answer
+            put(item, block, timeout)
+            self._bell.set()
+
+        self.dimse.msg_queue.put = put_message  # type: ignore[method-assign]
 
     def kill(self) -> None:
         self._bell.set()
+        self.dul.reads_held = False  # no answer is coming any more (an invalid request, an abort)
         # pynetdicom's kill, with the DUL's stop woken instead of polled
         self._reactor_checkpoint.set()
         self._kill = True
@@ -319,7 +382,13 @@ class LabAssociation(Association):
                 if not msg.is_valid_request:  # upstream logs a warning and never answers
                     self._abort_invalid(msg)
                     return
-                self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                try:
+                    self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                finally:  # the answer is queued: the DUL sends it before it reads again. (Only a
+                    # C-STORE ends the hold: one read while a C-ECHO was served may have set it.)
+                    if isinstance(msg, C_STORE) and self.dul.reads_held:
+                        self.dul.reads_held = False
+                        self.dul.ring()
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)

@@ -934,7 +934,7 @@ class Pacs:
                         break
                 except RegistryUnavailable:
                     continue
-                if not event.assoc.is_established:
+                if not event.assoc.is_established or event.assoc.acse.is_aborted():  # the reactor is here
                     return STATUS_PROCESSING_FAILURE  # the modality gave up: nothing to answer
             self.events.emit(E.STORE_FAILED, f"fault_stall off: answering C-STORE of {uid} again.",
                              level="info", reason="fault-injected", **s.who())

@@ -105,6 +105,18 @@ def _raw_text(ds: Any, tag: int) -> str:
     return str(value).strip(" \0")
 
 
+def _umask() -> int | None:
+    """This process's umask, read without changing it (Linux /proc; None: unknown)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _write_all(fd: int, header: bytes, raw: bytes) -> None:
     """One writev for header + dataset, finishing any short write (a full disk raises)."""
     done = os.writev(fd, [header, raw])
@@ -204,6 +216,9 @@ class Storage:
         self.incoming = self.root / INCOMING
         self.incoming.mkdir(DIR_MODE, exist_ok=True)
         self.sop_marks = SopMarks(self.root, fsync)
+        # FILE_MODE whatever the umask: an fchmod per file only if the umask would take bits away
+        umask = _umask()
+        self._chmod_files = umask is None or FILE_MODE & ~umask != FILE_MODE
 
     def store(
         self,
@@ -241,11 +256,12 @@ class Storage:
         except FileNotFoundError:
             self.incoming.mkdir(exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            os.fchmod(fd, FILE_MODE)  # whatever the umask
-        except OSError:
-            self._drop(tmp, fd)
-            raise
+        if self._chmod_files:
+            try:
+                os.fchmod(fd, FILE_MODE)  # whatever the umask
+            except OSError:
+                self._drop(tmp, fd)
+                raise
         return tmp, fd
 
     @staticmethod
