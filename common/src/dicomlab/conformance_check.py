@@ -28,8 +28,8 @@ from .settings import ListenerSettings, Node
 ENCODABLE = frozenset(SIM_UNCOMPRESSED + SIM_COMPRESSED)
 
 
-def _name(uid: str) -> str:
-    return ts_item(uid)["name"]
+def _name(uid: str | None) -> str:
+    return ts_item(uid)["name"] if uid else "nothing"
 
 
 def _names(uids: Sequence[str]) -> str:

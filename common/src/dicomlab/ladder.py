@@ -273,7 +273,8 @@ class LadderBuilder:
             "outcome": self.outcome, "started": iso(self.t0), "duration_ms": duration, "summary": summary,
             "problem": self.problem, "contexts": self.contexts, "steps": self.steps, "pdus": self.pdus,
         }
-        return _safe(out)
+        safe: dict[str, Any] = _safe(out)
+        return safe
 
 
 def _safe(value: Any) -> Any:

@@ -297,7 +297,7 @@ class LabDUL(DULServiceProvider):
             self.socket.send(abort_pdu.encode())  # type: ignore[union-attr]
         except Exception:
             pass
-        assoc = self.assoc
+        assoc: Any = self.assoc  # a LabAssociation, or stock pynetdicom's (PACS_FASTPATH=0 never runs this)
         if not getattr(assoc, "lab_abort_reason", ""):
             assoc.lab_abort_reason = (f"Association aborted: the DICOM upper layer failed on what the peer sent "
                                       f"({type(exc).__name__}: {exc})")
@@ -315,6 +315,10 @@ class LabDUL(DULServiceProvider):
 
 
 class LabAssociation(Association):
+    dul: LabDUL  # set in __init__
+    lab_abort_reason = ""  # why the lab aborted it, in words (the association-aborted event)
+    lab_abort_code = ""  # that event's reason (pdu-invalid, internal-error, ...)
+
     def __init__(self, ae: Any, mode: str) -> None:
         super().__init__(ae, mode)
         self._bell = threading.Event()

@@ -231,7 +231,7 @@ def _forget_dead(folder: str) -> None:
         except (ValueError, IndexError):
             continue
         except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, folder)
+            multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
         except PermissionError:
             pass
 
@@ -242,7 +242,7 @@ def _app(journal: Path) -> Any:
 
     folder = os.environ[PROM_DIR_ENV]
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, folder)
+    multiprocess.MultiProcessCollector(registry, folder)  # type: ignore[no-untyped-call]
     registry.register(_JournalCollector(journal))
     metrics_app = make_wsgi_app(registry)
 

@@ -35,6 +35,7 @@ from typing import Any, cast
 from pynetdicom import AE, _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -95,7 +96,7 @@ class Session:
     ended: bool = False  # an association-released / -aborted event was written
     tls: dict[str, Any] | None = None  # on the TLS port: version, cipher, client certificate CN (tls.transport)
 
-    def who(self) -> dict[str, str]:
+    def who(self) -> dict[str, Any]:
         return {"assoc_id": self.id, "calling_aet": self.calling, "called_aet": self.called, "peer": self.peer}
 
 
@@ -164,7 +165,8 @@ class LabRequestHandler(RequestHandler):
         # pynetdicom's RequestHandler._create_association, with FastSocket, and without
         # deep-copying the server's contexts: EVT_REQUESTED sets each association's.
         fastpath = self.server.lab_pacs.fastpath  # type: ignore[attr-defined]
-        assoc = (LabAssociation if fastpath else Association)(self.ae, MODE_ACCEPTOR)  # stock: PACS_FASTPATH=0
+        assoc: LabAssociation = (LabAssociation if fastpath else Association)(  # type: ignore[assignment]
+            self.ae, MODE_ACCEPTOR)  # stock: PACS_FASTPATH=0 (an Association that quacks the same here)
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         sock = FastSocket(assoc, client_socket=self.request)
@@ -180,9 +182,9 @@ class LabRequestHandler(RequestHandler):
         assoc.requestor.address_info = self.remote
         for event, handlers in self.server._handlers.items():  # as pynetdicom binds them
             if event.is_intervention and handlers:
-                assoc.bind(event, *handlers)  # type: ignore[misc]
+                assoc.bind(event, *handlers)
             elif isinstance(event, evt.NotificationEvent):
-                for handler, args in handlers:  # type: ignore[misc]
+                for handler, args in handlers:  # type: ignore[misc]  # pynetdicom types the list loosely
                     assoc.bind(event, handler, args)
         return assoc
 
@@ -354,7 +356,7 @@ class Pacs:
         ae.add_supported_context(Verification)  # replaced per association by contexts_for()
         self.ae = ae
         receive_chunked()  # pynetdicom's loops write each dataset to a temporary file as it arrives
-        self.handlers = [
+        self.handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_released),
@@ -473,7 +475,7 @@ class Pacs:
                     level="error", reason="rebind-failed", detail={"port": settings.port},
                 )
                 return
-            self._wait_peers_on(self.port)
+            self._wait_peers_on(settings.port)
             self._listener_event(E.SETTINGS_CHANGED, f"Listener moved from port {old} to {self.port}; port {old} "
                              "is closed. Modalities must now send to the new port.",
                              detail={"port": self.port, "old_port": old})
@@ -542,7 +544,7 @@ class Pacs:
         if self.shared_load is None:
             return False
         counts = list(self.shared_load)
-        return counts[self.worker or 0] > min(counts)
+        return bool(counts[self.worker or 0] > min(counts))
 
     def untrack(self, assoc: Any) -> None:
         s = getattr(assoc, "lab_session", None)
@@ -619,7 +621,7 @@ class Pacs:
                     except Exception:  # verbose output must never change the decision
                         LOG.exception("verbose logging")
                 elif not d.settings.faults() and self.wire and not proposes_commitment(rq):
-                    assoc.dul.wire = self._wire_runner(s)  # the data phase on the socket (wire.py)
+                    assoc.dul.wire = self._wire_runner(s)  # type: ignore[attr-defined]  # the data phase on the socket (wire.py)
                 return
             mode = d.settings.refusal_mode if d.settings is not None else "reject"
             if mode != "reject" and d.reason in AUTHORIZATION_REASONS:
@@ -782,10 +784,10 @@ class Pacs:
             return
         s.ended = True
         why = getattr(event.assoc, "lab_abort_reason", "") or "Association aborted"
+        extra: dict[str, Any] = {"reason": code} if code else {}
         self.events.emit(E.ASSOCIATION_ABORTED, f"{why}; after {s.stored} stored instance(s): "
                          "every acknowledged instance is on disk; the modality must resend the rest.",
-                         level="warning", outcome="aborted", detail={"stored": s.stored},
-                         **({"reason": code} if code else {}), **s.who())
+                         level="warning", outcome="aborted", detail={"stored": s.stored}, **extra, **s.who())
 
     def _on_echo(self, event: evt.Event) -> int:
         s = _session(event.assoc)
@@ -804,7 +806,7 @@ class Pacs:
 
     def _on_store(self, event: evt.Event) -> int:
         s = _session(event.assoc)
-        rq = event.request
+        rq = cast(C_STORE, event.request)
         s.stores += 1
         if s.refusal == "dimse-failure":
             self.events.emit(E.STORE_FAILED, f"C-STORE of {rq.AffectedSOPInstanceUID} from refused {s.calling!r} "
@@ -908,7 +910,7 @@ class Pacs:
         settings = self._faults(s)
         if settings is None or not settings.faults():
             return None
-        uid = event.request.AffectedSOPInstanceUID
+        uid = cast(C_STORE, event.request).AffectedSOPInstanceUID
         if settings.fault_abort_after and s.stores > settings.fault_abort_after:
             self.events.emit(E.ASSOCIATION_ABORTED, f"Fault injected: A-ABORT on C-STORE #{s.stores} ({uid}, not "
                              f"stored) after {settings.fault_abort_after} instance(s) (fault_abort_after).",

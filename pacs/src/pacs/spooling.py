@@ -49,7 +49,7 @@ def dataset_offset(path: Path) -> int:
         head = f.read(12)
     if len(head) < 12 or head[:6] != b"\x02\x00\x00\x00UL":
         raise ValueError("no File Meta Information Group Length")
-    return 144 + struct.unpack("<I", head[8:12])[0]
+    return 144 + int(struct.unpack("<I", head[8:12])[0])
 
 
 def spool_from_file(storage: Storage, path: Path, transfer_syntax: str, sop_class: str, sop_instance: str,
