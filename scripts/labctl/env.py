@@ -8,14 +8,21 @@ import os
 import secrets
 import socket
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LAB_SCRIPT = ROOT / "scripts" / "lab.py"  # the entry point: the supervisor and _wait-redis run it
+
+try:
+    import dicomlab  # noqa: F401
+except ImportError:  # lab.py runs without the lab's packages too (`make down` without a venv)
+    sys.path.append(str(ROOT / "common" / "src"))
+from dicomlab.envfile import read_env_file  # noqa: E402  (dependency-free, as dicomlab.waiting)
+from dicomlab.ports import free_port  # noqa: E402,F401  (re-exported)
+from dicomlab.waiting import deadline_loop, poll_until  # noqa: E402,F401  (re-exported)
+
 SERVICES = ("redis", "pacs", "admin-api", "ct-simulator")
 # What each service's process runs, to recognize it by its command line.
 SERVICE_COMMANDS = {"redis": b"redis-server", "pacs": b"pacs", "admin-api": b"gunicorn",
@@ -34,17 +41,6 @@ def say(msg: str) -> None:
     print(f"lab: {msg}", flush=True)
 
 
-def deadline_loop(timeout: float, interval: float = 0.25) -> Iterator[float]:
-    """Yield until ``timeout`` seconds have passed, pausing ``interval`` between rounds."""
-    end = time.monotonic() + timeout
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        yield left
-        time.sleep(min(interval, max(end - time.monotonic(), 0)))
-
-
 # -- configuration ------------------------------------------------------------------------------
 
 
@@ -54,22 +50,6 @@ def state_dir() -> Path:
 
 def env_file() -> Path:
     return Path(os.environ.get("LAB_ENV_FILE") or ROOT / ".env").resolve()
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
 
 
 def load_env(generate_token: bool = False) -> None:
@@ -217,12 +197,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_ok(url: str, timeout: float = 3.0) -> bool:

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 from labctl.compose import Compose, docker_health
-from labctl.env import deadline_loop, say, service_redis_url
+from labctl.env import poll_until, say, service_redis_url
 
 # -- the listener in force: stored in Redis; the environment only seeds it ----------------------
 #
@@ -146,10 +146,7 @@ def listener_lines(runtime: str, live: dict | None, env: dict[str, str]) -> list
 def docker_stored_listener(compose: Compose, state: dict, timeout: float) -> dict[str, str] | None:
     """Start Redis alone and read the stored listener, before the PACS's port is published."""
     compose.run("up", "-d", "--no-deps", "redis", check=False)
-    for _ in deadline_loop(timeout, 1.0):
-        if docker_health(compose, "redis") == "healthy":
-            break
-    else:
+    if not poll_until(lambda: docker_health(compose, "redis") == "healthy", timeout, interval=1.0):
         return None
     return stored_listener(state, compose, running=False)
 

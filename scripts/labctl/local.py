@@ -23,6 +23,7 @@ from labctl.env import (
     deadline_loop,
     free_port,
     http_ok,
+    poll_until,
     port_in_use,
     print_ready,
     read_state,
@@ -252,23 +253,7 @@ def local_up() -> int:
              "pacs_port": env["PACS_PORT"], "sim_port": env["SIM_PORT"], "storage": env["PACS_STORAGE_DIR"],
              "log": str(log_path)}
     write_state(state)
-    checks = local_checks(env)
-    pending = set(cmds)
-    timeout = float(os.environ.get("LAB_UP_TIMEOUT", "90"))
-    t0 = time.monotonic()
-    for _ in deadline_loop(timeout, 0.3):
-        if sup.poll() is not None:
-            break
-        pending = {s for s in pending if not checks[s]()}
-        if not pending:
-            break
-    if pending or sup.poll() is not None:
-        tail = log_path.read_text(errors="replace").splitlines()[-40:]
-        print("\n".join(tail))
-        local_down(read_state(), quiet=True)
-        why = "a service exited" if sup.poll() is not None else f"not healthy after {timeout:.0f} s: {sorted(pending)}"
-        raise LabError(f"the local lab did not start ({why}); the log is above and in {log_path}")
-    say(f"every service healthy ({time.monotonic() - t0:.1f} s); logs: make logs ({log_path})")
+    wait_local_healthy(sup, env, list(cmds), log_path)
     live = live_listener(state)
     if live:
         notice = seed_notice(live["stored"])
@@ -284,6 +269,28 @@ def local_up() -> int:
     return 0
 
 
+def wait_local_healthy(sup: subprocess.Popen[bytes], env: dict[str, str], services: list[str], log_path: Path) -> None:
+    """Until every service answers its check (each is asked until it passes once); the log's tail
+    and a stopped lab when the supervisor exits or LAB_UP_TIMEOUT passes first."""
+    checks = local_checks(env)
+    pending = set(services)
+    timeout = float(os.environ.get("LAB_UP_TIMEOUT", "90"))
+    t0 = time.monotonic()
+    for _ in deadline_loop(timeout, 0.3):
+        if sup.poll() is not None:
+            break
+        pending = {s for s in pending if not checks[s]()}
+        if not pending:
+            break
+    if pending or sup.poll() is not None:
+        tail = log_path.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(tail))
+        local_down(read_state(), quiet=True)
+        why = "a service exited" if sup.poll() is not None else f"not healthy after {timeout:.0f} s: {sorted(pending)}"
+        raise LabError(f"the local lab did not start ({why}); the log is above and in {log_path}")
+    say(f"every service healthy ({time.monotonic() - t0:.1f} s); logs: make logs ({log_path})")
+
+
 def terminate(pids: list[int], timeout: float) -> list[int]:
     """SIGTERM, wait up to ``timeout``, SIGKILL what is left; returns the ones that needed SIGKILL."""
     for p in pids:
@@ -292,10 +299,9 @@ def terminate(pids: list[int], timeout: float) -> list[int]:
         except ProcessLookupError:
             pass
     left = [p for p in pids if alive(p)]
-    for _ in deadline_loop(timeout, 0.1):
-        left = [p for p in left if alive(p)]
-        if not left:
-            return []
+    if poll_until(lambda: not [p for p in left if alive(p)], timeout, interval=0.1):
+        return []
+    left = [p for p in left if alive(p)]
     for p in left:
         try:
             os.kill(p, signal.SIGKILL)
@@ -317,9 +323,7 @@ def local_down(state: dict | None, quiet: bool = False) -> int:
         terminate([state["supervisor"]], 20)
     leftovers = lab_pids(lab_id, sessions)
     killed = terminate(leftovers, 10) if leftovers else []
-    for _ in deadline_loop(5, 0.1):
-        if not lab_pids(lab_id, sessions):
-            break
+    poll_until(lambda: not lab_pids(lab_id, sessions), 5, interval=0.1)
     remaining = lab_pids(lab_id, sessions)
     clear_state()
     if remaining:
@@ -348,14 +352,18 @@ def wait_redis() -> int:
     import redis
 
     url = os.environ["REDIS_URL"]
-    for _ in deadline_loop(30, 0.1):
+
+    def answers() -> bool:
         try:
             c = redis.Redis.from_url(url, socket_connect_timeout=0.5)
             c.ping()
             c.close()
-            return 0
+            return True
         except redis.RedisError:
-            continue
+            return False
+
+    if poll_until(answers, 30, interval=0.1):
+        return 0
     where = url.rsplit("@", 1)[-1]  # never the password
     print(f"redis at {where} did not answer within 30 s", file=sys.stderr)
     return 1
