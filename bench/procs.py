@@ -12,10 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from dicomlab import ports
+from dicomlab.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -23,24 +25,14 @@ T = TypeVar("T")
 def free_port() -> int:
     """A port free on every address (not only 127.0.0.1: Orthanc's HTTP server binds all of them, and
     the hostile workloads' floods use ports on 127.0.0.2...). Bound for a moment, never listened on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+    return ports.free_port("")
 
 
 def poll(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.01,
          alive: Callable[[], str | None] | None = None) -> T:
-    """Call ``predicate`` until it returns something truthy; ``alive`` returns a reason to give up early."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if alive is not None and (why := alive()):
-            raise RuntimeError(f"{what}: {why}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """Call ``predicate`` until it returns something truthy; ``alive`` returns a reason to give up early
+    (dicomlab.waiting.wait_until, with the bench's short interval)."""
+    return wait_until(predicate, timeout, interval=interval, what=what, alive=alive)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -22,7 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .parts import Pacs, Redis, Volume, wait_until
+from dicomlab.waiting import poll_until
+
+from .parts import Pacs, Redis, Volume
 
 KINDS = ("worker-kill", "redis-kill", "supervisor-kill", "disk-full", "read-only", "redis-outage-worker-kill")
 
@@ -88,7 +90,7 @@ class FaultInjector(threading.Thread):
         def back() -> bool:
             pids = self.pacs.worker_pids()
             return victim not in pids and len(pids) >= want
-        if not wait_until(back, 90, 0.05):
+        if not poll_until(back, 90, interval=0.05):
             raise RuntimeError(f"{line}; the supervisor did not bring {want} workers back within 90 s")
         return f"{line}; workers now {self.pacs.worker_pids()}"
 

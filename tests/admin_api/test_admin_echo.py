@@ -102,12 +102,10 @@ def test_echo_over_ipv6(api, host):
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
-    with socket.socket(socket.AF_INET6) as s:
-        s.bind(("::1", 0))
-        port = s.getsockname()[1]
     ae = AE(ae_title="V6")
     ae.add_supported_context(Verification)
-    server = ae.start_server(("::1", port), block=False)
+    server = ae.start_server(("::1", 0), block=False)
+    port = server.server_address[1]  # the port it got
     try:
         add(api, "V6", port, host=host)
         res = api.post("/api/nodes/V6/echo").get_json()

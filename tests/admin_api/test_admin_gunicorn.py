@@ -8,6 +8,8 @@ import time
 import requests
 from admin_helpers import AUTH
 
+from dicomlab.waiting import poll_until
+
 STREAMS = 24
 
 
@@ -75,9 +77,7 @@ def test_access_log_leaves_out_passing_health_checks_and_keeps_the_rest(redis_se
         assert requests.get(server.url + "/api/health?probe=marker", timeout=5).status_code == 200
         assert requests.get(server.url + "/api/nodes", timeout=5).status_code == 401
         assert requests.get(server.url + "/api/nodes", headers=AUTH, timeout=5).status_code == 200
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and server.log().count('"GET /api/nodes') < 2:
-            time.sleep(0.1)
+        poll_until(lambda: server.log().count('"GET /api/nodes') >= 2, 10, interval=0.1)
         log = server.log()
     finally:
         server.stop()

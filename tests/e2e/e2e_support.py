@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from dicomlab.waiting import wait_until
 from lab import ROOT, free_port
 
 SIM_AE = "CT01"
@@ -40,14 +41,7 @@ runtime = load_runtime_module()
 
 def poll(check, timeout: float, interval: float = 0.25, what: str = "condition"):
     """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout:.0f} s (last: {last!r})")
+    return wait_until(check, timeout, interval=interval, what=what, error=AssertionError)
 
 
 class LabRun:

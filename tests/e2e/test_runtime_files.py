@@ -262,14 +262,14 @@ def test_base_image_script_is_valid_bash():
 def test_runtime_choice(tmp_path, monkeypatch, wanted, engine, expected):
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("LAB_RUNTIME", wanted)
-    monkeypatch.setattr(runtime, "docker_answers", lambda: engine)
-    monkeypatch.setattr(runtime, "compose_command", lambda: ["docker-compose"])
+    monkeypatch.setattr(runtime.commands, "docker_answers", lambda: engine)
+    monkeypatch.setattr(runtime.commands, "compose_command", lambda: ["docker-compose"])
     assert runtime.choose_runtime(for_up=True) == expected
 
 
 def test_a_recorded_runtime_wins_for_down(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("LAB_RUNTIME", raising=False)
-    monkeypatch.setattr(runtime, "docker_answers", lambda: True)
+    monkeypatch.setattr(runtime.commands, "docker_answers", lambda: True)
     runtime.write_state({"runtime": "local", "lab_id": "x"})
     assert runtime.choose_runtime(for_up=False) == "local"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from lab import PacsProcess, RedisServer, free_port, wait_for
+from lab import PacsProcess, RedisServer, wait_for
 
 TOKEN = "scenario-test-token-0123456789"
 
@@ -46,9 +46,9 @@ class AdminServer:
         if tls_dir is not None:  # the PACS's lab CA: the admin API downloads it and issues node certificates
             config["TLS_DIR"] = str(tls_dir)
         app = create_app(config)
-        self.port = free_port()
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)  # the port it got:
+        self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = make_server("127.0.0.1", self.port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         wait_for(lambda: requests.get(self.url + "/api/health", timeout=2).ok, 10, what="the admin API")

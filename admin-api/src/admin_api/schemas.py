@@ -5,7 +5,8 @@ AE-title / host / port rules of ``dicomlab.aetitle``, plugged in as validators.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from apiflask import Schema, fields, validators
@@ -14,14 +15,7 @@ from marshmallow import ValidationError as MaValidationError
 
 from dicomlab.aetitle import AE_MAX_LENGTH, check_ae_title, check_host, check_port, check_uid
 from dicomlab.errors import ValidationError as LabValidationError
-from dicomlab.settings import (
-    CLIENT_CERTIFICATE_MODES,
-    DEFAULT_NODE_SERVICES,
-    LIMITS,
-    REFUSAL_MODES,
-    SERVICES,
-    TLS_MODES,
-)
+from dicomlab.settings import SERVICES, ListenerSettings, Node, range_words
 
 # One printable non-space character somewhere, no backslash, no control characters
 # (documentation for clients and test generators; the shared rule decides).
@@ -51,24 +45,25 @@ def ae_title_field(required: bool = False, description: str = "AE title", **kw: 
     )
 
 
-def host_field(required: bool = False, **kw: Any) -> fields.String:
+def host_field(required: bool = False, description: str = "IPv4/IPv6 address or RFC 1123 host name",
+               **kw: Any) -> fields.String:
     return fields.String(
         required=required,
         validate=_shared(check_host),
         error_messages={"required": "Give an IP address or a host name.", "invalid": "Give an IP address or a host name."},
-        metadata={"description": "IPv4/IPv6 address or RFC 1123 host name", "minLength": 1, "maxLength": 253,
+        metadata={"description": description, "minLength": 1, "maxLength": 253,
                   "example": "192.168.1.10"},
         **kw,
     )
 
 
-def port_field(required: bool = False, **kw: Any) -> fields.Integer:
+def port_field(required: bool = False, description: str = "a TCP port", **kw: Any) -> fields.Integer:
     return fields.Integer(
         required=required,
         strict=True,
         validate=_shared(check_port),
         error_messages={"required": "Give a port.", "invalid": "A port is a whole number from 1 to 65535."},
-        metadata={"minimum": 1, "maximum": 65535, "example": 104},
+        metadata={"description": description, "minimum": 1, "maximum": 65535, "example": 104},
         **kw,
     )
 
@@ -85,70 +80,85 @@ class Strict(Schema):
     }
 
 
-# -- listener settings ---------------------------------------------------------
-def _uid_list(description: str) -> fields.List:
+# -- the settings fields: built from their one declaration in dicomlab.settings ----------------
+SERVICES_ERROR = f"Services are {', '.join(map(repr, SERVICES))}.".replace("'", '"')
+
+
+def _uid_list(description: str, **kw: Any) -> fields.List:
     return fields.List(
         fields.String(validate=_shared(check_uid), metadata={"maxLength": 64, "pattern": UID_PATTERN}),
-        metadata={"description": description},
+        metadata={"description": description}, **kw,
     )
 
 
-def _fault_int(top: int, description: str) -> fields.Integer:
-    return fields.Integer(
-        strict=True,
-        validate=validators.Range(0, top, error=f"A whole number from 0 to {top} (0: off)."),
-        metadata={"description": description, "minimum": 0, "maximum": top},
-    )
+def _out_field(kind: str, description: str) -> fields.Field:
+    """A response field: the type and the words (a stored value is shown as it is)."""
+    meta = {"description": description}
+    if kind in ("uids", "services"):
+        return fields.List(fields.String(), metadata=meta)
+    if kind in ("int", "port"):
+        return fields.Integer(metadata=meta)
+    return fields.Boolean(metadata=meta) if kind == "bool" else fields.String(metadata=meta)
 
 
-def _limit(name: str, description: str) -> fields.Integer:
-    low, top = LIMITS[name]
-    return fields.Integer(
-        strict=True,
-        validate=validators.Range(low, top, error=f"{name} is a whole number from {low} to {top}"
-                                  + (" (0: off)." if low == 0 else ".")),
-        metadata={"description": description, "minimum": low, "maximum": top},
-    )
+def _in_field(name: str, m: Mapping[str, Any], description: str, kw: dict[str, Any]) -> fields.Field:
+    """A request field: the type, the rule (the shared checks, range, enum, length) and the words."""
+    kind = m["kind"]
+    meta: dict[str, Any] = {"description": description}
+    if kind == "ae_title":
+        return ae_title_field(description=description, **kw)
+    if kind == "host":
+        return host_field(description=description, **kw)
+    if kind == "port":
+        return port_field(description=description, **kw)
+    if kind == "bool":
+        return fields.Boolean(metadata=meta, **kw)
+    if kind == "int":
+        low, top = m["range"]
+        return fields.Integer(strict=True, validate=validators.Range(low, top, error=range_words(name, low, top)),
+                              metadata={**meta, "minimum": low, "maximum": top}, **kw)
+    if kind == "uids":
+        return _uid_list(description, **kw)
+    if kind == "choice":
+        choices = list(m["choices"])
+        return fields.String(validate=validators.OneOf(choices, error=f"{name} is one of {', '.join(choices)}."),
+                             metadata={**meta, "enum": choices}, **kw)
+    if kind == "text":
+        top = m["max_length"]
+        return fields.String(validate=validators.Length(max=top, error=f"A {name} is text of at most {top} characters."),
+                             metadata={**meta, "maxLength": top}, **kw)
+    if kind == "services":
+        return fields.List(fields.String(validate=validators.OneOf(SERVICES, error=SERVICES_ERROR),
+                                         metadata={"enum": list(SERVICES)}), metadata=meta, **kw)
+    raise TypeError(f"{name}: no API field for kind {kind!r}")
 
 
-class ScpPatch(Strict):
-    ae_title = ae_title_field(description="the PACS's AE title (called AE title)")
-    port = port_field()
-    verbose = fields.Boolean(metadata={"description": "PDU-level detail in the events"})
-    max_associations = fields.Integer(strict=True, validate=validators.Range(1, 1000, error="max_associations is a whole number from 1 to 1000."))
-    sop_classes = _uid_list("accepted storage SOP classes")
-    transfer_syntaxes = _uid_list("accepted transfer syntaxes")
-    refusal_mode = fields.String(
-        validate=validators.OneOf(list(REFUSAL_MODES), error=f"refusal_mode is one of {', '.join(REFUSAL_MODES)}."),
-        metadata={"description": "how a node the policy refuses is turned away: "
-                  + "; ".join(f"{k}: {v}" for k, v in REFUSAL_MODES.items()), "enum": list(REFUSAL_MODES)})
-    fault_delay_ms = _fault_int(600_000, "fault injection: milliseconds to wait before answering each C-ECHO / "
-                                "C-STORE (0: off)")
-    fault_abort_after = _fault_int(1_000_000, "fault injection: A-ABORT on the C-STORE after this many in one "
-                                   "association (0: off)")
-    fault_status = _fault_int(0xFFFF, "fault injection: answer every C-STORE with this DIMSE status and store "
-                              "nothing, e.g. 42752 = 0xA700 Out of Resources (0: off)")
-    fault_stall = fields.Boolean(metadata={"description": "fault injection: stop answering C-STOREs (the "
-                                           "modality's DIMSE timeout fires)"})
-    assoc_request_timeout = _limit("assoc_request_timeout", "seconds a new connection has to deliver its complete "
-                                   "A-ASSOCIATE-RQ (like DCMTK's ARTIM timer)")
-    max_pending_connections = _limit("max_pending_connections", "connections not yet decided, in total; more are "
-                                     "closed at once")
-    max_pending_per_address = _limit("max_pending_per_address", "connections not yet decided from one source "
-                                     "address; more are closed at once")
-    max_associations_per_node = _limit("max_associations_per_node", "simultaneous associations per calling AE "
-                                       "title, refused 2/3/2 beyond it (0: off)")
-    spool_threshold_bytes = _limit("spool_threshold_bytes", "a dataset larger than this is written to disk as it "
-                                   "arrives instead of held in memory")
-    max_instance_bytes = _limit("max_instance_bytes", "a larger instance is aborted (instance-too-large)")
-    tls_enabled = fields.Boolean(metadata={"description": "the DICOM TLS listener runs beside the plain one"})
-    tls_port = port_field()  # the DICOM TLS port (registered: 2762)
-    commitment_attempts = _limit("commitment_attempts", "Storage Commitment: attempts to deliver an N-EVENT-REPORT")
-    commitment_interval = _limit("commitment_interval", "Storage Commitment: seconds before the second attempt, "
-                                 "doubled after each failure")
-    qr_max_matches = _limit("qr_max_matches", "Query/Retrieve: most C-FIND matches returned for one request")
-    qr_max_suboperations = _limit("qr_max_suboperations", "Query/Retrieve: most C-MOVE / C-GET sub-operations for "
-                                  "one request")
+def setting_fields(record: type, mode: str) -> dict[str, fields.Field]:
+    """The marshmallow fields of a settings record (ListenerSettings, Node), from its field metadata.
+
+    mode ``in``: a whole record (required where the record has no default, else that default);
+    ``patch``: any subset; ``out``: a response."""
+    out: dict[str, fields.Field] = {}
+    for f in dataclasses.fields(record):
+        m = f.metadata
+        if mode == "out":
+            out[f.name] = _out_field(m["kind"], m["description"])
+            continue
+        kw: dict[str, Any] = {}
+        if mode == "in":
+            if f.default is not dataclasses.MISSING:
+                kw["load_default"] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                kw["load_default"] = f.default_factory
+            else:
+                kw["required"] = True
+        words = (m["patch_description"] if mode == "patch" else None) or m["description"]
+        out[f.name] = _in_field(f.name, m, words, kw)
+    return out
+
+
+# -- listener settings ---------------------------------------------------------
+ScpPatch = Strict.from_dict(setting_fields(ListenerSettings, "patch"), name="ScpPatch")
 
 
 class PublicAddress(Schema):
@@ -169,78 +179,13 @@ class ListenerInfo(Schema):
     public = fields.Nested(PublicAddress, metadata={"description": "where a modality outside must send"})
 
 
-class ScpOut(Schema):
-    ae_title = fields.String()
-    port = fields.Integer()
-    verbose = fields.Boolean()
-    max_associations = fields.Integer()
-    sop_classes = fields.List(fields.String())
-    transfer_syntaxes = fields.List(fields.String())
-    refusal_mode = fields.String()
-    fault_delay_ms = fields.Integer()
-    fault_abort_after = fields.Integer()
-    fault_status = fields.Integer()
-    fault_stall = fields.Boolean()
-    assoc_request_timeout = fields.Integer()
-    max_pending_connections = fields.Integer()
-    max_pending_per_address = fields.Integer()
-    max_associations_per_node = fields.Integer()
-    spool_threshold_bytes = fields.Integer()
-    max_instance_bytes = fields.Integer()
-    tls_enabled = fields.Boolean()
-    tls_port = fields.Integer()
-    commitment_attempts = fields.Integer()
-    commitment_interval = fields.Integer()
-    qr_max_matches = fields.Integer()
-    qr_max_suboperations = fields.Integer()
-    listener = fields.Nested(ListenerInfo)
+ScpOut = Schema.from_dict({**setting_fields(ListenerSettings, "out"), "listener": fields.Nested(ListenerInfo)},
+                          name="ScpOut")
 
 
 # -- nodes ------------------------------------------------------------------------
-SERVICES_ERROR = f"Services are {', '.join(map(repr, SERVICES))}.".replace("'", '"')
-
-
-def _tls_field(**kw: Any) -> fields.String:
-    return fields.String(validate=validators.OneOf(TLS_MODES, error=f"tls is one of {', '.join(TLS_MODES)}."),
-                         metadata={"description": "DICOM TLS for this node: off (plain port only), allowed (either "
-                                   "port), required (TLS port only; on the plain port rejected 1/1/3)",
-                                   "enum": list(TLS_MODES)}, **kw)
-
-
-def _client_certificate_field(**kw: Any) -> fields.String:
-    return fields.String(validate=validators.OneOf(CLIENT_CERTIFICATE_MODES, error="client_certificate is one of "
-                                                   + ", ".join(CLIENT_CERTIFICATE_MODES) + "."),
-                         metadata={"description": "on the TLS port, must the node present a certificate from the "
-                                   "lab CA naming it", "enum": list(CLIENT_CERTIFICATE_MODES)}, **kw)
-
-
-class NodeIn(Strict):
-    ae_title = ae_title_field(required=True, description="the modality's AE title (calling AE title); case matters")
-    host = host_field(required=True)
-    port = port_field(load_default=104)
-    description = fields.String(
-        load_default="", validate=validators.Length(max=256, error="A description is text of at most 256 characters."),
-        metadata={"maxLength": 256})
-    services = fields.List(
-        fields.String(validate=validators.OneOf(SERVICES, error=SERVICES_ERROR)),
-        load_default=lambda: list(DEFAULT_NODE_SERVICES),
-        metadata={"description": "what the node may do"},
-    )
-    enabled = fields.Boolean(load_default=True)
-    tls = _tls_field(load_default="off")
-    client_certificate = _client_certificate_field(load_default="none")
-
-
-class NodePatch(Strict):
-    ae_title = ae_title_field(description="a new AE title renames the node")
-    host = host_field()
-    port = port_field()
-    description = fields.String(validate=validators.Length(max=256, error="A description is text of at most 256 characters."),
-                                metadata={"maxLength": 256})
-    services = fields.List(fields.String(validate=validators.OneOf(SERVICES, error=SERVICES_ERROR)))
-    enabled = fields.Boolean()
-    tls = _tls_field()
-    client_certificate = _client_certificate_field()
+NodeIn = Strict.from_dict(setting_fields(Node, "in"), name="NodeIn")
+NodePatch = Strict.from_dict(setting_fields(Node, "patch"), name="NodePatch")
 
 
 class NodeStatus(Schema):
@@ -260,16 +205,7 @@ class NodeStatus(Schema):
     last_echo_ms = fields.Float(allow_none=True)
 
 
-class NodeOut(Schema):
-    ae_title = fields.String()
-    host = fields.String()
-    port = fields.Integer()
-    description = fields.String()
-    services = fields.List(fields.String())
-    enabled = fields.Boolean()
-    tls = fields.String()
-    client_certificate = fields.String()
-    status = fields.Nested(NodeStatus)
+NodeOut = Schema.from_dict({**setting_fields(Node, "out"), "status": fields.Nested(NodeStatus)}, name="NodeOut")
 
 
 class EchoOut(Schema):

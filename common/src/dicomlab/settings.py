@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from .aetitle import check_ae_title, check_host, check_port, check_uid
@@ -98,58 +99,90 @@ def _check_uid_list(value: Any, name: str) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-# The listener's whole-number settings with a range: name -> (lowest, highest) accepted value.
-LIMITS: dict[str, tuple[int, int]] = {
-    "assoc_request_timeout": (1, 3600),
-    "max_pending_connections": (1, 100_000),
-    "max_pending_per_address": (1, 100_000),
-    "max_associations_per_node": (0, 1000),
-    "spool_threshold_bytes": (64 * 1024, 1 << 40),
-    "max_instance_bytes": (1024 * 1024, 1 << 42),
-    # Storage Commitment: attempts to deliver an N-EVENT-REPORT, and the first wait between two
-    # (doubled after each failure, at most 10 times the first).
-    "commitment_attempts": (1, 100),
-    "commitment_interval": (1, 3600),
-    # Query/Retrieve: at most this many C-FIND matches are returned (then the search ends with
-    # a warning event); at most this many C-MOVE / C-GET sub-operations per request.
-    "qr_max_matches": (1, 100_000),
-    "qr_max_suboperations": (1, 1_000_000),
-}
-BOOL_FIELDS = ("verbose", "fault_stall", "tls_enabled")
-INT_FIELDS = ("port", "tls_port", "max_associations", "fault_delay_ms", "fault_abort_after", "fault_status", *LIMITS)
+# -- the settings fields, declared once ---------------------------------------------------------
+# Each field of ListenerSettings and Node carries its description and rule as field metadata
+# (``setting(...)``): the validation below, the admin API's schemas (admin_api.schemas builds
+# its marshmallow fields from them, so the OpenAPI document shows the same words, ranges and
+# enums) and the scenario runner's writable lists are derived from these declarations. Adding
+# a setting is one field here (plus what the PACS does with it).
+#
+# kind: ae_title | host | port | bool | int (with ``range``) | uids | choice (with ``choices``)
+#       | text (with ``max_length``) | services
+# group: "limit" (the limits at the DICOM port and the talking-back limits: LIMITS), "fault"
+
+
+def setting(default: Any = MISSING, *, kind: str, description: str, factory: Callable[[], Any] | None = None,
+            range: tuple[int, int] | None = None, choices: tuple[str, ...] | None = None,  # noqa: A002
+            max_length: int | None = None, group: str | None = None, patch_description: str | None = None) -> Any:
+    """A dataclass field with the metadata above (no default and no factory: required)."""
+    meta = {"kind": kind, "description": description, "range": range, "choices": choices,
+            "max_length": max_length, "group": group, "patch_description": patch_description}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    if default is MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def range_words(name: str, low: int, top: int) -> str:
+    """The sentence for a whole number out of its range (the API and the records say the same)."""
+    return f"{name} is a whole number from {low} to {top}" + (" (0: off)." if low == 0 else ".")
+
+
+def _refusal_words() -> str:
+    return "how a node the policy refuses is turned away: " + "; ".join(f"{k}: {v}" for k, v in REFUSAL_MODES.items())
 
 
 @dataclass
 class ListenerSettings:
     """The PACS listener, stored in the ``dicomlab:scp`` hash."""
 
-    ae_title: str = "PACS"
-    port: int = 11112
-    verbose: bool = False
-    max_associations: int = 10
-    sop_classes: list[str] = field(default_factory=lambda: list(DEFAULT_STORAGE_SOP_CLASSES))
-    transfer_syntaxes: list[str] = field(default_factory=lambda: list(DEFAULT_TRANSFER_SYNTAXES))
-    refusal_mode: str = "reject"
+    ae_title: str = setting("PACS", kind="ae_title", description="the PACS's AE title (called AE title)")
+    port: int = setting(11112, kind="port", description="the plain DICOM port the PACS listens on")
+    verbose: bool = setting(False, kind="bool", description="PDU-level detail in the events")
+    max_associations: int = setting(10, kind="int", range=(1, 1000),
+                                    description="simultaneous associations the PACS accepts, in total")
+    sop_classes: list[str] = setting(factory=lambda: list(DEFAULT_STORAGE_SOP_CLASSES), kind="uids",
+                                     description="accepted storage SOP classes")
+    transfer_syntaxes: list[str] = setting(factory=lambda: list(DEFAULT_TRANSFER_SYNTAXES), kind="uids",
+                                           description="accepted transfer syntaxes")
+    refusal_mode: str = setting("reject", kind="choice", choices=tuple(REFUSAL_MODES), description=_refusal_words())
     # PACS-side fault injection (in the spirit of DCMTK storescp --sleep-*, --abort-after, ...):
-    fault_delay_ms: int = 0  # wait this long before answering each C-ECHO / C-STORE
-    fault_abort_after: int = 0  # A-ABORT on the C-STORE after this many in one association (0: off)
-    fault_status: int = 0  # answer every C-STORE with this status and store nothing (0: off)
-    fault_stall: bool = False  # stop answering C-STOREs (the modality's DIMSE timeout fires)
+    fault_delay_ms: int = setting(0, kind="int", range=(0, 600_000), group="fault", description=(
+        "fault injection: milliseconds to wait before answering each C-ECHO / C-STORE (0: off)"))
+    fault_abort_after: int = setting(0, kind="int", range=(0, 1_000_000), group="fault", description=(
+        "fault injection: A-ABORT on the C-STORE after this many in one association (0: off)"))
+    fault_status: int = setting(0, kind="int", range=(0, 0xFFFF), group="fault", description=(
+        "fault injection: answer every C-STORE with this DIMSE status and store nothing, e.g. 42752 = 0xA700 "
+        "Out of Resources (0: off)"))
+    fault_stall: bool = setting(False, kind="bool", group="fault", description=(
+        "fault injection: stop answering C-STOREs (the modality's DIMSE timeout fires)"))
     # Limits at the DICOM port (second stage, "Limits at the DICOM port"):
-    assoc_request_timeout: int = 30  # seconds for a connection to deliver a complete A-ASSOCIATE-RQ (DCMTK's ARTIM)
-    max_pending_connections: int = 64  # connections not yet decided, in total
-    max_pending_per_address: int = 16  # connections not yet decided, per source address
-    max_associations_per_node: int = 0  # simultaneous associations per calling AE title (0: off)
-    spool_threshold_bytes: int = 16 * 1024 * 1024  # a dataset larger than this goes to disk as it arrives
-    max_instance_bytes: int = 4 * 1024 * 1024 * 1024  # a larger instance is aborted (instance-too-large)
+    assoc_request_timeout: int = setting(30, kind="int", range=(1, 3600), group="limit", description=(
+        "seconds a new connection has to deliver its complete A-ASSOCIATE-RQ (like DCMTK's ARTIM timer)"))
+    max_pending_connections: int = setting(64, kind="int", range=(1, 100_000), group="limit", description=(
+        "connections not yet decided, in total; more are closed at once"))
+    max_pending_per_address: int = setting(16, kind="int", range=(1, 100_000), group="limit", description=(
+        "connections not yet decided from one source address; more are closed at once"))
+    max_associations_per_node: int = setting(0, kind="int", range=(0, 1000), group="limit", description=(
+        "simultaneous associations per calling AE title, refused 2/3/2 beyond it (0: off)"))
+    spool_threshold_bytes: int = setting(16 * 1024 * 1024, kind="int", range=(64 * 1024, 1 << 40), group="limit",
+                                         description="a dataset larger than this is written to disk as it arrives "
+                                         "instead of held in memory")
+    max_instance_bytes: int = setting(4 * 1024 * 1024 * 1024, kind="int", range=(1024 * 1024, 1 << 42), group="limit",
+                                      description="a larger instance is aborted (instance-too-large)")
     # DICOM TLS (second stage, "DICOM TLS"): a second listener beside the plain one.
-    tls_enabled: bool = True
-    tls_port: int = 2762  # the port registered for DICOM TLS
+    tls_enabled: bool = setting(True, kind="bool", description="the DICOM TLS listener runs beside the plain one")
+    tls_port: int = setting(2762, kind="port", description="the DICOM TLS port (registered for DICOM TLS: 2762)")
     # The PACS talks back (second stage): Storage Commitment and Query/Retrieve.
-    commitment_attempts: int = 5
-    commitment_interval: int = 10  # seconds before the second attempt; doubled after each failure
-    qr_max_matches: int = 1000
-    qr_max_suboperations: int = 10_000
+    commitment_attempts: int = setting(5, kind="int", range=(1, 100), group="limit", description=(
+        "Storage Commitment: attempts to deliver an N-EVENT-REPORT"))
+    commitment_interval: int = setting(10, kind="int", range=(1, 3600), group="limit", description=(
+        "Storage Commitment: seconds before the second attempt, doubled after each failure (at most 10 times)"))
+    qr_max_matches: int = setting(1000, kind="int", range=(1, 100_000), group="limit", description=(
+        "Query/Retrieve: most C-FIND matches returned for one request (then a warning event)"))
+    qr_max_suboperations: int = setting(10_000, kind="int", range=(1, 1_000_000), group="limit", description=(
+        "Query/Retrieve: most C-MOVE / C-GET sub-operations for one request"))
 
     def validate(self) -> "ListenerSettings":
         self.ae_title = check_ae_title(self.ae_title, "ae_title")
@@ -161,23 +194,16 @@ class ListenerSettings:
         if self.tls_enabled and self.tls_port == self.port:
             raise ValidationError(f"tls_port {self.tls_port} is the plain port too: the TLS listener needs a port "
                                   "of its own (DICOM TLS is registered as 2762).", "tls_port")
-        if isinstance(self.max_associations, bool) or not isinstance(self.max_associations, int) or not 1 <= self.max_associations <= 1000:
-            raise ValidationError("max_associations is a whole number from 1 to 1000.", "max_associations")
         self.sop_classes = _check_uid_list(self.sop_classes, "sop_classes")
         self.transfer_syntaxes = _check_uid_list(self.transfer_syntaxes, "transfer_syntaxes")
         if not self.transfer_syntaxes:
             raise ValidationError("Accept at least one transfer syntax.", "transfer_syntaxes")
         if self.refusal_mode not in REFUSAL_MODES:
             raise ValidationError(f"refusal_mode is one of {', '.join(REFUSAL_MODES)}.", "refusal_mode")
-        for name, top in (("fault_delay_ms", 600_000), ("fault_abort_after", 1_000_000), ("fault_status", 0xFFFF)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
-                raise ValidationError(f"{name} is a whole number from 0 to {top} (0: off).", name)
-        for name, (low, top) in LIMITS.items():
+        for name, (low, top) in RANGES.items():  # max_associations, the faults, the limits
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top:
-                raise ValidationError(f"{name} is a whole number from {low} to {top}"
-                                      + (" (0: off)." if low == 0 else "."), name)
+                raise ValidationError(range_words(name, low, top), name)
         return self
 
     def faults(self) -> dict[str, Any]:
@@ -198,7 +224,7 @@ class ListenerSettings:
                 setattr(out, f.name, int(v))
             elif f.name in BOOL_FIELDS:
                 setattr(out, f.name, v == "1")
-            elif f.name in ("sop_classes", "transfer_syntaxes"):
+            elif f.name in LIST_FIELDS:
                 setattr(out, f.name, json.loads(v))
             else:
                 setattr(out, f.name, v)
@@ -212,14 +238,21 @@ class ListenerSettings:
 class Node:
     """An authorized modality (SCU), stored in ``dicomlab:node:<AE>``."""
 
-    ae_title: str
-    host: str
-    port: int = 104
-    description: str = ""
-    services: list[str] = field(default_factory=lambda: list(DEFAULT_NODE_SERVICES))
-    enabled: bool = True
-    tls: str = "off"  # TLS_MODES
-    client_certificate: str = "none"  # CLIENT_CERTIFICATE_MODES
+    ae_title: str = setting(kind="ae_title", description="the modality's AE title (calling AE title); case matters",
+                            patch_description="a new AE title renames the node")
+    host: str = setting(kind="host", description="IPv4/IPv6 address or RFC 1123 host name")
+    port: int = setting(104, kind="port", description="the port the node listens on, where the lab calls it (C-ECHO, "
+                        "C-MOVE, Storage Commitment reports)")
+    description: str = setting("", kind="text", max_length=256, description="a note for people")
+    services: list[str] = setting(factory=lambda: list(DEFAULT_NODE_SERVICES), kind="services",
+                                  description="what the node may do")
+    enabled: bool = setting(True, kind="bool", description="false: the PACS refuses the node as it refuses an "
+                            "unknown AE title")
+    tls: str = setting("off", kind="choice", choices=TLS_MODES, description=(
+        "DICOM TLS for this node: off (plain port only), allowed (either port), required (TLS port only; on the "
+        "plain port rejected 1/1/3)"))
+    client_certificate: str = setting("none", kind="choice", choices=CLIENT_CERTIFICATE_MODES, description=(
+        "on the TLS port, must the node present a certificate from the lab CA naming it"))
 
     def validate(self) -> "Node":
         self.ae_title = check_ae_title(self.ae_title, "ae_title")
@@ -264,6 +297,23 @@ class Node:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+
+def _named(cls: type, **match: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if all(f.metadata.get(k) == v for k, v in match.items()))
+
+
+# Derived from the declarations above (never listed by hand):
+LISTENER_FIELDS = _named(ListenerSettings)  # every listener setting: what a client may write
+NODE_FIELDS = _named(Node)  # every node field: what a client may write
+BOOL_FIELDS = _named(ListenerSettings, kind="bool")
+INT_FIELDS = _named(ListenerSettings, kind="port") + _named(ListenerSettings, kind="int")
+LIST_FIELDS = _named(ListenerSettings, kind="uids")
+# The listener's whole-number settings with a range: name -> (lowest, highest) accepted value.
+RANGES: dict[str, tuple[int, int]] = {f.name: f.metadata["range"] for f in fields(ListenerSettings)
+                                      if f.metadata["kind"] == "int"}
+# The limits at the DICOM port and of the PACS talking back (a subset of RANGES).
+LIMITS: dict[str, tuple[int, int]] = {n: RANGES[n] for n in _named(ListenerSettings, group="limit")}
 
 ADMIN_TOKEN_MIN_LENGTH = 16
 

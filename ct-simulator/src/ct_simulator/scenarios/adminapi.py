@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dicomlab.settings import LIMITS
+from dicomlab.envfile import read_env_file
+from dicomlab.settings import LISTENER_FIELDS, NODE_FIELDS
+from dicomlab.waiting import poll_until
 
-# Listener settings the runner may change and must put back.
-SCP_WRITABLE = ("ae_title", "port", "verbose", "max_associations", "sop_classes", "transfer_syntaxes",
-                "refusal_mode", "fault_delay_ms", "fault_abort_after", "fault_status", "fault_stall",
-                "tls_enabled", "tls_port", *LIMITS)
-CA_ROUTE = "/api/tls/ca.pem"  # the lab CA certificate (PEM), the tls-pacs branch's route
-NODE_WRITABLE = ("ae_title", "host", "port", "description", "services", "enabled", "tls", "client_certificate")
+# Listener settings the runner may change and must put back, and a node's fields: every field of
+# dicomlab.settings.ListenerSettings / Node (derived there from the one declaration).
+SCP_WRITABLE = LISTENER_FIELDS
+NODE_WRITABLE = NODE_FIELDS
+CA_ROUTE = "/api/tls/ca.pem"  # the lab CA certificate (PEM)
 
 
 class ApiError(RuntimeError):
@@ -28,23 +28,6 @@ class ApiError(RuntimeError):
         self.body = body
         detail = body.get("detail") if isinstance(body, dict) else body
         super().__init__(f"{what}: HTTP {status} {json.dumps(detail) if detail else ''}".strip())
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, _, v = line.partition("=")
-            v = v.strip()
-            if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
-                v = v[1:-1]
-            out[k.strip()] = v
-    return out
 
 
 def lab_env() -> dict[str, str]:
@@ -91,12 +74,7 @@ class AdminApi:
             return False
 
     def wait_healthy(self, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.healthy():
-                return True
-            time.sleep(0.1)
-        return False
+        return bool(poll_until(self.healthy, timeout, interval=0.1))
 
     def scp(self) -> dict[str, Any]:
         return self.call("GET", "/api/scp")

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dicomlab.ports import free_port
+from dicomlab.waiting import poll_until, wait_until
+
 from . import commitprobe, probe
 from . import netns as netns_mod
 from .adminapi import SCP_WRITABLE, AdminApi, ApiError
@@ -113,12 +116,6 @@ class LabContext:
     workdir: str = ""  # a private folder for the TLS files of the scenarios
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Skip(Exception):
     pass
 
@@ -150,14 +147,8 @@ class Runner:
         self.ctx.peer = ev["peer"]
 
     def _wait_for(self, since: str, pred: Any, timeout: float | None = None) -> dict[str, Any] | None:
-        deadline = time.monotonic() + (timeout or self.ctx.event_timeout)
-        while True:
-            for e in self.ctx.api.events_since(since):
-                if pred(e):
-                    return e
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.1)
+        return poll_until(lambda: next((e for e in self.ctx.api.events_since(since) if pred(e)), None),
+                          timeout or self.ctx.event_timeout, interval=0.1)
 
     def _marker(self) -> bool:
         """A rejected C-ECHO whose event closes the scenario's window of events."""
@@ -175,14 +166,8 @@ class Runner:
         connections: with several PACS worker processes the others follow the first within their poll
         interval (DESIGN: within 2 s). Returns a mismatch sentence when ``old`` keeps accepting.
         ``elsewhere``: look from there (a container on the lab network) instead of this host."""
-        deadline = time.monotonic() + timeout
-        while True:
-            hb = (self.ctx.api.scp().get("listener") or {}).get("heartbeat") or {}
-            if hb.get("port") == port:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the PACS did not report listening on port {port} within {timeout:g} s")
-            time.sleep(0.1)
+        wait_until(lambda: ((self.ctx.api.scp().get("listener") or {}).get("heartbeat") or {}).get("port") == port,
+                   timeout, interval=0.1, what=f"the PACS to report listening on port {port}", error=RuntimeError)
         if old is None or not (self.ctx.direct_port or elsewhere is not None):
             return None
         moved = time.monotonic()
@@ -469,14 +454,9 @@ class Runner:
         outage would: a pause shorter than the PACS's look at its registry ends before it notices."""
         if self.ctx.pacs_log is None:
             return False
-        deadline = time.monotonic() + timeout
-        while True:
-            for type_, line in self.ctx.pacs_log.lines(after):
-                if type_.rstrip(":") == "settings-changed" and "(Redis) is unreachable" in line:
-                    return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
+        log = self.ctx.pacs_log
+        return bool(poll_until(lambda: any(type_.rstrip(":") == "settings-changed" and "(Redis) is unreachable" in line
+                                           for type_, line in log.lines(after)), timeout, interval=0.2))
 
     def _hold(self, calling: str, called: str) -> Any:
         from pynetdicom.presentation import build_context
