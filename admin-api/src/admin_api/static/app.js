@@ -95,26 +95,35 @@ function statusOrText(v) {
 }
 
 // ------------------------------------------------------------------ listener
+// A refresh (an event about the listener) never overwrites what the administrator is typing:
+// while the form has unsaved edits, only the status lines are refreshed.
+let scpEdited = false;
+
 async function loadScp() {
   const r = await api("GET", "/api/scp");
   if (!r.ok) return;
   const s = r.data;
+  showScpStatus(s);
+  if (scpEdited) return;
   $("#scp-ae_title").value = s.ae_title;
   $("#scp-port").value = s.port;
   $("#scp-verbose").checked = !!s.verbose;
   $("#scp-tls_enabled").checked = !!s.tls_enabled;
   $("#scp-tls_port").value = s.tls_port;
-  if (typeof loadTls === "function") loadTls(); // tls.js
   $("#scp-refusal_mode").value = s.refusal_mode || "reject";
   $("#scp-fault_delay_ms").value = s.fault_delay_ms || 0;
   $("#scp-fault_abort_after").value = s.fault_abort_after || 0;
   $("#scp-fault_status").value = s.fault_status ? `0x${s.fault_status.toString(16).toUpperCase().padStart(4, "0")}` : "0";
   $("#scp-fault_stall").checked = !!s.fault_stall;
+}
+
+function showScpStatus(s) {
+  if (typeof loadTls === "function") loadTls(); // tls.js
   const on = [];
   if (s.refusal_mode && s.refusal_mode !== "reject") on.push(`refusal mode ${s.refusal_mode}`);
   if (s.fault_delay_ms) on.push(`delay ${s.fault_delay_ms} ms`);
   if (s.fault_abort_after) on.push(`abort after ${s.fault_abort_after}`);
-  if (s.fault_status) on.push(`status ${$("#scp-fault_status").value}`);
+  if (s.fault_status) on.push(`status 0x${s.fault_status.toString(16).toUpperCase().padStart(4, "0")}`);
   if (s.fault_stall) on.push("stall");
   $("#scp-faults").textContent = on.length ? `Misbehaving on purpose: ${on.join(", ")}.` : "Behaving normally.";
   const l = s.listener || {};
@@ -145,6 +154,7 @@ async function saveScp(ev) {
   };
   const r = await api("PATCH", "/api/scp", body);
   if (!r.ok) { showErrors("scp", r); return; }
+  scpEdited = false;
   await loadScp();
 }
 
@@ -468,6 +478,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); stopStream(); askToken(); });
   $("#scp-form").addEventListener("submit", saveScp);
+  $("#scp-form").addEventListener("input", () => { scpEdited = true; });
   $("#node-form").addEventListener("submit", submitNode);
   $("#node-cancel").addEventListener("click", resetNodeForm);
   $("#sim-form").addEventListener("submit", sendStudy);
