@@ -204,15 +204,24 @@ def uid(value: str | bytes, encoding: str = "ascii", errors: str = "strict") -> 
     return raw + b"\0" if len(raw) % 2 else raw
 
 
-def presentation_context(context_id: int, abstract_syntax: str, transfer_syntaxes: Sequence[str]) -> bytes:
+def item_uid(value: str, pad: bool = False) -> bytes:
+    """A UID as an A-ASSOCIATE item value: not padded (PS3.8 annex F; what pynetdicom and
+    DCMTK send), or NUL padded to an even length as some clients do (``pad``)."""
+    return uid(value) if pad else value.encode("ascii")
+
+
+def presentation_context(context_id: int, abstract_syntax: str, transfer_syntaxes: Sequence[str],
+                         pad: bool = False) -> bytes:
     """A presentation context item of an A-ASSOCIATE-RQ."""
-    sub = item(ABSTRACT_SYNTAX_ITEM, uid(abstract_syntax))
-    sub += b"".join(item(TRANSFER_SYNTAX_ITEM, uid(ts)) for ts in transfer_syntaxes)
+    sub = item(ABSTRACT_SYNTAX_ITEM, item_uid(abstract_syntax, pad))
+    sub += b"".join(item(TRANSFER_SYNTAX_ITEM, item_uid(ts, pad)) for ts in transfer_syntaxes)
     return item(PRESENTATION_CONTEXT_RQ_ITEM, bytes([context_id, 0, 0, 0]) + sub)
 
 
-def user_information(max_pdu: int, implementation_uid: str, version_name: str | None = None) -> bytes:
-    sub = item(MAXIMUM_LENGTH_ITEM, _UL_BE.pack(max_pdu)) + item(IMPLEMENTATION_CLASS_UID_ITEM, uid(implementation_uid))
+def user_information(max_pdu: int, implementation_uid: str, version_name: str | None = None,
+                     pad: bool = False) -> bytes:
+    sub = (item(MAXIMUM_LENGTH_ITEM, _UL_BE.pack(max_pdu))
+           + item(IMPLEMENTATION_CLASS_UID_ITEM, item_uid(implementation_uid, pad)))
     if version_name is not None:
         sub += item(IMPLEMENTATION_VERSION_NAME_ITEM, version_name.encode("ascii"))
     return item(USER_INFORMATION_ITEM, sub)
@@ -221,14 +230,14 @@ def user_information(max_pdu: int, implementation_uid: str, version_name: str | 
 
 def associate_rq(called: str | bytes, calling: str | bytes, contexts: Iterable[tuple[int, str, Sequence[str]]],
                  max_pdu: int, implementation_uid: str, version_name: str | None = None,
-                 encoding: str = "ascii") -> bytes:
+                 encoding: str = "ascii", pad: bool = False) -> bytes:
     """An A-ASSOCIATE-RQ: protocol version 1, ``contexts`` as (ID, abstract syntax,
     transfer syntaxes), the user information (maximum length, implementation UID and
-    version name)."""
+    version name). ``pad``: UIDs NUL padded to even lengths (``item_uid``)."""
     body = (struct.pack(">HH", 1, 0) + ae_title(called, encoding) + ae_title(calling, encoding) + b"\0" * 32
-            + item(APPLICATION_CONTEXT_ITEM, uid(APPLICATION_CONTEXT))
-            + b"".join(presentation_context(cid, abstract, ts) for cid, abstract, ts in contexts)
-            + user_information(max_pdu, implementation_uid, version_name))
+            + item(APPLICATION_CONTEXT_ITEM, item_uid(APPLICATION_CONTEXT, pad))
+            + b"".join(presentation_context(cid, abstract, ts, pad) for cid, abstract, ts in contexts)
+            + user_information(max_pdu, implementation_uid, version_name, pad))
     return pdu(A_ASSOCIATE_RQ, body)
 
 
