@@ -27,7 +27,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-# -- PDU types (PS3.8 table 9-11 ...) and their names ---------------------------------------------
+# -- PDU types (PS3.8 §9.3) and their names -------------------------------------------------------
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
 PDU_NAMES = {A_ASSOCIATE_RQ: "A-ASSOCIATE-RQ", A_ASSOCIATE_AC: "A-ASSOCIATE-AC", A_ASSOCIATE_RJ: "A-ASSOCIATE-RJ",
