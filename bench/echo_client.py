@@ -1,6 +1,6 @@
 """Association accept rate: A-ASSOCIATE-RQ + C-ECHO + A-RELEASE-RQ over a raw socket, in a loop.
 
-The three PDUs are encoded once, by hand (PS3.8 §9.3), so the client costs a few system calls per
+The three PDUs are encoded once (dicomlab.pdu, PS3.8 §9.3), so the client costs a few system calls per
 association and the receiver is what is measured. Each association is a new TCP connection with
 TCP_NODELAY; it counts as completed when the A-ASSOCIATE-AC accepted the Verification context, the
 C-ECHO-RSP said Success (0x0000) and the A-RELEASE-RP arrived.
@@ -20,99 +20,52 @@ import argparse
 import json
 import socket
 import ssl
-import struct
 import sys
 import time
 from collections import Counter
 
-VERIFICATION = "1.2.840.10008.1.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
-APP_CONTEXT = "1.2.840.10008.3.1.1.1"
+from dicomlab import pdu
+
+VERIFICATION = pdu.VERIFICATION
+IMPLICIT_LE = pdu.IMPLICIT_VR_LE
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"  # pydicom's implementation class UID root
 MAX_PDU = 16384
 
 
-def _uid(uid: str) -> bytes:
-    b = uid.encode("ascii")
-    return b + b"\0" if len(b) % 2 else b
-
-
-def _item(item_type: int, body: bytes) -> bytes:
-    return struct.pack(">BBH", item_type, 0, len(body)) + body
-
-
-def _ae(title: str) -> bytes:
-    return title.encode("ascii")[:16].ljust(16, b" ")
-
-
 def associate_rq(calling: str, called: str) -> bytes:
-    pres = _item(0x20, struct.pack(">BBBB", 1, 0, 0, 0) + _item(0x30, _uid(VERIFICATION)) + _item(0x40, _uid(IMPLICIT_LE)))
-    user = _item(0x50, _item(0x51, struct.pack(">I", MAX_PDU)) + _item(0x52, _uid(IMPLEMENTATION_UID))
-                 + _item(0x55, b"DICOMLAB_BENCH"))
-    body = (struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + b"\0" * 32
-            + _item(0x10, _uid(APP_CONTEXT)) + pres + user)
-    return struct.pack(">BBI", 0x01, 0, len(body)) + body
-
-
-def _element(group: int, elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", group, elem, len(value)) + value
+    return pdu.associate_rq(called, calling, [(1, VERIFICATION, [IMPLICIT_LE])], MAX_PDU, IMPLEMENTATION_UID,
+                            "DICOMLAB_BENCH", pad=True)
 
 
 def echo_rq(message_id: int = 1) -> bytes:
     """P-DATA-TF with one PDV: the C-ECHO-RQ command set, implicit VR little endian."""
-    elements = (_element(0, 0x0002, _uid(VERIFICATION)) + _element(0, 0x0100, struct.pack("<H", 0x0030))
-                + _element(0, 0x0110, struct.pack("<H", message_id)) + _element(0, 0x0800, struct.pack("<H", 0x0101)))
-    command = _element(0, 0x0000, struct.pack("<I", len(elements))) + elements
-    pdv = struct.pack(">IBB", len(command) + 2, 1, 0x03) + command  # context 1, command, last fragment
-    return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
+    return pdu.p_data(1, pdu.COMMAND | pdu.LAST, pdu.c_echo_rq(message_id))  # context 1, command, last fragment
 
 
-RELEASE_RQ = struct.pack(">BBII", 0x05, 0, 4, 0)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed by the peer")
-        buf += chunk
-    return bytes(buf)
+RELEASE_RQ = pdu.RELEASE_RQ
 
 
 def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    head = _recv_exact(sock, 6)
-    pdu_type, _, length = struct.unpack(">BBI", head)
-    return pdu_type, _recv_exact(sock, length)
+    try:
+        pdu_type, body = pdu.read_pdu(sock)
+    except pdu.Closed:
+        raise ConnectionError("closed by the peer") from None  # counted as "error ConnectionError"
+    return pdu_type, bytes(body)
 
 
 def context_accepted(ac_body: bytes) -> bool:
     """Is presentation context 1 accepted (result 0) in this A-ASSOCIATE-AC body?"""
-    pos = 68
-    while pos + 4 <= len(ac_body):
-        item_type, _, length = struct.unpack(">BBH", ac_body[pos:pos + 4])
-        if item_type == 0x21 and ac_body[pos + 4] == 1:
-            return ac_body[pos + 6] == 0
-        pos += 4 + length
-    return False
+    return pdu.context_results(ac_body).get(1) == 0
 
 
 def echo_status(pdata_body: bytes) -> int | None:
     """The Status (0000,0900) of the command in this P-DATA-TF body, if there is one."""
-    pos = 0
-    while pos + 6 <= len(pdata_body):
-        length, = struct.unpack(">I", pdata_body[pos:pos + 4])
-        header = pdata_body[pos + 5]
-        data = pdata_body[pos + 6:pos + 4 + length]
-        pos += 4 + length
+    for _, _, header, data in pdu.pdvs(pdata_body):
         if not header & 0x01:
             continue
-        i = 0
-        while i + 8 <= len(data):
-            group, elem, vlen = struct.unpack("<HHI", data[i:i + 8])
-            if (group, elem) == (0, 0x0900) and vlen == 2:
-                return struct.unpack("<H", data[i + 8:i + 10])[0]
-            i += 8 + vlen
+        for group, elem, vlen, value in pdu.elements(data):
+            if (group, elem) == (0, pdu.STATUS) and vlen == 2:
+                return pdu.us_value(value)
     return None
 
 

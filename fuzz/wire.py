@@ -1,7 +1,8 @@
 """DICOM upper layer (PS3.8) and DIMSE command sets, as bytes a fuzzer can bend.
 
 Builders take every length and type as a parameter (``None``: the correct one), so
-a case can say exactly which field it got wrong. ``exchange`` plays a list of
+a case can say exactly which field it got wrong; the formats, constants and decoders
+are dicomlab.pdu's (the lab's one PDU codec), bent here only where a field is given. ``exchange`` plays a list of
 chunks to a peer on a real socket and reports what came back and how it ended.
 """
 
@@ -12,17 +13,16 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-APP_CONTEXT = "1.2.840.10008.3.1.1.1"
-VERIFICATION = "1.2.840.10008.1.1"
+from dicomlab import pdu as codec
+from dicomlab.pdu import APPLICATION_CONTEXT as APP_CONTEXT
+from dicomlab.pdu import IMPLICIT_VR_LE as IMPLICIT_LE
+from dicomlab.pdu import PDU_NAMES, VERIFICATION
+
 CT = "1.2.840.10008.5.1.4.1.1.2"
-IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 IMPL_UID = "1.2.826.0.1.3680043.10.1482.9"  # DICOM Lab fuzzer
-
-PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "P-DATA-TF", 5: "A-RELEASE-RQ",
-             6: "A-RELEASE-RP", 7: "A-ABORT"}
 
 
 def text(value: str | bytes) -> bytes:
@@ -41,31 +41,31 @@ def uid_bytes(uid: str | bytes, pad: bytes = b"\0") -> bytes:
 
 # -- PDUs and items -------------------------------------------------------------------------------
 def pdu(kind: int, body: bytes, length: int | None = None, reserved: int = 0) -> bytes:
-    return struct.pack(">BBI", kind, reserved, len(body) if length is None else length) + body
+    return codec.header(kind, len(body) if length is None else length, reserved) + body
 
 
 def item(kind: int, body: bytes, length: int | None = None) -> bytes:
     """A variable item of an A-ASSOCIATE PDU: type, reserved, 2-byte length."""
-    return struct.pack(">BBH", kind, 0, (len(body) if length is None else length) & 0xFFFF) + body
+    return codec.ITEM_HEADER.pack(kind, 0, (len(body) if length is None else length) & 0xFFFF) + body
 
 
 def presentation_context(context_id: int, abstract: str | bytes | None, syntaxes: list[str | bytes],
-                         kind: int = 0x20) -> bytes:
-    sub = b"" if abstract is None else item(0x30, text(abstract))
-    sub += b"".join(item(0x40, text(ts)) for ts in syntaxes)
-    return item(kind, struct.pack(">BBBB", context_id & 0xFF, 0, 0, 0) + sub)
+                         kind: int = codec.PRESENTATION_CONTEXT_RQ_ITEM) -> bytes:
+    sub = b"" if abstract is None else item(codec.ABSTRACT_SYNTAX_ITEM, text(abstract))
+    sub += b"".join(item(codec.TRANSFER_SYNTAX_ITEM, text(ts)) for ts in syntaxes)
+    return item(kind, bytes([context_id & 0xFF, 0, 0, 0]) + sub)
 
 
 def user_information(max_pdu: int | None = 16384, impl_uid: str | bytes | None = IMPL_UID,
                      version: str | bytes | None = b"LABFUZZ", extra: bytes = b"") -> bytes:
     sub = b""
     if max_pdu is not None:
-        sub += item(0x51, struct.pack(">I", max_pdu & 0xFFFFFFFF))
+        sub += item(codec.MAXIMUM_LENGTH_ITEM, (max_pdu & 0xFFFFFFFF).to_bytes(4, "big"))
     if impl_uid is not None:
-        sub += item(0x52, text(impl_uid))
+        sub += item(codec.IMPLEMENTATION_CLASS_UID_ITEM, text(impl_uid))
     if version is not None:
-        sub += item(0x55, text(version))
-    return item(0x50, sub + extra)
+        sub += item(codec.IMPLEMENTATION_VERSION_NAME_ITEM, text(version))
+    return item(codec.USER_INFORMATION_ITEM, sub + extra)
 
 
 def associate_rq(called: str | bytes = "PACS", calling: str | bytes = "FUZZ",
@@ -76,7 +76,7 @@ def associate_rq(called: str | bytes = "PACS", calling: str | bytes = "FUZZ",
         contexts = [presentation_context(1, VERIFICATION, [IMPLICIT_LE]),
                     presentation_context(3, CT, [EXPLICIT_LE, IMPLICIT_LE])]
     body = struct.pack(">HH", protocol & 0xFFFF, 0) + ae16(called) + ae16(calling) + b"\0" * 32
-    body += item(0x10, text(APP_CONTEXT)) if app_context is None else app_context
+    body += item(codec.APPLICATION_CONTEXT_ITEM, text(APP_CONTEXT)) if app_context is None else app_context
     body += b"".join(contexts)
     body += user_information() if user_info is None else user_info
     return pdu(kind, body + extra, length)
@@ -84,33 +84,33 @@ def associate_rq(called: str | bytes = "PACS", calling: str | bytes = "FUZZ",
 
 def pdv(context_id: int, control: int, data: bytes, length: int | None = None) -> bytes:
     """A presentation data value item: length (4), context id, control header (bit 0 command, bit 1 last)."""
-    return struct.pack(">IBB", len(data) + 2 if length is None else length, context_id & 0xFF, control & 0xFF) + data
+    return codec.PDV_HEADER.pack(len(data) + 2 if length is None else length, context_id & 0xFF, control & 0xFF) + data
 
 
 def p_data(*pdvs: bytes, length: int | None = None) -> bytes:
-    return pdu(0x04, b"".join(pdvs), length)
+    return pdu(codec.P_DATA_TF, b"".join(pdvs), length)
 
 
-RELEASE_RQ = pdu(0x05, b"\0\0\0\0")
-RELEASE_RP = pdu(0x06, b"\0\0\0\0")
+RELEASE_RQ = codec.RELEASE_RQ
+RELEASE_RP = codec.RELEASE_RP
 
 
 def abort(source: int = 0, reason: int = 0) -> bytes:
-    return pdu(0x07, bytes([0, 0, source & 0xFF, reason & 0xFF]))
+    return codec.abort(source & 0xFF, reason & 0xFF)
 
 
 # -- DIMSE command sets (implicit VR little endian, group 0000) -----------------------------------
 def element(elem: int, value: bytes, group: int = 0x0000, length: int | None = None) -> bytes:
-    return struct.pack("<HHI", group, elem, len(value) if length is None else length) + value
+    return codec.ELEMENT_HEADER.pack(group, elem, len(value) if length is None else length) + value
 
 
 def us(v: int) -> bytes:
-    return struct.pack("<H", v & 0xFFFF)
+    return codec.us(v & 0xFFFF)
 
 
 def command_set(elements: list[bytes], group_length: int | None = None) -> bytes:
     body = b"".join(elements)
-    return element(0x0000, struct.pack("<I", len(body) if group_length is None else group_length)) + body
+    return element(codec.GROUP_LENGTH, (len(body) if group_length is None else group_length).to_bytes(4, "little")) + body
 
 
 def echo_rq_elements(message_id: int = 1) -> list[bytes]:
@@ -142,14 +142,7 @@ def message_pdus(context_id: int, command: bytes, dataset: bytes | None, max_fra
 # -- what came back ----------------------------------------------------------------------------
 def parse_pdus(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     """Complete PDUs (type, body) in ``data`` and the incomplete rest."""
-    out, off = [], 0
-    while len(data) - off >= 6:
-        kind, _, length = struct.unpack_from(">BBI", data, off)
-        if len(data) - off - 6 < length:
-            break
-        out.append((kind, data[off + 6: off + 6 + length]))
-        off += 6 + length
-    return out, data[off:]
+    return codec.split(data)
 
 
 def command_fields(body: bytes, pending: bytearray | None = None) -> list[dict[int, bytes]]:
@@ -208,8 +201,9 @@ def describe(kind: int, body: bytes, out: Outcome) -> None:
         name = f"A-ASSOCIATE-RJ({body[1]},{body[2]},{body[3]})"
     elif kind == 0x04:
         for cmd in command_fields(body, out.command_so_far):
-            field_ = struct.unpack("<H", cmd[0x0100][:2])[0] if len(cmd.get(0x0100, b"")) >= 2 else -1
-            status = struct.unpack("<H", cmd[0x0900][:2])[0] if len(cmd.get(0x0900, b"")) >= 2 else -1
+            field_ = codec.us_value(cmd.get(codec.COMMAND_FIELD))
+            status = codec.us_value(cmd.get(codec.STATUS))
+            field_, status = (-1 if field_ is None else field_), (-1 if status is None else status)
             uid = cmd.get(0x1000, b"").rstrip(b"\0 ").decode("latin-1")
             out.statuses.append((field_, status, uid))
             name = f"RSP(0x{field_ & 0xFFFF:04X},0x{status & 0xFFFF:04X})"

@@ -20,6 +20,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import generate_uid
 from test_wire import read_pdu
 
+from dicomlab import pdu
 from lab import PacsProcess, add_node, echoscu, events_of, need, wait_for
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -32,42 +33,32 @@ ENGINES = ["wire", "verbose", "stock"]
 
 # -- PDUs -------------------------------------------------------------------------
 def _uid(u: str) -> bytes:
-    b = u.encode()
-    return b + b"\0" if len(b) % 2 else b
-
-
-def _item(t: int, body: bytes) -> bytes:
-    return struct.pack(">BBH", t, 0, len(body)) + body
+    return pdu.uid(u)
 
 
 def associate_rq(ts: str = EXPLICIT, calling: str = "CT01") -> bytes:
-    def ctx(cid: int, uid: str, syntax: str) -> bytes:
-        return _item(0x20, bytes([cid, 0, 0, 0]) + _item(0x30, _uid(uid)) + _item(0x40, _uid(syntax)))
-    user = _item(0x50, _item(0x51, struct.pack(">I", 16384)) + _item(0x52, _uid("1.2.3.4")))
-    body = (struct.pack(">HH", 1, 0) + b"PACS".ljust(16) + calling.encode().ljust(16) + b"\0" * 32
-            + _item(0x10, _uid("1.2.840.10008.3.1.1.1")) + ctx(1, VERIFICATION, IMPLICIT) + ctx(3, CT, ts) + user)
-    return struct.pack(">BBI", 1, 0, len(body)) + body
+    return pdu.associate_rq("PACS", calling, [(1, VERIFICATION, [IMPLICIT]), (3, CT, [ts])], 16384, "1.2.3.4",
+                            pad=True)
 
 
 def p_data(*pdvs: tuple[int, int, bytes]) -> bytes:
     """One P-DATA-TF of (context id, message control header, fragment) items."""
-    body = b"".join(struct.pack(">IBB", len(f) + 2, cid, mch) + f for cid, mch, f in pdvs)
-    return struct.pack(">BBI", 4, 0, len(body)) + body
+    return pdu.pdu(pdu.P_DATA_TF, b"".join(pdu.pdv(cid, mch, f) for cid, mch, f in pdvs))
 
 
 def el(elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0, elem, len(value)) + value
+    return pdu.element(elem, value)
 
 
 def command_set(field: int, message_id: int | None = 7, sop_class: str = VERIFICATION,
                 sop_instance: str | None = None, with_data: bool = False) -> bytes:
-    elems = el(0x2, _uid(sop_class)) + el(0x100, struct.pack("<H", field))
+    elems = [el(pdu.AFFECTED_SOP_CLASS_UID, _uid(sop_class)), el(pdu.COMMAND_FIELD, pdu.us(field))]
     if message_id is not None:
-        elems += el(0x110, struct.pack("<H", message_id))
-    elems += el(0x800, struct.pack("<H", 0x0001 if with_data else 0x0101))
+        elems.append(el(pdu.MESSAGE_ID, pdu.us(message_id)))
+    elems.append(el(pdu.COMMAND_DATASET_TYPE, pdu.us(pdu.DATASET_PRESENT if with_data else pdu.NO_DATASET)))
     if sop_instance is not None:
-        elems += el(0x1000, _uid(sop_instance))
-    return el(0, struct.pack("<I", len(elems))) + elems
+        elems.append(el(pdu.AFFECTED_SOP_INSTANCE_UID, _uid(sop_instance)))
+    return pdu.command_set(elems)
 
 
 def store_command(sop_instance: str) -> bytes:
@@ -92,7 +83,7 @@ def dataset_header(sop_instance: str, ts: str = EXPLICIT, **extra) -> bytes:
 
 
 def abort_bytes(reason: int) -> bytes:
-    return struct.pack(">BBIBBBB", 7, 0, 4, 0, 0, 2, reason)
+    return pdu.abort_pdu(reason)
 
 
 def status_of(body: bytes) -> int:

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from dicomlab import pdu
 from lab import add_node, echoscu, events_of, wait_for
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -16,45 +17,25 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 IMPLICIT = "1.2.840.10008.1.2"
 
 
-def _uid(u: str) -> bytes:
-    b = u.encode()
-    return b + b"\0" if len(b) % 2 else b
-
-
-def _item(t: int, body: bytes) -> bytes:
-    return struct.pack(">BBH", t, 0, len(body)) + body
-
-
 def associate_rq(calling: str = "CT01", called: str = "PACS", max_pdu: int = 16384) -> bytes:
-    ctx = lambda cid, uid: _item(0x20, bytes([cid, 0, 0, 0]) + _item(0x30, _uid(uid)) + _item(0x40, _uid(IMPLICIT)))  # noqa: E731
-    user = _item(0x50, _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, _uid("1.2.3.4")))
-    body = (struct.pack(">HH", 1, 0) + called.encode().ljust(16) + calling.encode().ljust(16) + b"\0" * 32
-            + _item(0x10, _uid("1.2.840.10008.3.1.1.1")) + ctx(1, VERIFICATION) + ctx(3, CT) + user)
-    return struct.pack(">BBI", 1, 0, len(body)) + body
+    return pdu.associate_rq(called, calling, [(1, VERIFICATION, [IMPLICIT]), (3, CT, [IMPLICIT])], max_pdu, "1.2.3.4",
+                            pad=True)
 
 
 def read_pdu(s: socket.socket) -> tuple[int, bytes]:
-    head = b""
-    while len(head) < 6:
-        chunk = s.recv(6 - len(head))
-        if not chunk:
-            return 0, b""
-        head += chunk
-    t, _, n = struct.unpack(">BBI", head)
-    body = b""
-    while len(body) < n:
-        body += s.recv(n - len(body))
-    return t, body
+    """(type, body); (0, b"") if the connection closed first."""
+    try:
+        t, body = pdu.read_pdu(s)
+    except pdu.Closed:
+        return 0, b""
+    return t, bytes(body)
 
 
 def command(field: int, cid: int, extra: bytes = b"") -> bytes:
-    def el(g: int, e: int, v: bytes) -> bytes:
-        return struct.pack("<HHI", g, e, len(v)) + v
-    elems = el(0, 2, _uid(CT if cid == 3 else VERIFICATION)) + el(0, 0x100, struct.pack("<H", field)) \
-        + el(0, 0x110, struct.pack("<H", 7)) + el(0, 0x800, struct.pack("<H", 0x0101)) + extra
-    cmd = el(0, 0, struct.pack("<I", len(elems))) + elems
-    pdv = struct.pack(">IBB", len(cmd) + 2, cid, 0x03) + cmd
-    return struct.pack(">BBI", 4, 0, len(pdv)) + pdv
+    elems = [pdu.element(pdu.AFFECTED_SOP_CLASS_UID, pdu.uid(CT if cid == 3 else VERIFICATION)),
+             pdu.element(pdu.COMMAND_FIELD, pdu.us(field)), pdu.element(pdu.MESSAGE_ID, pdu.us(7)),
+             pdu.element(pdu.COMMAND_DATASET_TYPE, pdu.us(pdu.NO_DATASET)), extra]
+    return pdu.p_data(cid, pdu.COMMAND | pdu.LAST, pdu.command_set(elems))
 
 
 @pytest.fixture
@@ -98,31 +79,3 @@ def test_connection_dropped_mid_message_is_an_abort_and_stores_nothing(accepted,
     ev = wait_for(lambda: events_of(registry, "association-aborted", calling_aet="CT01"))[-1]
     assert "0 stored" in ev.message
     assert not list(pacs.storage_dir.rglob("*.dcm"))
-
-
-@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC000, 0x0124])
-@pytest.mark.parametrize("cid,msg_id", [(1, 1), (3, 65535), (255, 7)])
-def test_responses_are_encoded_as_pynetdicom_encodes_them(status, cid, msg_id):
-    from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RSP
-    from pynetdicom.dimse_primitives import C_ECHO, C_STORE
-    from pynetdicom.pdu import P_DATA_TF
-
-    from pacs.wire import response_pdu
-
-    def pynetdicom_bytes(primitive, message):
-        message.primitive_to_message(primitive)
-        out = b""
-        for pdata in message.encode_msg(cid, 16384):
-            pdu = P_DATA_TF()
-            pdu.from_primitive(pdata)
-            out += pdu.encode()
-        return out
-
-    for sop_instance in ("1.2.3.4", "1.2.826.0.1.3680043.8.498.12345678901234567890"):
-        rsp = C_STORE()
-        rsp.MessageIDBeingRespondedTo, rsp.AffectedSOPClassUID = msg_id, CT
-        rsp.AffectedSOPInstanceUID, rsp.Status = sop_instance, status
-        assert response_pdu(cid, 0x8001, msg_id, CT, status, sop_instance) == pynetdicom_bytes(rsp, C_STORE_RSP())
-    echo = C_ECHO()
-    echo.MessageIDBeingRespondedTo, echo.AffectedSOPClassUID, echo.Status = msg_id, VERIFICATION, status
-    assert response_pdu(cid, 0x8030, msg_id, VERIFICATION, status) == pynetdicom_bytes(echo, C_ECHO_RSP())

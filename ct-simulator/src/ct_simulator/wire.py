@@ -37,18 +37,16 @@ the hot path, and nothing else reads the socket while it is parked.
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom.association import Association
 
-PDU_HEADER = struct.Struct(">BBL")
-PDV_HEADER = struct.Struct(">LBB")  # item length, presentation context ID, message control header
-P_DATA_TF, A_RELEASE_RQ, A_ABORT_RQ = 0x04, 0x05, 0x07
-UNLIMITED_PDU = 1 << 22  # a peer that accepts any PDU length still gets 4 MiB PDUs
-C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+from dicomlab import pdu
+from dicomlab.pdu import A_ABORT as A_ABORT_RQ
+from dicomlab.pdu import A_RELEASE_RQ, C_STORE_RSP, P_DATA_TF, c_store_rq, frame
+
 PARK_TIMEOUT = 10.0  # seconds for pynetdicom's threads to reach their parking points
 
 
@@ -80,63 +78,12 @@ class StoreAnswer:
     error_comment: str = ""
 
 
-# -- the command set (implicit VR little endian, PS3.7 9.3.1.1) -------------------------------
-def _element(group: int, elem: int, value: bytes) -> bytes:
-    return struct.pack("<HHL", group, elem, len(value)) + value
-
-
-def _uid(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
-def c_store_rq(message_id: int, sop_class: str, sop_instance: str, priority: int = 0) -> bytes:
-    """The encoded C-STORE-RQ command set, as pynetdicom encodes it (same elements, same order)."""
-    body = b"".join((
-        _element(0x0000, 0x0002, _uid(sop_class)),
-        _element(0x0000, 0x0100, struct.pack("<H", C_STORE_RQ)),
-        _element(0x0000, 0x0110, struct.pack("<H", message_id)),
-        _element(0x0000, 0x0700, struct.pack("<H", priority)),
-        _element(0x0000, 0x0800, struct.pack("<H", 0x0001)),  # a dataset follows
-        _element(0x0000, 0x1000, _uid(sop_instance)),
-    ))
-    return _element(0x0000, 0x0000, struct.pack("<L", len(body))) + body
-
-
 def parse_command(data: bytes) -> dict[int, bytes]:
     """Command set elements by (0000,eeee) element number; values raw."""
-    out: dict[int, bytes] = {}
-    pos, end = 0, len(data)
-    while pos + 8 <= end:
-        group, elem, length = struct.unpack_from("<HHL", data, pos)
-        pos += 8
-        if group != 0x0000 or pos + length > end:
-            raise ProtocolError(f"malformed command set at byte {pos - 8}")
-        out[elem] = data[pos:pos + length]
-        pos += length
-    return out
-
-
-def _us(raw: bytes | None) -> int | None:
-    return struct.unpack("<H", raw[:2])[0] if raw and len(raw) >= 2 else None
-
-
-def frame(cx_id: int, payload: bytes | memoryview, command: bool, max_pdu: int, out: bytearray) -> None:
-    """Append ``payload`` to ``out`` as P-DATA-TF PDUs of one PDV each, none longer than ``max_pdu``."""
-    room = max(1, (max_pdu or UNLIMITED_PDU) - 6)  # PDU length = 4 (item length) + 2 (header) + data
-    view = memoryview(payload)
-    n = len(view)
-    base = 0x01 if command else 0x00
-    pos = 0
-    while True:
-        chunk = view[pos:pos + room]
-        last = pos + room >= n
-        out += PDU_HEADER.pack(P_DATA_TF, 0, len(chunk) + 6)
-        out += PDV_HEADER.pack(len(chunk) + 2, cx_id, base | (0x02 if last else 0x00))
-        out += chunk
-        pos += room
-        if last:
-            return
+    try:
+        return pdu.command_fields(data, strict=True)
+    except pdu.Malformed as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 class StoreChannel:
@@ -222,16 +169,12 @@ class StoreChannel:
         while True:
             kind, body = self._read_pdu()
             if kind == A_ABORT_RQ:
-                raise PeerAborted(body[2] if len(body) > 2 else 0, body[3] if len(body) > 3 else 0)
+                raise PeerAborted(*pdu.abort_fields(body))
             if kind == A_RELEASE_RQ:
                 raise ProtocolError("the peer asked to release the association while a C-STORE was outstanding")
             if kind != P_DATA_TF:
                 raise ProtocolError(f"unexpected PDU type 0x{kind:02X} during the data phase")
-            pos = 0
-            while pos + 6 <= len(body):
-                length, _cx, control = PDV_HEADER.unpack_from(body, pos)
-                data = body[pos + 6:pos + 4 + length]
-                pos += 4 + length
+            for _, _, control, data in pdu.pdvs(body):
                 if not control & 0x01:
                     continue  # a dataset with a C-STORE-RSP is not expected; ignore it
                 command += data
@@ -239,34 +182,26 @@ class StoreChannel:
                     return self._check(parse_command(bytes(command)))
 
     def _check(self, cmd: dict[int, bytes]) -> StoreAnswer:
-        field, answered, status = _us(cmd.get(0x0100)), _us(cmd.get(0x0120)), _us(cmd.get(0x0900))
+        field, answered, status = (pdu.us_value(cmd.get(pdu.COMMAND_FIELD)),
+                                   pdu.us_value(cmd.get(pdu.MESSAGE_ID_BEING_RESPONDED_TO)),
+                                   pdu.us_value(cmd.get(pdu.STATUS)))
         if field != C_STORE_RSP or status is None:
             raise ProtocolError(f"expected a C-STORE-RSP, got command field {field!r}")
         if answered != self.message_id:
             raise ProtocolError(f"the C-STORE-RSP answers message {answered}, not {self.message_id}")
-        comment = cmd.get(0x0902, b"").rstrip(b"\0 ").decode("ascii", "replace")
+        comment = cmd.get(pdu.ERROR_COMMENT, b"").rstrip(b"\0 ").decode("ascii", "replace")
         return StoreAnswer(status, comment)
 
     def _read_pdu(self) -> tuple[int, bytes]:
-        head = self._recv_exact(6)
-        kind, _, length = PDU_HEADER.unpack(head)
-        return kind, self._recv_exact(length)
-
-    def _recv_exact(self, n: int) -> bytes:
-        out = bytearray(n)
-        view = memoryview(out)
-        got = 0
-        while got < n:
-            try:
-                k = self.sock.recv_into(view[got:])
-            except TimeoutError as exc:
-                raise NoAnswer() from exc
-            except OSError as exc:
-                raise PeerAborted(detail=f"the connection was reset ({exc})") from exc
-            if k == 0:
-                raise PeerAborted(detail="the peer closed the connection")
-            got += k
-        return bytes(out)
+        try:
+            kind, body = pdu.read_pdu(self.sock)
+        except TimeoutError as exc:
+            raise NoAnswer() from exc
+        except pdu.Closed as exc:
+            raise PeerAborted(detail="the peer closed the connection") from exc
+        except OSError as exc:
+            raise PeerAborted(detail=f"the connection was reset ({exc})") from exc
+        return kind, bytes(body)
 
     def _why_closed(self, exc: OSError) -> PeerAborted:
         """After a failed write: an A-ABORT the peer sent before closing, if it is still readable."""
@@ -274,7 +209,7 @@ class StoreChannel:
             self.sock.settimeout(0.5)
             kind, body = self._read_pdu()
             if kind == A_ABORT_RQ:
-                return PeerAborted(body[2] if len(body) > 2 else 0, body[3] if len(body) > 3 else 0)
+                return PeerAborted(*pdu.abort_fields(body))
         except (PeerAborted, NoAnswer, OSError):
             pass
         return PeerAborted(detail=f"the connection was closed while sending ({exc.strerror or exc})")

@@ -63,7 +63,6 @@ import logging
 import selectors
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections import deque
@@ -71,6 +70,12 @@ from collections.abc import Callable
 from typing import Any
 
 from dicomlab import events as E
+from dicomlab import pdu as codec
+from dicomlab.pdu import ABORT_INVALID_PARAMETER as ABORT_INVALID_VALUE
+from dicomlab.pdu import ABORT_UNEXPECTED_PDU as ABORT_UNEXPECTED
+from dicomlab.pdu import ABORT_UNRECOGNIZED_PDU as ABORT_UNRECOGNIZED
+from dicomlab.pdu import ABORT_WORDS, PDU_NAMES
+from dicomlab.pdu import abort_pdu as a_abort  # an A-ABORT from the service provider (source 2)
 
 from .counters import Counts
 from .notes import Notes
@@ -79,23 +84,14 @@ from .tls import Failed, Handshake
 
 LOG = logging.getLogger(__name__)
 
-MAX_RQ = 64 * 1024  # largest A-ASSOCIATE-RQ body accepted (PS3.8 sets no limit; real ones are < 4 KiB)
-MIN_RQ = 68  # protocol version, reserved, called and calling AE titles, reserved: 2 + 2 + 16 + 16 + 32
+MAX_RQ = codec.MAX_ASSOCIATE_RQ  # largest A-ASSOCIATE-RQ body accepted (PS3.8 sets no limit; real ones < 4 KiB)
+MIN_RQ = codec.ASSOCIATE_FIXED_LENGTH  # protocol version, reserved, called and calling AE titles, reserved
 LINGER = 2.0  # seconds an aborted connection may keep sending before it is closed
 ACCEPT_BATCH = 64  # connections accepted per wake-up before the pending ones are served again
 BUSY_DEFER = 0.003  # how long a busier listener process leaves a new connection to the others
 REASON_TLS = "tls-on-plain-port"
 
-PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "P-DATA-TF",
-             5: "A-RELEASE-RQ", 6: "A-RELEASE-RP", 7: "A-ABORT"}
-ABORT_UNRECOGNIZED, ABORT_UNEXPECTED, ABORT_INVALID_VALUE = 1, 2, 6
-ABORT_WORDS = {1: "unrecognized PDU", 2: "unexpected PDU", 6: "invalid PDU parameter value"}
 HINT = "is this peer speaking DICOM?"
-
-
-def a_abort(reason: int) -> bytes:
-    """An A-ABORT PDU from the service provider (source 2) with a PS3.8 reason."""
-    return struct.pack(">BBIBBBB", 7, 0, 4, 0, 0, 2, reason)
 
 
 class Pending:
@@ -388,7 +384,7 @@ class Gate:
         self._hand_over(p)
 
     def _check_header(self, p: Pending) -> None:
-        pdu_type, length = p.buf[0], struct.unpack_from(">I", p.buf, 2)[0]
+        pdu_type, length = codec.parse_header(p.buf)
         head = p.buf[:6].hex(" ")
         if pdu_type not in PDU_NAMES:
             self._abort(p, ABORT_UNRECOGNIZED, f"the first bytes ({head}) are not a DICOM PDU (unknown PDU type "

@@ -4,7 +4,7 @@ injection, ``PACS_FASTPATH=0``), applied where those loops read: ``FastSocket.re
 pynetdicom 3.0.4's ``DULServiceProvider._read_pdu_data`` reads a PDU as
 ``socket.recv(6)`` (type, reserved, length) and then ``socket.recv(length)``,
 trusting the length. Here each header is checked first with the same rule as
-the socket data phase (``wire.check_pdu``); the body is read only if it passes,
+the socket data phase (``dicomlab.pdu.check_pdu``); the body is read only if it passes,
 so nothing is allocated on the peer's word. P-DATA-TF bodies are walked to count
 each message's dataset bytes against ``max_instance_bytes``.
 
@@ -18,13 +18,15 @@ The A-ASSOCIATE-RQ itself (before negotiation) is left to the connection gate.
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
+from dicomlab import pdu as codec
 from dicomlab.events import REASON_INSTANCE_TOO_LARGE, REASON_PDU_INVALID
+from dicomlab.pdu import ABORT_NOT_SPECIFIED, abort_pdu, check_pdu
+from dicomlab.pdu import HEADER_LENGTH as PDU_HEADER
 
-from .wire import ABORT_NOT_SPECIFIED, PDU_HEADER, abort_and_close, abort_pdu, check_pdu, mark_aborted, who
+from .wire import abort_and_close, mark_aborted, who
 
 BEFORE_NEGOTIATION = ("Sta1", "Sta2")  # no A-ASSOCIATE-RQ read yet
 
@@ -50,7 +52,7 @@ class PduGuard:
                              REASON_PDU_INVALID)
             header = read(PDU_HEADER)
             if len(header) == PDU_HEADER:
-                pdu_type, _, length = struct.unpack(">BBI", header)
+                pdu_type, length = codec.parse_header(header)
                 bad = check_pdu(pdu_type, length, self.assoc.acceptor.maximum_length or 0)
                 if bad is not None:
                     self._refuse(sock, abort_pdu(bad[0]), bad[1], REASON_PDU_INVALID)
@@ -68,10 +70,7 @@ class PduGuard:
 
     def _count(self, sock: socket.socket, body: bytearray) -> None:
         limit = self._max_instance_bytes()
-        off, length = 0, len(body)
-        while off + 6 <= length:  # a malformed item is pynetdicom's to reject
-            (item_len,) = struct.unpack_from(">I", body, off)
-            mch = body[off + 5]
+        for item_len, _, mch, _ in codec.pdvs(body):  # a malformed item is pynetdicom's to reject
             if not mch & 0x01:
                 self._data_bytes += max(item_len - 2, 0)
                 if limit is not None and self._data_bytes > limit:
@@ -80,7 +79,6 @@ class PduGuard:
                                  "Fix: raise max_instance_bytes or send smaller instances", REASON_INSTANCE_TOO_LARGE)
                 if mch & 0x02:
                     self._data_bytes = 0
-            off += 4 + item_len
 
     def _max_instance_bytes(self) -> int | None:
         s = getattr(self.assoc, "lab_session", None)

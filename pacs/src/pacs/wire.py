@@ -8,7 +8,8 @@ gone out, the DUL thread (``fastpath.LabDUL``) hands the socket to
 DIMSE reassembly and its thread hand-offs for every message: the same work in
 one thread, with one copy of each dataset. The command set is decoded with
 ``pynetdicom.dsutils.decode``; the two responses (C-ECHO-RSP, C-STORE-RSP) are
-encoded here, byte for byte as pynetdicom encodes them (tested).
+encoded by ``dicomlab.pdu``, byte for byte as pynetdicom encodes them (tested), as are
+the PDU framing, the caps (``check_pdu``) and the bounded reads.
 
 Bounded against any peer: each PDU header is checked (``check_pdu``, the rule
 ``guard.PduGuard`` applies under pynetdicom's loops too) before its body is read,
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable
 from io import BytesIO
@@ -37,33 +37,34 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.dsutils import decode
 
+from dicomlab import pdu as codec
 from dicomlab.events import (
     REASON_DIMSE_INVALID,
     REASON_INSTANCE_TOO_LARGE,
     REASON_INTERNAL_ERROR,
     REASON_PDU_INVALID,
 )
+from dicomlab.pdu import (
+    ABORT_INVALID_PARAMETER,
+    ABORT_NOT_SPECIFIED,
+    ABORT_UNEXPECTED_PDU,
+    C_ECHO_RQ,
+    C_STORE_RQ,
+    NO_DATASET,
+    abort_pdu,
+    check_pdu,
+)
+from dicomlab.pdu import HEADER_LENGTH as PDU_HEADER
+from dicomlab.pdu import Closed as PeerGone  # the connection closed under the data phase
+from dicomlab.pdu import recv_exact as _recv_exact
+from dicomlab.pdu import recv_up_to as recv_up_to  # server.py's reads, bounded the same way
 
 LOG = logging.getLogger(__name__)
 
-A_RELEASE_RP = struct.pack(">BBIL", 0x06, 0, 4, 0)
-A_ABORT_UNEXPECTED_PDU = struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0x02, 0x02)  # provider, unexpected PDU
-A_ABORT_INVALID = struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0x02, 0x06)  # provider, invalid PDU parameter
-A_ABORT_USER = struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0x00, 0x00)
-C_ECHO_RQ, C_STORE_RQ = 0x0030, 0x0001
-NO_DATASET = 0x0101
-
-
-def _el(elem: int, value: bytes) -> bytes:
-    """One command element, implicit VR little endian (group 0000)."""
-    return struct.pack("<HHI", 0x0000, elem, len(value)) + value
-
-
-def _ui(uid: str) -> bytes:
-    # echoes the request's UID; one with bytes beyond ASCII (a fuzzed request) goes back as
-    # it came (pydicom decoded it as Latin-1) rather than failing the response
-    raw = uid.encode("latin-1", "replace")
-    return raw + b"\0" if len(raw) % 2 else raw
+A_RELEASE_RP = codec.RELEASE_RP
+A_ABORT_UNEXPECTED_PDU = abort_pdu(ABORT_UNEXPECTED_PDU)  # provider, unexpected PDU
+A_ABORT_INVALID = abort_pdu(ABORT_INVALID_PARAMETER)  # provider, invalid PDU parameter
+A_ABORT_USER = codec.abort(codec.SOURCE_USER, ABORT_NOT_SPECIFIED)
 
 
 def response_pdu(context_id: int, command_field: int, message_id: int, sop_class: str, status: int,
@@ -74,79 +75,10 @@ def response_pdu(context_id: int, command_field: int, message_id: int, sop_class
     produce (a test compares them); built directly because going through pydicom
     Datasets cost ~15 % of the PACS's time per instance.
     """
-    elements = (_el(0x0002, _ui(sop_class)) + _el(0x0100, struct.pack("<H", command_field))
-                + _el(0x0120, struct.pack("<H", message_id)) + _el(0x0800, struct.pack("<H", NO_DATASET))
-                + _el(0x0900, struct.pack("<H", status))
-                + (_el(0x1000, _ui(sop_instance)) if sop_instance is not None else b""))
-    command = _el(0x0000, struct.pack("<I", len(elements))) + elements
-    pdv = struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command
-    return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
-
-
-class PeerGone(Exception):
-    """The connection closed or failed under the data phase."""
-
-
-# -- PDU caps (both engines: this data phase, and FastSocket under pynetdicom's loops) --
-def abort_pdu(reason: int) -> bytes:
-    """A-ABORT, source 2 (service provider), with a PS3.8 §9.3.8 reason."""
-    return struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0x02, reason)
-
-
-ABORT_NOT_SPECIFIED, ABORT_UNRECOGNIZED_PDU, ABORT_UNEXPECTED_PDU, ABORT_INVALID_PARAMETER = 0, 1, 2, 6
-PDU_NAMES = {0x01: "A-ASSOCIATE-RQ", 0x02: "A-ASSOCIATE-AC", 0x03: "A-ASSOCIATE-RJ", 0x04: "P-DATA-TF",
-             0x05: "A-RELEASE-RQ", 0x06: "A-RELEASE-RP", 0x07: "A-ABORT"}
-PDU_HEADER = 6
-
-
-def check_pdu(pdu_type: int, length: int, max_pdu: int) -> tuple[int, str] | None:
-    """The rule for a PDU header once the association is negotiated: None if it may be
-    read, else (A-ABORT reason, what is wrong, in words). Checked before anything of
-    its length is allocated.
-
-    P-DATA-TF: at most ``max_pdu`` (the Maximum Length we advertised) plus the 6 header
-    bytes, which some implementations count in, and at least one PDV item header;
-    A-RELEASE-RQ/RP and A-ABORT: exactly 4; A-ASSOCIATE-RQ/AC/RJ: unexpected here."""
-    name = PDU_NAMES.get(pdu_type)
-    if name is None:
-        return ABORT_UNRECOGNIZED_PDU, f"sent an unrecognized PDU type 0x{pdu_type:02X}"
-    if pdu_type in (0x01, 0x02, 0x03):
-        return ABORT_UNEXPECTED_PDU, f"sent an {name} during the data phase (unexpected PDU)"
-    if pdu_type == 0x04:
-        if length > max_pdu + PDU_HEADER:
-            return ABORT_INVALID_PARAMETER, (f"sent a P-DATA-TF of {length} bytes, over the negotiated maximum "
-                                             f"of {max_pdu}")
-        if length < 6:
-            return ABORT_INVALID_PARAMETER, f"sent a P-DATA-TF of {length} bytes (too short for a PDV item)"
-        return None
-    if length != 4:
-        return ABORT_INVALID_PARAMETER, f"sent an {name} with length {length} (it is always 4)"
-    return None
-
-
-def recv_up_to(sock: socket.socket, n: int, cap: int | None = None) -> bytearray:
-    """``n`` bytes with ``recv_into``, in as few system calls as the kernel allows;
-    fewer only if the peer closed the connection first. Never more than ``cap``
-    bytes are allocated (a ValueError if ``n`` is over it)."""
-    if cap is not None and n > cap:
-        raise ValueError(f"refused to read {n} bytes (cap {cap})")
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if not k:
-            del view
-            return buf[:got]
-        got += k
-    return buf
-
-
-def _recv_exact(sock: socket.socket, n: int, cap: int | None = None) -> bytearray:
-    buf = recv_up_to(sock, n, cap)
-    if len(buf) < n:
-        raise PeerGone("the peer closed the connection")
-    return buf
+    # echoes the request's UIDs; one with bytes beyond ASCII (a fuzzed request) goes back as
+    # it came (pydicom decoded it as Latin-1) rather than failing the response
+    command = codec.response(command_field, message_id, sop_class, status, sop_instance, "latin-1", "replace")
+    return codec.p_data(context_id, codec.COMMAND | codec.LAST, command)
 
 
 def abort_and_close(sock: socket.socket, pdu: bytes, linger: float = 2.0) -> None:
@@ -275,7 +207,7 @@ class DataPhase:
     def _serve(self) -> None:
         while True:
             header = _recv_exact(self.sock, PDU_HEADER)
-            pdu_type, _, length = struct.unpack(">BBI", header)
+            pdu_type, length = codec.parse_header(header)
             bad = check_pdu(pdu_type, length, self.max_pdu_in)
             if bad is not None:
                 raise Abort(abort_pdu(bad[0]), f"Association aborted: {self._who()} {bad[1]}",
@@ -301,16 +233,11 @@ class DataPhase:
     def _p_data(self, body: memoryview) -> None:
         length, off = len(body), 0
         while off < length:
-            if off + 6 > length:
+            item = codec.pdv_at(body, off)
+            if item is None:
                 raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent a malformed P-DATA-TF item",
                             REASON_PDU_INVALID)
-            (item_len,) = struct.unpack_from(">I", body, off)
-            if item_len < 2 or off + 4 + item_len > length:
-                raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent a malformed P-DATA-TF item",
-                            REASON_PDU_INVALID)
-            cid, mch = body[off + 4], body[off + 5]
-            fragment = body[off + 6: off + 4 + item_len]
-            off += 4 + item_len
+            cid, mch, fragment, off = item
             m = self.msg
             if cid not in self.contexts or (m.context_id is not None and cid != m.context_id):
                 raise Abort(A_ABORT_INVALID, f"Association aborted: {self._who()} sent data on presentation "
