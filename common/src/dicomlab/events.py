@@ -54,6 +54,12 @@ SEND_STARTED = "send-started"
 SEND_PROGRESS = "send-progress"
 SEND_FINISHED = "send-finished"
 SEND_FAILED = "send-failed"
+# Query/Retrieve (the PACS as SCP): one event per C-FIND, per C-MOVE / C-GET (its final status
+# and sub-operation counts), and one per failure of a retrieve (its cause in words).
+FIND_ANSWERED = "find-answered"
+MOVE_FINISHED = "move-finished"
+GET_FINISHED = "get-finished"
+RETRIEVE_FAILED = "retrieve-failed"
 
 # Event reasons of the port limits (second stage): the association-rejected /
 # association-aborted events, and the connection events before any association.
