@@ -1,4 +1,4 @@
-"""The command line: ``ct-simulator generate | echo | send | worker | bench | scenarios``.
+"""The command line: ``ct-simulator generate | echo | send | find | move | get | worker | bench | scenarios``.
 
 Thin: parse, build a plan / link / options, call the library, print a
 summary for a PACS administrator, return an exit code (see ``outcome``).
@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storescu", action="store_true", help="also time DCMTK storescu on the same files")
     _add_link(b)
     b.set_defaults(func=cmd_bench)
+
+    from .qr import add_parsers as add_qr  # find | move | get
+
+    add_qr(sub, _add_link, lambda a: _link(a, _env()))
 
     from .scenarios.cli import add_parser as add_scenarios
 
