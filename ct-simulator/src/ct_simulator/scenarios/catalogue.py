@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("ok", "rejected", "connection-refused", "timed-out", "unreachable", "aborted", "no-context",
-         "instance-failed")
+         "instance-failed", "qr-failed")
 SIDES = ("modality", "pacs", "network", "none")
-SETUP_KEYS = {"node", "refused_nodes", "scp", "network", "drop", "registry", "hold"}
+SETUP_KEYS = {"node", "refused_nodes", "scp", "network", "drop", "registry", "hold",
+              "destination"}  # destination: a move destination node (scenarios/qrprobe.py)
 ACTION_KEYS = {"kind", "calling_aet", "called_aet", "port", "slices", "sop_class", "transfer_syntaxes",
-               "abort_after", "timeout", "dimse_timeout", "duplicate_uids"}
+               "abort_after", "timeout", "dimse_timeout", "duplicate_uids",
+               "destination", "role"}  # Q/R actions (scenarios/qrprobe.py)
+ACTION_KINDS = ("send", "echo", "find", "move", "get")
 MODALITY_KEYS = {"kind", "codes", "status", "sent", "context_result", "min_elapsed_s"}
 EVENT_KEYS = {"type", "reason", "outcome", "message", "count", "who", "calling_aet", "where"}
 DROPS = ("timeout", "icmp-unreachable")
@@ -120,8 +123,8 @@ def _scenario(raw: dict[str, Any], index: int) -> Scenario:
         raise CatalogueError(f"{where}: drop needs network = \"netns\"")
     action = dict(raw.get("action") or {})
     _check_keys(f"{where} action", action, ACTION_KEYS)
-    if action.get("kind", "send") not in ("send", "echo"):
-        raise CatalogueError(f"{where}: action kind is send or echo")
+    if action.get("kind", "send") not in ACTION_KINDS:
+        raise CatalogueError(f"{where}: action kind is one of {', '.join(ACTION_KINDS)}")
     expect = dict(raw.get("expect") or {})
     _check_keys(f"{where} expect", expect, {"modality", "pacs", "pacs_silent"})
     modality = dict(expect.get("modality") or {})

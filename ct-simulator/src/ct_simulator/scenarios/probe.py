@@ -18,6 +18,7 @@ from ..iod import StudyPlan
 from ..network import Link, quiet_pynetdicom
 from ..sender import SendOptions, echo, send
 from ..syntaxes import DEFAULT_PROPOSAL, resolve
+from . import qrprobe
 
 SOP_CLASSES = {"ct": "1.2.840.10008.5.1.4.1.1.2", "enhanced-ct": "1.2.840.10008.5.1.4.1.1.2.1",
                "mr": "1.2.840.10008.5.1.4.1.1.4", "sc": "1.2.840.10008.5.1.4.1.1.7"}
@@ -36,6 +37,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     link = Link(host=spec["host"], port=int(spec["port"]), calling_aet=spec["calling_aet"],
                 called_aet=spec["called_aet"], connect_timeout=timeout, acse_timeout=timeout,
                 dimse_timeout=float(spec.get("dimse_timeout", 10.0)))
+    if spec.get("kind") in qrprobe.QR_KINDS:  # find / move / get
+        return qrprobe.run(spec, link)
     if spec.get("kind", "send") == "echo":
         rep = echo(link)
         obs: dict[str, Any] = {"kind": "ok" if rep.problem is None else rep.problem.kind,

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import netns as netns_mod
-from . import probe
+from . import probe, qrprobe
 from .adminapi import SCP_WRITABLE, AdminApi, ApiError
 from .catalogue import EventExpectation, Scenario
 from .registryctl import RegistryControl
@@ -269,6 +269,10 @@ class Runner:
         titles = {ctx.calling, wire_calling, *(n["ae_title"] for n in refused)}
         if node:
             titles.add(node["ae_title"])
+        destination = self.subst(setup.get("destination"), values)  # a C-MOVE destination (qrprobe.py)
+        if destination:
+            titles.add(destination["ae_title"])
+        listener = None
         nodes_before = {t: api.node(t) for t in sorted(titles) if len(t) <= 16}
         since = api.last_event_id()
         scp_changes = dict(setup.get("scp") or {})
@@ -294,6 +298,15 @@ class Runner:
                         res.mismatches.append(f"registering {n['ae_title']!r}: HTTP {exc.status}, expected 422")
             if node:
                 api.put_node({"port": 104, **node})
+            if destination:
+                port = destination.get("port", "listener")
+                if port == "listener":
+                    listener = qrprobe.Destination(destination["ae_title"], destination.get("accept_calling"))
+                    port = listener.port
+                elif port == "closed":
+                    port = free_port()
+                api.put_node({"ae_title": destination["ae_title"], "host": destination.get("host", ctx.peer),
+                              "port": port, "services": ["C-ECHO"]})
             if scp_changes:
                 api.patch_scp(scp_changes)
                 if "port" in scp_changes:
@@ -349,6 +362,7 @@ class Runner:
             for step in (ctx.registry.resume,
                          lambda: api.wait_healthy(30) or errors.append("the admin API is not healthy after setup"),
                          lambda: [h.release() for h in held if h.is_established],
+                         listener.stop if listener is not None else (lambda: None),
                          ns.delete if ns is not None else (lambda: None),
                          lambda: self._restore_scp(scp_before),
                          lambda: self._restore_nodes(nodes_before, titles)):
