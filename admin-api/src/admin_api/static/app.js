@@ -107,6 +107,7 @@ async function loadScp() {
   $("#scp-fault_abort_after").value = s.fault_abort_after || 0;
   $("#scp-fault_status").value = s.fault_status ? `0x${s.fault_status.toString(16).toUpperCase().padStart(4, "0")}` : "0";
   $("#scp-fault_stall").checked = !!s.fault_stall;
+  if (window.qrFill) window.qrFill(s); // qr.js: the Query/Retrieve settings
   const on = [];
   if (s.refusal_mode && s.refusal_mode !== "reject") on.push(`refusal mode ${s.refusal_mode}`);
   if (s.fault_delay_ms) on.push(`delay ${s.fault_delay_ms} ms`);
@@ -137,6 +138,7 @@ async function saveScp(ev) {
     fault_abort_after: numberOrText($("#scp-fault_abort_after").value),
     fault_status: statusOrText($("#scp-fault_status").value),
     fault_stall: $("#scp-fault_stall").checked,
+    ...(window.qrBody ? window.qrBody() : {}),
   };
   const r = await api("PATCH", "/api/scp", body);
   if (!r.ok) { showErrors("scp", r); return; }
@@ -221,7 +223,8 @@ function renderNode(node) {
   const er = echoResults.get(node.ae_title);
   const why = er && !er.ok && er.text.endsWith(st.why) ? null : st.why; // said once, below
   const meta = el("div", "node-meta",
-    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, why]
+    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, why,
+      window.qrNodeNote ? window.qrNodeNote(node) : null]
       .filter(Boolean).join(" · "));
   const actions = el("div", "node-actions");
   const echo = el("button", "secondary small", "Echo");
