@@ -69,3 +69,22 @@ def test_move_to_unknown_and_wrong_port(pacs, sent, registry, capsys):
     out = capsys.readouterr().out
     assert rc == EXIT_QR_FAILED and "0xA702" in out and "0 completed, 3 failed" in out
     assert "the node's registered port" in out
+
+
+def test_find_output_escapes_control_characters(pacs, registry, capsys):
+    """A patient name with a terminal escape sequence is printed escaped, never raw."""
+    from dicomdata import CT, as_file, ct_dataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pynetdicom import AE
+
+    registry.add_node(Node(ae_title="CT01", host="127.0.0.1", port=11113, services=["C-STORE", "C-FIND"]))
+    ds = as_file(ct_dataset(generate_uid(), generate_uid(), 1, rows=16, cols=16))
+    ds.PatientName = "EVIL\x1b[2J^NAME"
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(CT, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", pacs.port, ae_title="PACS")
+    assert assoc.is_established and assoc.send_c_store(ds).Status == 0
+    assoc.release()
+    assert main(["find", *_link(pacs), "-k", "PatientName=EVIL*"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "EVIL\\x1b[2J^NAME" in out
