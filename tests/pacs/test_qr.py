@@ -381,3 +381,49 @@ def test_reindexed_instances_answer_image_queries(redis_url, tmp_path, registry)
         assert [int(a.InstanceNumber) for a in answers] == [1, 2, 3]
     finally:
         p.stop()
+
+
+def test_qr_works_as_the_pacs_redis_user(tmp_path):
+    """Under the lab's Redis ACL (the PACS's own user): C-FIND reads the index, the instance fields
+    the index lacks are written back, and C-MOVE looks the destination up."""
+    import shutil
+
+    from dicomlab import acl, keys
+    from dicomlab.migrate import migrate
+    from dicomlab.registry import Registry, connect
+    from lab import RedisServer, need
+
+    binary = shutil.which("redis-server")
+    need(binary is not None, "redis-server not found: install Debian's redis-server (7)")
+    need(acl.server_version(binary) >= (7,), "Debian's redis-server is not 7")
+    passwords = {user: acl.new_password() for user in acl.USERS}
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text(acl.render(passwords, acl.server_version(binary)))
+    server = RedisServer(acl_file=acl_file, binary=binary).start()
+    scp = StoreSCP("DEST")
+    p = None
+    try:
+        url = {u: acl.service_url(server.url, u, passwords[u]) for u in acl.USERS}
+        migrate(connect(url["admin"]))
+        admin = Registry(connect(url["admin"]))
+        p = PacsProcess(url["pacs"], tmp_path / "storage").start()
+        add_node(admin, "CT01")
+        add_node(admin, "WS01", services=QR)
+        add_node(admin, "DEST", port=scp.port, services=("C-ECHO",))
+        study = make_study(2)
+        store(p.port, study)
+        pacs_client = connect(url["pacs"])
+        images = keys.series_images(study[0].StudyInstanceUID, study[0].SeriesInstanceUID)
+        pacs_client.hdel(images, study[1].SOPInstanceUID)  # as the reconcile would have left it
+        answers, final = find(p.port, "IMAGE", StudyInstanceUID=study[0].StudyInstanceUID,
+                              SeriesInstanceUID=study[0].SeriesInstanceUID, SOPInstanceUID="", InstanceNumber="")
+        assert final == 0 and [int(a.InstanceNumber) for a in answers] == [1, 2]
+        assert pacs_client.hexists(images, study[1].SOPInstanceUID)  # written back
+        final_move = move(p.port, "DEST", StudyInstanceUID=study[0].StudyInstanceUID)[-1]
+        assert final_move.Status == 0 and final_move.NumberOfCompletedSuboperations == 2
+        assert wait_for(lambda: events_of(admin, "move-finished"), what="move-finished")
+    finally:
+        scp.stop()
+        if p is not None:
+            p.stop()
+        server.stop()
