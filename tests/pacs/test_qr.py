@@ -427,3 +427,39 @@ def test_qr_works_as_the_pacs_redis_user(tmp_path):
         if p is not None:
             p.stop()
         server.stop()
+
+
+def test_move_cancelled_midway(pacs, lab, registry):
+    """C-CANCEL during a C-MOVE: the final status is 0xFE00 with what remained, completed and failed."""
+    import time as _time
+
+    ae = AE(ae_title="SLOW")
+    ae.add_supported_context(CT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    port = free_port()
+
+    def slow(event):
+        _time.sleep(0.5)
+        return 0
+
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow)])
+    try:
+        add_node(registry, "SLOW", port=port, services=("C-ECHO",))
+        uids = "\\".join(lab[k][0].StudyInstanceUID for k in ("doe", "roe", "mr"))  # 8 instances
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = uids
+        assoc = associate(pacs.port, [MOVE])
+        try:
+            responses = assoc.send_c_move(ds, "SLOW", MOVE, msg_id=7)
+            statuses = [next(responses)[0]]
+            cx = assoc._get_valid_context(MOVE, "", "scu")
+            assoc.send_c_cancel(7, cx.context_id)
+            statuses += [st for st, _ in responses]
+        finally:
+            assoc.release()
+        final = statuses[-1]
+        assert final.Status == 0xFE00
+        assert final.NumberOfRemainingSuboperations > 0
+        assert final.NumberOfRemainingSuboperations + final.NumberOfCompletedSuboperations == 8
+    finally:
+        server.shutdown()
