@@ -463,3 +463,14 @@ def test_move_cancelled_midway(pacs, lab, registry):
         assert final.NumberOfRemainingSuboperations + final.NumberOfCompletedSuboperations == 8
     finally:
         server.shutdown()
+
+
+def test_refused_node_gets_not_authorized_in_dimse_failure_mode(pacs, lab, registry):
+    """refusal_mode dimse-failure: an unknown node's C-FIND and C-MOVE are answered 0x0124."""
+    registry.update_listener({"refusal_mode": "dimse-failure"})
+    _, final = find(pacs.port, "STUDY", calling="STRANGER", StudyInstanceUID="")
+    assert final == 0x0124
+    statuses = move(pacs.port, "WS01", calling="STRANGER", StudyInstanceUID=lab["doe"][0].StudyInstanceUID)
+    assert [int(s.Status) for s in statuses] == [0x0124]
+    assert wait_for(lambda: events_of(registry, "find-answered", calling_aet="STRANGER", outcome="refused"),
+                    what="refused find event")
