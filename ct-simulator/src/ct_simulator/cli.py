@@ -1,4 +1,4 @@
-"""The command line: ``ct-simulator generate | echo | send | find | move | get | worker | bench | scenarios``.
+"""The command line: ``ct-simulator generate | echo | send | worker | bench | scenarios``.
 
 Thin: parse, build a plan / link / options, call the library, print a
 summary for a PACS administrator, return an exit code (see ``outcome``).
@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-jobs", type=int, help="stop after this many jobs (tests)")
     w.set_defaults(func=cmd_worker)
 
+    from .qr import add_parsers as add_qr  # find | move | get
+
+    add_qr(sub, _add_link, lambda a: _link(a, _env()))
+
     b = sub.add_parser("bench", help="slices/s generated, and sent when --host/--port is given")
     b.add_argument("--slices", type=int, default=300)
     b.add_argument("--rows", type=int, default=512)
@@ -316,10 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--storescu", action="store_true", help="also time DCMTK storescu on the same files")
     _add_link(b)
     b.set_defaults(func=cmd_bench)
-
-    from .qr import add_parsers as add_qr  # find | move | get
-
-    add_qr(sub, _add_link, lambda a: _link(a, _env()))
 
     from .scenarios.cli import add_parser as add_scenarios
 

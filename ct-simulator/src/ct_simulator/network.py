@@ -132,6 +132,10 @@ class Link:
     acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
     max_pdu: int = 0  # 0: no limit on what we receive
+    # extended negotiation (e.g. SCP/SCU role selection for C-GET) and more handlers bound to the
+    # association (e.g. EVT_C_STORE for C-GET's sub-operations): ct_simulator/qr.py
+    ext_neg: list[Any] = field(default_factory=list)
+    handlers: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -147,11 +151,8 @@ class _Watch:
     rejection: Rejection | None = None  # from the A-ASSOCIATE-RJ PDU itself
 
 
-def associate(link: Link, contexts: list[PresentationContext], ext_neg: list[Any] | None = None,
-              evt_handlers: list[Any] | None = None) -> tuple[Association | None, Problem | None]:
-    """An established association, or None and the named reason it failed. ``ext_neg``: extended
-    negotiation items (e.g. SCP/SCU role selection for C-GET); ``evt_handlers``: more handlers
-    bound to the association (e.g. EVT_C_STORE for C-GET's sub-operations)."""
+def associate(link: Link, contexts: list[PresentationContext]) -> tuple[Association | None, Problem | None]:
+    """An established association, or None and the named reason it failed."""
     try:
         calling, notes = permit_ae_title(link.calling_aet)
         called, notes2 = permit_ae_title(link.called_aet)
@@ -184,8 +185,8 @@ def associate(link: Link, contexts: list[PresentationContext], ext_neg: list[Any
     handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse), (evt.EVT_PDU_RECV, on_pdu)]
     started = time.monotonic()
     try:
-        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers + (evt_handlers or []),
-                             ext_neg=ext_neg)
+        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers + link.handlers,
+                             ext_neg=link.ext_neg)
     except (OSError, ValueError) as exc:
         return None, outcome.unreachable(link.peer, str(exc))
     if assoc.is_established:

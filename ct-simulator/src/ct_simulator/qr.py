@@ -239,7 +239,11 @@ def get(link: Link, ds: Dataset, folder: Path | None, role: bool = True) -> QRRe
 
     contexts = [build_context(GET, UNCOMPRESSED)] + [build_context(uid, GET_SYNTAXES) for uid in GET_STORAGE]
     roles = [build_role(uid, scp_role=True) for uid in GET_STORAGE] if role else []
-    assoc, problem = associate(link, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    link.ext_neg, link.handlers = roles, [(evt.EVT_C_STORE, on_store)]
+    try:
+        assoc, problem = associate(link, contexts)
+    finally:
+        link.ext_neg, link.handlers = [], []
     if assoc is None:
         rep.problem = problem
         return rep

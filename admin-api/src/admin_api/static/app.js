@@ -223,8 +223,7 @@ function renderNode(node) {
   const er = echoResults.get(node.ae_title);
   const why = er && !er.ok && er.text.endsWith(st.why) ? null : st.why; // said once, below
   const meta = el("div", "node-meta",
-    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, why,
-      window.qrNodeNote ? window.qrNodeNote(node) : null]
+    [node.services.join(" + ") || "no services", node.enabled ? null : "DISABLED", node.description || null, why]
       .filter(Boolean).join(" · "));
   const actions = el("div", "node-actions");
   const echo = el("button", "secondary small", "Echo");
@@ -235,6 +234,7 @@ function renderNode(node) {
   remove.addEventListener("click", () => removeNode(node.ae_title));
   actions.append(echo, edit, remove);
   li.append(summary, actions, meta);
+  if (window.qrNodeNote) meta.append(` · ${window.qrNodeNote(node)}`); // qr.js
   if (er) li.append(el("div", `echo-result ${er.ok ? "ok" : "bad"}`, er.text));
   return li;
 }
