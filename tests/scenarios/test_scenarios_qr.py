@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import requests
 from scenario_lab import TOKEN
 
-QR_SCENARIOS = ["move-destination-unknown", "move-destination-wrong-port", "move-destination-rejects-pacs",
+QR_SCENARIOS = ["move-destination-unknown", "move-destination-wrong-port", "move-destination-rejects",
                 "find-not-allowed", "get-without-role"]
 
 
