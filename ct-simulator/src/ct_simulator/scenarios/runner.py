@@ -272,7 +272,7 @@ class Runner:
         destination = self.subst(setup.get("destination"), values)  # a C-MOVE destination (qrprobe.py)
         if destination:
             titles.add(destination["ae_title"])
-        listener = None
+        dest_scp = None  # the move destination's storage SCP, when the scenario has one
         nodes_before = {t: api.node(t) for t in sorted(titles) if len(t) <= 16}
         since = api.last_event_id()
         scp_changes = dict(setup.get("scp") or {})
@@ -299,14 +299,14 @@ class Runner:
             if node:
                 api.put_node({"port": 104, **node})
             if destination:
-                port = destination.get("port", "listener")
-                if port == "listener":
-                    listener = qrprobe.Destination(destination["ae_title"], destination.get("accept_calling"))
-                    port = listener.port
-                elif port == "closed":
-                    port = free_port()
+                dest_port = destination.get("port", "listener")
+                if dest_port == "listener":
+                    dest_scp = qrprobe.Destination(destination["ae_title"], destination.get("accept_calling"))
+                    dest_port = dest_scp.port
+                elif dest_port == "closed":
+                    dest_port = free_port()
                 api.put_node({"ae_title": destination["ae_title"], "host": destination.get("host", ctx.peer),
-                              "port": port, "services": ["C-ECHO"]})
+                              "port": dest_port, "services": ["C-ECHO"]})
             if scp_changes:
                 api.patch_scp(scp_changes)
                 if "port" in scp_changes:
@@ -362,7 +362,7 @@ class Runner:
             for step in (ctx.registry.resume,
                          lambda: api.wait_healthy(30) or errors.append("the admin API is not healthy after setup"),
                          lambda: [h.release() for h in held if h.is_established],
-                         listener.stop if listener is not None else (lambda: None),
+                         dest_scp.stop if dest_scp is not None else (lambda: None),
                          ns.delete if ns is not None else (lambda: None),
                          lambda: self._restore_scp(scp_before),
                          lambda: self._restore_nodes(nodes_before, titles)):
