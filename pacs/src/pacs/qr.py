@@ -97,10 +97,16 @@ class LabQueryRetrieve(QueryRetrieveServiceClass):
     """pynetdicom's Q/R service class with our C-MOVE and C-GET (see the module text)."""
 
     def _move_scp(self, req: C_MOVE, context: Any) -> None:
-        self.assoc._server.lab_pacs.qr.retrieve_or_abort(self, req, context, "C-MOVE")  # type: ignore[attr-defined]
+        _pacs_qr(self.assoc).retrieve_or_abort(self, req, context, "C-MOVE")
 
     def _get_scp(self, req: C_GET, context: Any) -> None:
-        self.assoc._server.lab_pacs.qr.retrieve_or_abort(self, req, context, "C-GET")  # type: ignore[attr-defined]
+        _pacs_qr(self.assoc).retrieve_or_abort(self, req, context, "C-GET")
+
+
+def _pacs_qr(assoc: Any) -> QueryRetrieve:
+    """The Q/R of the PACS serving ``assoc`` (server.py puts the Pacs on its association server)."""
+    qr: QueryRetrieve = assoc._server.lab_pacs.qr
+    return qr
 
 
 class QueryRetrieve:
@@ -286,7 +292,7 @@ class QueryRetrieve:
         if status != 0x0000:
             failed = Dataset()
             failed.FailedSOPInstanceUIDList = tally.failed_uids
-            rsp.Identifier = BytesIO(encode(failed, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated))
+            rsp.Identifier = BytesIO(encode(failed, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated) or b"")
         service.dimse.send_msg(rsp, cx_id)
         causes = "; ".join(f"{n} x {why}" for why, n in tally.reasons.items())
         where = f" at {node.host}:{node.port}" if node is not None else ""

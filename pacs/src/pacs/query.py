@@ -131,7 +131,9 @@ def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
 def _single(value: str, vr: str) -> Any:
     """A predicate for one requested value against one stored value."""
     if vr in ("DA", "TM", "DT"):
-        norm = (lambda v: v.replace(":", "")) if vr == "TM" else (lambda v: v)
+        def norm(v: str) -> str:
+            return v.replace(":", "") if vr == "TM" else v
+
         if "-" in value:
             lo, _, hi = value.partition("-")
             lo, hi = norm(lo.strip()), norm(hi.strip())
@@ -220,7 +222,9 @@ def answer(q: Query, record: dict[str, Any], retrieve_aet: str) -> Dataset:
         else:
             value = "" if value is None else str(value)
             non_ascii |= not value.isascii()
-        ds.add_new(tag_for_keyword(k.keyword), k.vr, value)
+        tag = tag_for_keyword(k.keyword)
+        if tag is not None:  # every key in ATTRS is a dictionary keyword
+            ds.add_new(tag, k.vr, value)
     for kw in q.unsupported:
         tag = tag_for_keyword(kw)
         if tag is not None:
