@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # the fuzzer's wire helpers (fuzz/) serve the hos
 # engines themselves (socket, loops and stock, each with its own expectations), and
 # test_wire.py tests the socket data phase itself (wire.py's words), which stock mode does not run.
 ENGINE_FILES = ("test_policy.py", "test_store.py", "test_faults.py", "test_gate*.py",
-                "test_dataphase*.py", "test_untrusted_text.py", "test_commitment.py")
+                "test_dataphase*.py", "test_untrusted_text.py", "test_commitment.py", "test_qr.py")
 
 
 def pytest_collection_modifyitems(config, items):

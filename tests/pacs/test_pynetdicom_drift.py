@@ -63,14 +63,14 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "pynetdicom.dimse_messages.C_STORE_RSP": ("3afd6139a34c3ca95851593a70f6513701f53ffdcfa699cd61b97d944bf381ad", "pacs/wire.py response_pdu (its elements, in order)"),
     "pynetdicom.dimse_messages.C_STORE_RQ": ("3e86b976b81c7ce608ade127c0025b1419dabd9cc5cb9459c7dee824aa8ef71c", "ct-simulator/wire.py c_store_rq (its elements, in order)"),
     "pynetdicom.pdu.P_DATA_TF": ("6fdbc751c92b9874e3f1555c485f41d35f65002a72fcf2ae85ae5a9c747b6077", "pacs/wire.py response_pdu, ct-simulator/wire.py frame (PDU layout)"),
-    "pynetdicom._config": ("c98c80b019811fc0d503132e1bd4a2741a98976986526f2f8d7e90ba1a1d3248", "pacs/server.py Pacs.__init__ (LOG_HANDLER_LEVEL), ct-simulator/network.py (VALIDATORS[AE])"),
+    "pynetdicom._config": ("c98c80b019811fc0d503132e1bd4a2741a98976986526f2f8d7e90ba1a1d3248", "pacs/server.py Pacs.__init__ (LOG_HANDLER_LEVEL), pacs/qr.py install (STORE_SEND_CHUNKED_DATASET), ct-simulator/network.py (VALIDATORS[AE])"),
     "pynetdicom._validators.validate_ae": ("82260676b179fe9f6702a2412dc7ad899c420e24912716d451ed8c90bc041dc6", "ct-simulator/network.py _lab_ae_validator (falls back to it)"),
     "pynetdicom.transport.AssociationSocket.ready": ("3eb58e3d39dc076df7a04c804ca183ffd3f4d1b34361039e9e6f11de3d45579c", "pacs/server.py FastSocket.ready (True while the gate's pre-read bytes remain)"),
     "pynetdicom.dul.DULServiceProvider._read_pdu_data": ("19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b", "pacs/guard.py PduGuard (relies on its recv(6) then recv(length) reads, which FastSocket.recv checks)"),
     "pynetdicom.dul.DULServiceProvider.receive_pdu": ("fa67339834ca998cb31eb1806a854864200464b0a9991333d387aa419478c4e6", "pacs/fastpath.py LabAssociation._run_reactor (called by the copied loop)"),
     "pynetdicom.dul.DULServiceProvider.idle_timer_expired": ("0150c19fda68f6e95f435aa00dd69a286a3a1dd870ee1acd9948c6738a449357", "pacs/fastpath.py LabAssociation._run_reactor (called by the copied loop)"),
     "pynetdicom.fsm.AA_4": ("de72d40c80b07e3e33dde67579bcfeef285a3f0156952a36c11d95c3260e105d", "pacs/guard.py (a failed read is Evt17 -> AA-4: A-P-ABORT to the association), pacs/server.py FastSocket"),
-    "pynetdicom.association.Association._serve_request": ("2f24c1759cdf6c8c433094f2a8dd8144f76f5547f03daed7b94e0f78bc12f877", "pacs/fastpath.py LabAssociation._run_reactor (invalid requests aborted before it; it serves the rest)"),
+    "pynetdicom.association.Association._serve_request": ("2f24c1759cdf6c8c433094f2a8dd8144f76f5547f03daed7b94e0f78bc12f877", "pacs/fastpath.py LabAssociation._run_reactor (invalid requests aborted before it; it serves the rest); pacs/qr.py install (it looks the service class up by pynetdicom.association's uid_to_service_class)"),
     "pynetdicom.dimse.DIMSEServiceProvider.get_msg": ("890e3e04283f5aeb756236f1a4dd35d3a10bbdd52f3efa3f3950c01f47bd2b34", "pacs/fastpath.py LabAssociation._run_reactor (called by the copied loop)"),
     "pynetdicom.acse.ACSE.send_abort": ("6707ebd82b156b4bf68ad74f26dabdb461709f0da4b94a7ad6307060ca38c76f", "pacs/fastpath.py LabAssociation._run_reactor, pacs/server.py (abort after a failed data phase)"),
     "pynetdicom.service_class.StorageServiceClass.SCP": ("63afca7fc6c6e7ee6e6eb303dd6aa72c1e69dbfcb94dd91c9e90ea6d900a4c40", "pacs/spooling.py (the EVT_C_STORE handler reads event.dataset_path; SCP removes the file after it returns)"),
@@ -79,11 +79,15 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "pynetdicom.pdu.A_ASSOCIATE_RQ.to_primitive": ("92cb1a8bedf659e5ed93aafac546740e080a9e94cae90b22e150f407e4c05019", "pacs/rqcheck.py rq_problem (raises on an even context ID, an unknown user identity type)"),
     "pynetdicom.pdu_items.PresentationContextItemRQ.to_primitive": ("820a8752cc816f2ca5e462ee017c94de380b0afa0d90830e8c3b9d75a22597f6", "pacs/rqcheck.py rq_problem (a context without abstract syntax arrives as None)"),
     "pynetdicom.presentation.negotiate_as_acceptor": ("d5413f08f0ac7b32b2b95f629d88242be5785d4a37888a14c265e0c27452da05", "pacs/rqcheck.py rq_problem (checks what it raises on: no abstract syntax, no transfer syntax)"),
+    "pynetdicom.service_class.QueryRetrieveServiceClass._move_scp": ("5c14d1be3d737befcc148893bcd529a03695e82f8f943f19b640ff4f32382742", "pacs/qr.py LabQueryRetrieve._move_scp (our own C-MOVE, not a copy: outbound association, counts, words)"),
+    "pynetdicom.service_class.QueryRetrieveServiceClass._get_scp": ("8ca1538e3e56c4f7317f3d8bd0d0e009d596e9f3c57027db3128ec7e728e46a6", "pacs/qr.py LabQueryRetrieve._get_scp (our own C-GET, not a copy: role check, files as stored)"),
+    "pynetdicom.sop_class.uid_to_service_class": ("88fa4636b8cbaacdefe698cc3dbfc527849b9f3d2621777843d08e36eb32c6e8", "pacs/qr.py install (pynetdicom.association's name for it replaced by _service_class, which defers to it)"),
+    "pynetdicom.association.Association.send_c_store": ("fa5a8127f349f8e75698f4cdf2b4dbe3f38e3e9e320a8cf45c15bf8333f9c283", "pacs/qr.py QueryRetrieve._send_all (a path with STORE_SEND_CHUNKED_DATASET: the file's bytes as stored, its context chosen without conversion)"),
     "pynetdicom.dsutils.decode": ("33aaa74edebf31884a6626b1df7173cc52e9a26f7e00d78fe95247c9f8e24e49", "pacs/wire.py DataPhase (command sets and dataset headers)"),
 }
 
 # Modules whose classes may subclass pynetdicom classes (walked by the second test).
-OUR_MODULES = ["pacs.server", "pacs.fastpath", "pacs.wire", "pacs.guard", "pacs.gate", "pacs.spooling",
+OUR_MODULES = ["pacs.server", "pacs.qr", "pacs.fastpath", "pacs.wire", "pacs.guard", "pacs.gate", "pacs.spooling",
                "pacs.rqcheck", "admin_api.echo", "dicomlab.outbound", "ct_simulator.network",
                "ct_simulator.wire", "ct_simulator.sender", "ct_simulator.worker"]
 

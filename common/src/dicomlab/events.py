@@ -58,6 +58,12 @@ SEND_FAILED = "send-failed"
 COMMITMENT_REQUESTED = "commitment-requested"  # N-ACTION answered; the request is kept in Redis
 COMMITMENT_REPORTED = "commitment-reported"  # the N-EVENT-REPORT was delivered and answered Success
 COMMITMENT_FAILED = "commitment-failed"  # one attempt failed (reason: why), or the last one (outcome failed)
+# Query/Retrieve (the PACS as SCP): one event per C-FIND, per C-MOVE / C-GET (its final status
+# and sub-operation counts), and one per failure of a retrieve (its cause in words).
+FIND_ANSWERED = "find-answered"
+MOVE_FINISHED = "move-finished"
+GET_FINISHED = "get-finished"
+RETRIEVE_FAILED = "retrieve-failed"
 
 # Event reasons of the port limits (second stage): the association-rejected /
 # association-aborted events, and the connection events before any association.

@@ -21,9 +21,13 @@ from . import keys
 
 Op = dict[str, Any]
 
-STUDY_FIELDS = ("patient_name", "patient_id", "study_date", "study_description", "accession_number", "calling_aet")
+STUDY_FIELDS = ("patient_name", "patient_id", "study_date", "study_description", "accession_number", "calling_aet",
+                "study_time", "study_id", "patient_birth_date", "patient_sex")
 SERIES_FIELDS = ("modality", "series_description", "series_number")
-INDEX_META = ("study_uid", "series_uid", "sop_instance_uid", *STUDY_FIELDS, *SERIES_FIELDS)
+# Per instance (an IMAGE-level C-FIND): written when the meta has them (a C-STORE, or the file the
+# reconcile read); an instance without them is read from its file when a query needs it.
+INSTANCE_FIELDS = ("sop_class_uid", "instance_number")
+INDEX_META = ("study_uid", "series_uid", "sop_instance_uid", *STUDY_FIELDS, *SERIES_FIELDS, *INSTANCE_FIELDS)
 
 
 def record_instance(meta: dict[str, str], full: bool = True, at: float | None = None) -> Op:
@@ -54,10 +58,11 @@ _STATUS_IF_NODE = (
     "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then "
     "redis.call('HSET', KEYS[2], unpack(ARGV, 2)) end return 0"
 )
-# KEYS: study instances, series instances, study series hash, study hash, studies zset
+# KEYS: study instances, series instances, study series hash, study hash, studies zset, series images
 # ARGV: sop, series uid, study uid
 _REMOVE = (
     "redis.call('SREM', KEYS[1], ARGV[1]) redis.call('SREM', KEYS[2], ARGV[1]) "
+    "redis.call('HDEL', KEYS[6], ARGV[1]) "
     "if redis.call('SCARD', KEYS[2]) == 0 then redis.call('HDEL', KEYS[3], ARGV[2]) end "
     "if redis.call('SCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[3], KEYS[4]) "
     "redis.call('ZREM', KEYS[5], ARGV[3]) end return 0"
@@ -71,8 +76,8 @@ def apply(pipe: Any, op: Op) -> None:
         _record(pipe, op["meta"], op["full"], float(op["time"]))
     elif kind == "remove_instance":
         study, series = op["study_uid"], op["series_uid"]
-        pipe.eval(_REMOVE, 5, keys.study_instances(study), keys.series_instances(study, series),
-                  keys.study_series(study), keys.study(study), keys.STUDIES,
+        pipe.eval(_REMOVE, 6, keys.study_instances(study), keys.series_instances(study, series),
+                  keys.study_series(study), keys.study(study), keys.STUDIES, keys.series_images(study, series),
                   op["sop_instance_uid"], series, study)
     elif kind == "node_status":
         flat: list[str] = []
@@ -89,6 +94,9 @@ def _record(pipe: Any, meta: dict[str, str], full: bool, at: float) -> None:
     pipe.sadd(keys.study_instances(study), sop)
     pipe.sadd(keys.series_instances(study, series), sop)
     pipe.zadd(keys.STUDIES, {study: at})
+    if meta.get("sop_class_uid"):
+        pipe.hset(keys.series_images(study, series), sop,
+                  json.dumps({k: meta.get(k, "") for k in INSTANCE_FIELDS}))
     if not full:  # the study and series fields were written for an earlier instance of the series
         pipe.hset(keys.study(study), "last_received", f"{at:.3f}")
         return

@@ -10,6 +10,7 @@
     dicomlab:study:<uid>:series        hash  SeriesInstanceUID -> JSON (modality, description, number)
     dicomlab:study:<uid>:instances     set   SOP Instance UIDs received (counts without duplicates)
     dicomlab:study:<uid>:series:<uid>:instances  set  the same, per series
+    dicomlab:study:<uid>:series:<uid>:images     hash SOP Instance UID -> JSON (SOP class, instance number)
     dicomlab:sim:jobs                  list  simulator send requests waiting for a worker
     dicomlab:sim:job:<id>              hash  one send request and its progress
     dicomlab:scp:heartbeat             string  set by the PACS while it listens (with expiry)
@@ -104,6 +105,11 @@ def commitment(transaction_uid: str) -> str:
 
 def commitment_study(study_uid: str) -> str:
     return f"{PREFIX}:commitment:study:{study_uid}"
+
+
+def series_images(study_uid: str, series_uid: str) -> str:
+    """Per instance of a series, what an IMAGE-level C-FIND answers (Query/Retrieve)."""
+    return f"{PREFIX}:study:{study_uid}:series:{series_uid}:images"
 
 
 def sim_job(job_id: str) -> str:

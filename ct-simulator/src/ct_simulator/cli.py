@@ -528,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-jobs", type=int, help="stop after this many jobs (tests)")
     w.set_defaults(func=cmd_worker)
 
+    from .qr import add_parsers as add_qr  # find | move | get
+
+    add_qr(sub, _add_link, lambda a: _link(a, _env()))
+
     b = sub.add_parser("bench", help="slices/s generated, and sent when --host/--port is given")
     b.add_argument("--slices", type=int, default=300)
     b.add_argument("--rows", type=int, default=512)

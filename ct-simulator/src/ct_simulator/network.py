@@ -158,6 +158,10 @@ class Link:
     dimse_timeout: float = 60.0
     max_pdu: int = 0  # 0: no limit on what we receive
     tls: TlsSpec | None = None  # DICOM TLS (None: plain TCP)
+    # extended negotiation (e.g. SCP/SCU role selection for C-GET) and more handlers bound to the
+    # association (e.g. EVT_C_STORE for C-GET's sub-operations): ct_simulator/qr.py
+    ext_neg: list[Any] = field(default_factory=list)
+    handlers: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ladder: bool = False  # record each association's ladder (send --ladder): ``trace``
     trace: Trace | None = None  # the last association's, set by ``associate``
@@ -247,7 +251,8 @@ def _associate(link: Link, contexts: list[PresentationContext],
         handlers.append((evt.EVT_PDU_SENT, on_pdu_sent))
     started = time.monotonic()
     try:
-        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers, tls_args=tls_args)
+        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers + link.handlers,
+                             ext_neg=link.ext_neg, tls_args=tls_args)
     except (OSError, ValueError) as exc:
         return None, outcome.unreachable(link.peer, str(exc))
     if assoc.is_established:

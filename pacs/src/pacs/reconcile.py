@@ -82,7 +82,7 @@ class Report:
 
 def read_stored(path: Path) -> dict[str, str]:
     """The index fields of a stored Part 10 file: its file meta says the transfer syntax
-    and the calling AE title, ``index_fields`` reads the rest (only up to Series Number)."""
+    and the calling AE title, ``index_fields`` reads the rest (only up to Instance Number)."""
     with open(path, "rb") as f:
         head = f.read(144)
         if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
@@ -188,8 +188,10 @@ def reconcile(storage: Storage, registry: Registry, cutoff: float | None, rebuil
                         raise ValueError("its UIDs differ from its place in the storage folder")
                     fields = meta
                     ops.append(indexops.record_instance(meta, full=True, at=at))
-                else:  # its folder names are its UIDs (the PACS made them from the dataset)
-                    ops.append(indexops.record_instance({**fields, "sop_instance_uid": sop}, full=False, at=at))
+                else:  # its folder names are its UIDs (the PACS made them from the dataset); its own
+                    # instance fields (SOP class, number) are read when a C-FIND asks (pacs/query.py)
+                    shared = {k: v for k, v in fields.items() if k not in indexops.INSTANCE_FIELDS}
+                    ops.append(indexops.record_instance({**shared, "sop_instance_uid": sop}, full=False, at=at))
             except (OSError, ValueError, EOFError, KeyError, struct.error) as exc:
                 report.unreadable.append(f"{study}/{series}/{sop}.dcm ({exc})")
                 continue

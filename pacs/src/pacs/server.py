@@ -64,6 +64,7 @@ from .gate import Gate
 from .guard import PduGuard
 from .healthcheck import HEALTHCHECK_AET
 from .policy import AssociationSlots, Decision, decide
+from .qr import QueryRetrieve, proposes_qr
 from .sopmarks import stored_ops
 from .spooling import discard_partial, receive_chunked, received_dataset
 from .storage import Spool, Storage
@@ -356,7 +357,9 @@ class Pacs:
         ae.add_supported_context(Verification)  # replaced per association by contexts_for()
         self.ae = ae
         receive_chunked()  # pynetdicom's loops write each dataset to a temporary file as it arrives
+        self.qr = QueryRetrieve(self)  # Study Root C-FIND / C-MOVE / C-GET (qr.py)
         self.handlers: list[Any] = [
+            (evt.EVT_C_FIND, self.qr.on_find),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_released),
@@ -614,14 +617,15 @@ class Pacs:
                 s.counted = True
                 assert d.settings is not None and d.node is not None
                 assoc.acceptor.ae_title = d.settings.ae_title
-                assoc.acceptor.supported_contexts = contexts_for(d.settings, d.node)
+                assoc.acceptor.supported_contexts = contexts_for(d.settings, d.node, rq)
                 if d.settings.verbose:
                     try:
                         self._verbose_requested(assoc, rq, s)
                     except Exception:  # verbose output must never change the decision
                         LOG.exception("verbose logging")
-                elif not d.settings.faults() and self.wire and not proposes_commitment(rq):
-                    assoc.dul.wire = self._wire_runner(s)  # type: ignore[attr-defined]  # the data phase on the socket (wire.py)
+                elif (not d.settings.faults() and self.wire and not proposes_commitment(rq)
+                      and not proposes_qr(rq)):  # Storage Commitment, Q/R: pynetdicom's loops
+                    assoc.dul.wire = self._wire_runner(s)  # type: ignore[attr-defined]  # the data phase on the socket
                 return
             mode = d.settings.refusal_mode if d.settings is not None else "reject"
             if mode != "reject" and d.reason in AUTHORIZATION_REASONS:

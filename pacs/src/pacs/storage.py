@@ -66,8 +66,9 @@ FILE_MODE = 0o640  # patient data: the owner writes, its group reads, nobody els
 DIR_MODE = 0o750
 
 
-_INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080050, 0x00080060, 0x00081030, 0x0008103E,
-               0x00100010, 0x00100020, 0x0020000D, 0x0020000E, 0x00200011]  # what the index and path need
+_INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080030, 0x00080050, 0x00080060, 0x00081030,
+               0x0008103E, 0x00100010, 0x00100020, 0x00100030, 0x00100040, 0x0020000D, 0x0020000E, 0x00200010,
+               0x00200011, 0x00200013]  # what the index (C-FIND included) and the path need
 
 
 def valid_uid(value: object) -> bool:
@@ -139,7 +140,7 @@ def index_fields(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, s
         fp,
         is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
         is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
-        stop_when=lambda tag, vr, length: tag > 0x00200011,  # Series Number is the last we need
+        stop_when=lambda tag, vr, length: tag > 0x00200013,  # Instance Number is the last we need
         specific_tags=_INDEX_TAGS,
     )
     return {
@@ -156,6 +157,11 @@ def index_fields(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, s
         "series_description": _text(ds, "SeriesDescription"),
         "series_number": _raw_text(ds, 0x00200011),
         "calling_aet": calling_aet,
+        "study_time": _raw_text(ds, 0x00080030),
+        "study_id": _text(ds, "StudyID"),
+        "patient_birth_date": _raw_text(ds, 0x00100030),
+        "patient_sex": _raw_text(ds, 0x00100040),
+        "instance_number": _raw_text(ds, 0x00200013),
     }
 
 
@@ -174,7 +180,7 @@ def _understand(source: Any, transfer_syntax: str, sop_class_uid: str, sop_insta
     except HeaderTooLarge as exc:
         return StoreResult(
             STATUS_CANNOT_UNDERSTAND,
-            f"The dataset's header fields (up to Series Number) were not found within its first "
+            f"The dataset's header fields (up to Instance Number) were not found within its first "
             f"{HEADER_LIMIT // (1024 * 1024)} MiB ({exc}); not stored.",
         )
     except Exception as exc:

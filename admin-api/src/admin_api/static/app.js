@@ -115,6 +115,7 @@ async function loadScp() {
   $("#scp-fault_abort_after").value = s.fault_abort_after || 0;
   $("#scp-fault_status").value = s.fault_status ? `0x${s.fault_status.toString(16).toUpperCase().padStart(4, "0")}` : "0";
   $("#scp-fault_stall").checked = !!s.fault_stall;
+  if (window.qrFill) window.qrFill(s); // qr.js: the Query/Retrieve settings
 }
 
 function showScpStatus(s) {
@@ -151,6 +152,7 @@ async function saveScp(ev) {
     fault_abort_after: numberOrText($("#scp-fault_abort_after").value),
     fault_status: statusOrText($("#scp-fault_status").value),
     fault_stall: $("#scp-fault_stall").checked,
+    ...(window.qrBody ? window.qrBody() : {}),
   };
   const r = await api("PATCH", "/api/scp", body);
   if (!r.ok) { showErrors("scp", r); return; }
@@ -250,6 +252,7 @@ function renderNode(node) {
   if (st.last_assoc_id) actions.prepend(ladderButton(st.last_assoc_id, null, "Last association")); // ladder.js
   if (typeof tlsNodeButton === "function") actions.insertBefore(tlsNodeButton(node, li), remove); // tls.js
   li.append(summary, actions, meta);
+  if (window.qrNodeNote) meta.append(` · ${window.qrNodeNote(node)}`); // qr.js
   if (er) li.append(el("div", `echo-result ${er.ok ? "ok" : "bad"}`, er.text));
   return li;
 }

@@ -16,11 +16,14 @@ from typing import Any
 from . import commitprobe
 
 KINDS = ("ok", "rejected", "connection-refused", "timed-out", "unreachable", "aborted", "no-context",
-         "instance-failed", "tls-failed")
+         "instance-failed", "tls-failed", "qr-failed")
 SIDES = ("modality", "pacs", "network", "none")
-SETUP_KEYS = {"node", "refused_nodes", "scp", "network", "drop", "registry", "hold"}
+SETUP_KEYS = {"node", "refused_nodes", "scp", "network", "drop", "registry", "hold",
+              "destination"}  # destination: a move destination node (scenarios/qrprobe.py)
 ACTION_KEYS = {"kind", "calling_aet", "called_aet", "port", "slices", "sop_class", "transfer_syntaxes",
-               "abort_after", "timeout", "dimse_timeout", "duplicate_uids", "tls", *commitprobe.KEYS}
+               "abort_after", "timeout", "dimse_timeout", "duplicate_uids", "tls", *commitprobe.KEYS,
+               "destination", "role"}  # Q/R actions (scenarios/qrprobe.py)
+ACTION_KINDS = ("send", "echo", "find", "move", "get")
 # action.tls: how the modality does DICOM TLS (runner.tls_spec turns it into a ct_simulator.tls.TlsSpec)
 TLS_KEYS = {"ca", "cert", "outdated", "server_name"}
 TLS_CA = ("lab", "other")  # trust the lab CA, or a CA of the modality's own
@@ -140,8 +143,8 @@ def _scenario(raw: dict[str, Any], index: int) -> Scenario:
         raise CatalogueError(f"{where}: drop needs network = \"netns\"")
     action = dict(raw.get("action") or {})
     _check_keys(f"{where} action", action, ACTION_KEYS)
-    if action.get("kind", "send") not in ("send", "echo"):
-        raise CatalogueError(f"{where}: action kind is send or echo")
+    if action.get("kind", "send") not in ACTION_KINDS:
+        raise CatalogueError(f"{where}: action kind is one of {', '.join(ACTION_KINDS)}")
     if "tls" in action:
         tls = action["tls"]
         if not isinstance(tls, dict):

@@ -21,7 +21,7 @@ from ..network import Link, quiet_pynetdicom
 from ..sender import SendOptions, echo, send
 from ..syntaxes import DEFAULT_PROPOSAL, resolve
 from ..tls import TlsSpec
-from . import commitprobe
+from . import commitprobe, qrprobe
 
 SOP_CLASSES = SIM_SOP_CLASSES  # the simulator's one list (dicomlab.conformance)
 _HEX = re.compile(r"^0x([0-9A-Fa-f]{4})")
@@ -40,6 +40,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 called_aet=spec["called_aet"], connect_timeout=timeout, acse_timeout=timeout,
                 dimse_timeout=float(spec.get("dimse_timeout", 10.0)),
                 tls=TlsSpec.from_dict(spec["tls"]) if spec.get("tls") is not None else None)
+    if spec.get("kind") in qrprobe.QR_KINDS:  # find / move / get
+        return qrprobe.run(spec, link)
     if spec.get("kind", "send") == "echo":
         rep = echo(link)
         obs: dict[str, Any] = {"kind": "ok" if rep.problem is None else rep.problem.kind,

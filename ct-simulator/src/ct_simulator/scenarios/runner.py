@@ -30,7 +30,7 @@ from typing import Any
 from dicomlab.ports import free_port
 from dicomlab.waiting import poll_until, wait_until
 
-from . import commitprobe, probe
+from . import commitprobe, probe, qrprobe
 from . import netns as netns_mod
 from .adminapi import SCP_WRITABLE, AdminApi, ApiError
 from .catalogue import EventExpectation, Scenario
@@ -273,6 +273,10 @@ class Runner:
         tls = action.get("tls")
         if tls is not None and tls.get("cert") == "other-node":
             titles.add(OTHER_AET)
+        destination = self.subst(setup.get("destination"), values)  # a C-MOVE destination (qrprobe.py)
+        if destination:
+            titles.add(destination["ae_title"])
+        dest_scp = None  # the move destination's storage SCP, when the scenario has one
         nodes_before = {t: api.node(t) for t in sorted(titles) if len(t) <= 16}
         since = api.last_event_id()
         scp_changes = dict(setup.get("scp") or {})
@@ -300,6 +304,15 @@ class Runner:
                 api.put_node({"port": 104, **node})
             if tls is not None and tls.get("cert") == "other-node":
                 api.put_node({"ae_title": OTHER_AET, "host": ctx.peer, "port": 104, "tls": "allowed"})
+            if destination:
+                dest_port = destination.get("port", "listener")
+                if dest_port == "listener":
+                    dest_scp = qrprobe.Destination(destination["ae_title"], destination.get("accept_calling"))
+                    dest_port = dest_scp.port
+                elif dest_port == "closed":
+                    dest_port = free_port()
+                api.put_node({"ae_title": destination["ae_title"], "host": destination.get("host", ctx.peer),
+                              "port": dest_port, "services": ["C-ECHO"]})
             if scp_changes:
                 api.patch_scp(scp_changes)
                 if "port" in scp_changes:
@@ -365,6 +378,7 @@ class Runner:
             for step in (ctx.registry.resume,
                          lambda: api.wait_healthy(30) or errors.append("the admin API is not healthy after setup"),
                          lambda: [h.release() for h in held if h.is_established],
+                         dest_scp.stop if dest_scp is not None else (lambda: None),
                          ns.delete if ns is not None else (lambda: None),
                          lambda: self._restore_scp(scp_before),
                          lambda: self._restore_nodes(nodes_before, titles)):
