@@ -328,7 +328,9 @@ class LabAssociation(Association):
         put = self.dimse.msg_queue.put  # decoded DIMSE messages (put by the DUL thread, DT-2)
 
         def put_message(item: Any, block: bool = True, timeout: float | None = None) -> None:
-            if isinstance(item[1], C_STORE):
+            # A C-STORE *request* (Status None): not the C-STORE-RSP of a C-GET sub-operation the PACS
+            # sent, which its C-GET handler waits for while the next responses must still be read.
+            if isinstance(item[1], C_STORE) and item[1].Status is None:
                 self.dul.held_since = time.monotonic()
                 self.dul.reads_held = True  # until _run_reactor has queued the answer
             put(item, block, timeout)
@@ -390,7 +392,7 @@ class LabAssociation(Association):
                     self._serve_request(msg, context_id)  # type: ignore[arg-type]
                 finally:  # the answer is queued: the DUL sends it before it reads again. (Only a
                     # C-STORE ends the hold: one read while a C-ECHO was served may have set it.)
-                    if isinstance(msg, C_STORE) and self.dul.reads_held:
+                    if isinstance(msg, C_STORE) and msg.Status is None and self.dul.reads_held:
                         self.dul.reads_held = False
                         self.dul.ring()
 
