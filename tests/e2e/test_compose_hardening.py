@@ -59,9 +59,11 @@ def test_compose_services_run_hardened_and_redis_is_closed(compose_lab):
         if service != "redis":  # the Python services write only /tmp (and their volumes)
             assert "/tmp" in (host.get("Tmpfs") or {}), service
 
-    # the admin API reads the storage (DICOMweb) and cannot write it
+    # the admin API reads the storage (DICOMweb) and cannot write it; it shares the lab CA's folder
+    # with the PACS (the first of the two to start creates the CA, under a lock; node certificates)
     data_mounts = [m for m in containers["admin-api"]["Mounts"] if m["Destination"].startswith("/data")]
-    assert [(m["Destination"], m["RW"]) for m in data_mounts] == [("/data/storage", False)]
+    assert sorted((m["Destination"], m["RW"]) for m in data_mounts) == [("/data/storage", False),
+                                                                          ("/data/tls", True)]
 
     # Redis: on the internal network only; the PACS and the admin API also on the lab network
     nets = {s: set(c["NetworkSettings"]["Networks"]) for s, c in containers.items()}
