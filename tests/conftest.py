@@ -10,6 +10,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import PacsProcess, RedisServer  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _pynetdicom_globals_restored():
+    """A PACS built in the test process (``pacs.server.Pacs``) switches pynetdicom's process-wide
+    STORE_RECV_CHUNKED_DATASET on (pacs/spooling.py), which changes what a C-STORE handler of the
+    simulator gets (``event.encoded_dataset()``) in later tests of the same process; put it back."""
+    from pynetdicom import _config
+
+    saved = _config.STORE_RECV_CHUNKED_DATASET
+    yield
+    _config.STORE_RECV_CHUNKED_DATASET = saved
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """One real redis-server for the session (tests flush it)."""
