@@ -5,18 +5,13 @@ listener."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from dicomdata import CT, as_file, ct_dataset
+from orthanc_peer import Orthanc, any_free_port
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -24,74 +19,9 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, StorageCommitmentPushModelInstance
 from test_store import send
 
-from lab import add_node, dcmtk_env, events_of, need, wait_for
+from lab import add_node, events_of, wait_for
 
 SERVICES = ("C-ECHO", "C-STORE", "STORAGE-COMMITMENT")
-
-
-def _any_free_port() -> int:
-    """Free on every address: Orthanc's HTTP server binds all of them."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-class Orthanc:
-    def __init__(self, work: Path, pacs_port: int) -> None:
-        exe = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
-        need(exe is not None, "Orthanc not found: install Debian's orthanc (scripts/system-deps.sh does it)")
-        self.exe = exe
-        self.work = work
-        work.mkdir(parents=True, exist_ok=True)
-        self.port, self.http_port = _any_free_port(), _any_free_port()
-        config = {
-            "Name": "dicomlab-commit", "StorageDirectory": str(work / "storage"),
-            "IndexDirectory": str(work / "index"), "HttpServerEnabled": True, "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomServerEnabled": True,
-            "DicomAet": "ORTHANC", "DicomPort": self.port, "DicomCheckCalledAet": True,
-            "DicomModalities": {"pacs": {"AET": "PACS", "Host": "127.0.0.1", "Port": pacs_port}},
-            "OrthancPeers": {}, "Plugins": [], "LuaScripts": [], "SaveJobs": False, "HttpDescribeErrors": True,
-            "DicomScuTimeout": 10,
-        }
-        (work / "orthanc.json").write_text(json.dumps(config, indent=1))
-        self.log = work / "orthanc.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sent = ""  # the SOP Instance UID of the last instance _orthanc_sends
-
-    def start(self) -> "Orthanc":
-        with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen([self.exe, str(self.work / "orthanc.json")], stdout=fh,
-                                         stderr=subprocess.STDOUT, cwd=self.work, env=dcmtk_env())
-        wait_for(self._up, 60, 0.1, "Orthanc to answer")
-        return self
-
-    def _up(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"Orthanc exited: {self.log.read_text(errors='replace')}")
-        try:
-            return bool(self.call("GET", "/system"))
-        except OSError:
-            return False
-
-    def call(self, method: str, path: str, body: bytes | dict | None = None) -> dict:
-        data = json.dumps(body).encode() if isinstance(body, dict) else body
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-        try:
-            with opener.open(req, timeout=60) as rsp:
-                return json.loads(rsp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"Orthanc {method} {path}: {exc.code} {exc.read()[:2000]!r}") from None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def _orthanc_sends(orthanc: Orthanc, tmp_path: Path) -> str:
@@ -111,7 +41,7 @@ def _orthanc_sends(orthanc: Orthanc, tmp_path: Path) -> str:
 
 @pytest.fixture
 def orthanc(pacs, tmp_path):
-    o = Orthanc(tmp_path / "orthanc", pacs.port).start()
+    o = Orthanc(tmp_path / "orthanc", pacs.port, "dicomlab-commit").start()
     yield o
     o.stop()
 
@@ -134,7 +64,7 @@ def test_orthanc_requests_commitment_when_it_sends_and_receives_the_report(pacs,
 def test_orthanc_registered_with_the_wrong_port_learns_nothing_until_the_port_is_fixed(pacs, registry, orthanc,
                                                                                      tmp_path):
     registry.update_listener({"commitment_interval": 1, "commitment_attempts": 10})
-    wrong = _any_free_port()
+    wrong = any_free_port()
     add_node(registry, "ORTHANC", services=SERVICES, port=wrong)
     tx = _orthanc_sends(orthanc, tmp_path)
     ev = wait_for(lambda: events_of(registry, "commitment-failed"), 60, what="a failed attempt")[0]
