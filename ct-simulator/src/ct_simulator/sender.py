@@ -1,25 +1,21 @@
 """C-ECHO and C-STORE of generated studies, over one or more associations.
 
-``send`` runs the plan's generator in a producer thread that generates and
-encodes, in the transfer syntax the peer accepted, a few instances ahead of
+``send`` runs the plan's generator in a producer thread (``producer.Shared``) that
+generates and encodes, in the transfer syntax the peer accepted, a few instances ahead of
 the one on the wire (a bounded queue, shared by the associations); it never
 holds a series in memory. Each association is negotiated, released or
 aborted by pynetdicom; its C-STOREs go over the socket as pre-encoded
 P-DATA-TF PDUs (``wire.StoreChannel``, which says why). Misbehaviour on
 demand (an A-ABORT after N instances, a delay between instances) lives here;
-misbehaviour that changes the objects lives in ``iod.StudyPlan``.
+misbehaviour that changes the objects lives in ``iod.StudyPlan``. What it is told and
+what it reports: ``reports``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import queue
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom.presentation import PresentationContext, build_context
@@ -28,89 +24,15 @@ from dicomlab.dicom import VERIFICATION, uid_name
 from dicomlab.ladder import MODALITY, PACS
 
 from . import outcome
-from .iod import Instance, StudyPlan, iter_instances
+from .iod import StudyPlan, iter_instances
 from .network import Link, associate, release
 from .outcome import Problem, status_words
-from .syntaxes import DEFAULT_PROPOSAL, UNCOMPRESSED, UnsupportedSyntax, can_encode, encode_bytes
+from .producer import Progress, Shared
+from .reports import EchoReport, SendOptions, SendReport
+from .syntaxes import UnsupportedSyntax, can_encode
 from .wire import NoAnswer, PeerAborted, ProtocolError, StoreChannel
 
-LOG = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]  # (instances done, of which failed)
-
-
-@dataclass
-class SendOptions:
-    """How to send: proposal, parallelism and misbehaviour on demand."""
-
-    transfer_syntaxes: tuple[str, ...] = DEFAULT_PROPOSAL  # proposed, in order of preference
-    associations: int = 1
-    abort_after: int | None = None  # send an A-ABORT after this many instances
-    delay: float = 0.0  # seconds between instances (a slow modality)
-    record: bool = False  # keep one SendReport.instances row per C-STORE tried (--report-json)
-
-
-@dataclass
-class SendReport:
-    total: int
-    sent: int = 0
-    failed: int = 0
-    warnings: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    problem: Problem | None = None
-    notes: list[str] = field(default_factory=list)
-    accepted: dict[str, str] = field(default_factory=dict)  # SOP class -> transfer syntax
-    elapsed: float = 0.0
-    first_failure: str = ""
-    tls_session: str = ""  # the TLS version and cipher, when sent over DICOM TLS
-    # with SendOptions.record: per C-STORE tried, in order: SOP Instance UID, study and series UIDs,
-    # the status answered (None: no answer) and the SHA-256 of the dataset bytes sent
-    instances: list[dict[str, Any]] = field(default_factory=list)
-    ladders: list[dict[str, Any]] = field(default_factory=list)  # with Link.ladder: one per association
-
-    @property
-    def rate(self) -> float:
-        return (self.sent + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None and self.failed == 0 and self.sent == self.total
-
-    @property
-    def exit_code(self) -> int:
-        if self.problem is not None:
-            return self.problem.exit_code
-        if self.failed:
-            return outcome.EXIT_INSTANCE_FAILED
-        return outcome.EXIT_OK
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "total": self.total, "sent": self.sent, "failed": self.failed, "warnings": self.warnings,
-            "statuses": dict(self.statuses), "elapsed_s": round(self.elapsed, 3),
-            "rate_per_s": round(self.rate, 1), "accepted": self.accepted, "notes": self.notes,
-            "tls": self.tls_session or None,
-            "problem": None if self.problem is None else {
-                "kind": self.problem.kind, "message": self.problem.message, "hint": self.problem.hint,
-                **self.problem.detail},
-            "exit_code": self.exit_code,
-        }
-
-
-@dataclass
-class EchoReport:
-    ok: bool
-    status: int | None = None
-    elapsed_ms: float = 0.0
-    problem: Problem | None = None
-    notes: list[str] = field(default_factory=list)
-    tls_session: str = ""
-
-    @property
-    def exit_code(self) -> int:
-        if self.problem is not None:
-            return self.problem.exit_code
-        return outcome.EXIT_OK if self.ok else outcome.EXIT_INSTANCE_FAILED
+__all__ = ["EchoReport", "Progress", "SendOptions", "SendReport", "echo", "send", "store_contexts"]
 
 
 def echo(link: Link) -> EchoReport:
@@ -145,142 +67,7 @@ def store_contexts(sop_class: str, syntaxes: tuple[str, ...]) -> list[Presentati
     return [build_context(sop_class, list(syntaxes))]
 
 
-class _Item:
-    """One generated instance and its encodings, made by the producer thread ahead of the sender."""
-
-    __slots__ = ("instance", "encoded", "error")
-
-    def __init__(self, instance: Instance) -> None:
-        self.instance = instance
-        self.encoded: dict[str, bytes] = {}
-        self.error: Exception | None = None
-
-    def data(self, syntax: str) -> bytes:
-        if self.error is not None:
-            raise self.error
-        data = self.encoded.get(syntax)
-        if data is None:  # not known to the producer yet, or another association took another syntax
-            data = self.encoded[syntax] = encode_bytes(self.instance.dataset, syntax)
-        return data
-
-
-AHEAD = 4  # instances generated and encoded ahead of the one on the wire
-
-
-class _Shared:
-    """What the association threads share: the producer's queue, counters, the stop flag.
-
-    A producer thread generates and encodes the next instances while the
-    current one is on the wire: the sender thread spends its time in
-    ``sendall``/``recv`` (the GIL released), the producer in the phantom and
-    the encoder. The queue is bounded, so no more than ``AHEAD`` instances
-    are alive beyond the ones being sent.
-    """
-
-    def __init__(self, instances: Iterator[Instance], report: SendReport, progress: Progress | None,
-                 options: SendOptions) -> None:
-        self.instances = instances
-        self.report = report
-        self.progress = progress
-        self.options = options
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.done = 0
-        self.syntax: str | None = None  # set by the first association: what the producer encodes for
-        self.queue: queue.Queue[_Item | None] = queue.Queue(maxsize=AHEAD)
-        self.producer = threading.Thread(target=self._produce, name="ct-generate", daemon=True)
-        self.producer.start()
-
-    def _produce(self) -> None:
-        # Compressing changes the dataset (encode_for): with several associations, which might have
-        # accepted different syntaxes, only the association that takes an instance compresses it.
-        ahead_ok = self.options.associations == 1
-        try:
-            for inst in self.instances:
-                if self.stop.is_set():
-                    return
-                item = _Item(inst)
-                syntax = self.syntax
-                if syntax is not None and (ahead_ok or syntax in UNCOMPRESSED):
-                    try:
-                        item.encoded[syntax] = encode_bytes(inst.dataset, syntax)
-                    except (UnsupportedSyntax, RuntimeError, ValueError) as exc:
-                        item.error = exc
-                self.queue.put(item)
-        except Exception as exc:  # a bug in generation: said, not a silently short send
-            LOG.exception("generating the instances failed")
-            self.fail(Problem("error", f"generating the instances failed: {type(exc).__name__}: {exc}"))
-        finally:
-            self.queue.put(None)  # the end, for whichever association asks first
-
-    def next(self) -> _Item | None:
-        if self.stop.is_set():
-            return None
-        item = self.queue.get()
-        if item is None:
-            self.queue.put(None)  # the other associations see the end too
-        return item
-
-    def close(self) -> None:
-        """Stop the producer and wait for it: drain once so that a blocked ``put`` completes."""
-        self.stop.set()
-        while self.producer.is_alive():
-            try:
-                while True:
-                    self.queue.get_nowait()
-            except queue.Empty:
-                pass
-            self.producer.join(0.05)
-
-    def fail(self, problem: Problem) -> None:
-        with self.lock:
-            if self.report.problem is None:
-                self.report.problem = problem
-        self.stop.set()
-
-    def count(self, inst: Instance, status: int | None, data: bytes = b"") -> bool:
-        """Record one answer (``data``: the dataset bytes sent); True when the simulator should abort
-        now (on purpose)."""
-        row = None
-        if self.options.record:
-            ds = inst.dataset
-            row = {"sop_instance_uid": inst.sop_instance_uid, "study_uid": str(ds.StudyInstanceUID),
-                   "series_uid": str(ds.SeriesInstanceUID), "status": status,
-                   "sha256": hashlib.sha256(data).hexdigest()}
-        with self.lock:
-            r = self.report
-            if row is not None:
-                r.instances.append(row)
-            if status is None:
-                r.failed += 1
-                r.statuses["no response"] += 1
-                what = "no response"
-            elif status == 0x0000:
-                r.sent += 1
-                r.statuses["0x0000 Success"] += 1
-                what = ""
-            elif (status >> 12) == 0xB or status in (0x0107, 0x0116):
-                r.sent += 1
-                r.warnings += 1
-                r.statuses[status_words(status)] += 1
-                what = ""
-            else:
-                r.failed += 1
-                what = status_words(status)
-                r.statuses[what] += 1
-            if what and not r.first_failure:
-                r.first_failure = (f"instance {inst.number} of study {inst.study} series {inst.series} "
-                                   f"({inst.sop_instance_uid}): {what}")
-            self.done += 1
-            done, failed = self.done, r.failed
-            limit = self.options.abort_after
-            abort = limit is not None and done >= limit
-        if self.progress:
-            self.progress(done, failed)
-        return abort
-
-
-def _run_association(link: Link, sop_class: str, shared: _Shared) -> None:
+def _run_association(link: Link, sop_class: str, shared: Shared) -> None:
     assoc, problem = associate(link, store_contexts(sop_class, shared.options.transfer_syntaxes))
     if assoc is None:
         shared.fail(problem or Problem("error", "the association failed"))
@@ -324,7 +111,7 @@ def _abort(assoc: Any) -> None:
         assoc.abort()
 
 
-def _send_all(link: Link, sop_class: str, syntax: str, shared: _Shared,
+def _send_all(link: Link, sop_class: str, syntax: str, shared: Shared,
               channel: StoreChannel) -> Callable[[Any], None]:
     """C-STORE every instance the producer has; how to end the association (release or abort)."""
     first = True
@@ -381,7 +168,7 @@ def send(plan: StudyPlan, link: Link, options: SendOptions | None = None,
     options = options or SendOptions()
     report = SendReport(total=plan.total)
     started = time.monotonic()
-    shared = _Shared(iter_instances(plan), report, progress, options)
+    shared = Shared(iter_instances(plan), report, progress, options)
     n = max(1, min(options.associations, plan.total))
     links = [Link(**{**link.__dict__, "notes": []}) for _ in range(n)]
     try:
