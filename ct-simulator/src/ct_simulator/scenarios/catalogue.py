@@ -24,7 +24,7 @@ ACTION_KEYS = {"kind", "calling_aet", "called_aet", "port", "slices", "sop_class
                "abort_after", "timeout", "dimse_timeout", "duplicate_uids", "tls", *commitprobe.KEYS,
                "destination", "role"}  # Q/R actions (scenarios/qrprobe.py)
 ACTION_KINDS = ("send", "echo", "find", "move", "get")
-# action.tls: how the modality does DICOM TLS (runner.tls_spec turns it into a ct_simulator.tls.TlsSpec)
+# action.tls: how the modality does DICOM TLS (tlsprep.tls_spec turns it into a ct_simulator.tls.TlsSpec)
 TLS_KEYS = {"ca", "cert", "outdated", "server_name"}
 TLS_CA = ("lab", "other")  # trust the lab CA, or a CA of the modality's own
 TLS_CERT = ("issued", "none", "expired", "other-node")  # the node's own (admin API), none, expired, another node's

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO
 
 from .catalogue import Scenario
-from .runner import IN_CI, Result
+from .context import IN_CI, Result
 
 STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold red", "skip": "yellow"}
 
