@@ -123,21 +123,33 @@ def _age(birth: dt.date, on: dt.date) -> str:
 
 
 def _series_template(plan: StudyPlan, study: int, series: int, pat: _Patient, phantom: Phantom) -> Dataset:
-    """Every attribute that is the same for all slices of one series."""
-    study_uid = derived_uid("study", plan.seed, study, pat.id)
-    series_uid = derived_uid("series", plan.seed, study, series, pat.id)
+    """Every attribute that is the same for all slices of one series, module by module."""
     when = pat.when + dt.timedelta(minutes=3 * (series - 1))
     date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
     kernels = ["STANDARD", "LUNG", "BONE", "SOFT"]
     kernel = kernels[(series - 1) % len(kernels)]
     ds = Dataset()
-    # SOP Common
+    _sop_common(ds, plan, date, time)
+    _study_series_equipment(ds, plan, pat, date, time, kernel)
+    _patient_module(ds, pat)
+    _ct_acquisition(ds, plan, kernel)
+    _frame_of_reference(ds, plan, study, series, pat)
+    _image_pixel_voi(ds, plan, phantom, kernel)
+    ds.IrradiationEventUID = derived_uid("irradiation", plan.seed, study, series, pat.id)
+    return ds
+
+
+def _sop_common(ds: Dataset, plan: StudyPlan, date: str, time: str) -> None:
+    """SOP Common (and the image type)."""
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.InstanceCreationDate = date
     ds.InstanceCreationTime = time
     ds.SOPClassUID = plan.sop_class_uid
-    # General Study, Patient Study, General Series, Equipment
+
+
+def _study_series_equipment(ds: Dataset, plan: StudyPlan, pat: _Patient, date: str, time: str, kernel: str) -> None:
+    """General Study, Patient Study, General Series, Equipment."""
     ds.StudyDate = pat.when.strftime("%Y%m%d")
     ds.SeriesDate = date
     ds.AcquisitionDate = date
@@ -155,7 +167,10 @@ def _series_template(plan: StudyPlan, study: int, series: int, pat: _Patient, ph
     ds.StudyDescription = plan.study_description[:64]
     ds.SeriesDescription = f"{plan.study_description[:40]} {phantom_slice_label(plan)} {kernel}"[:64]
     ds.ManufacturerModelName = MODEL
-    # Patient
+
+
+def _patient_module(ds: Dataset, pat: _Patient) -> None:
+    """Patient, and the body part."""
     ds.PatientName = pat.name
     ds.PatientID = pat.id
     ds.PatientBirthDate = pat.birth.strftime("%Y%m%d")
@@ -164,7 +179,10 @@ def _series_template(plan: StudyPlan, study: int, series: int, pat: _Patient, ph
     ds.PatientSize = f"{pat.size_m:.2f}"
     ds.PatientWeight = f"{pat.weight_kg:.1f}"
     ds.BodyPartExamined = "CHEST"
-    # CT acquisition
+
+
+def _ct_acquisition(ds: Dataset, plan: StudyPlan, kernel: str) -> None:
+    """CT Image's acquisition attributes, CT Exposure, the CTDI phantom."""
     ds.ScanOptions = "HELICAL MODE"
     ds.SliceThickness = f"{plan.spacing:g}"
     ds.KVP = "120"
@@ -198,16 +216,22 @@ def _series_template(plan: StudyPlan, study: int, series: int, pat: _Patient, ph
     phantom_code.CodingSchemeDesignator = "DCM"
     phantom_code.CodeMeaning = "IEC Body Dosimetry Phantom"
     ds.CTDIPhantomTypeCodeSequence = [phantom_code]
-    # Relationship, Frame of Reference
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
+
+
+def _frame_of_reference(ds: Dataset, plan: StudyPlan, study: int, series: int, pat: _Patient) -> None:
+    """Relationship (study and series UIDs, numbers), Image Plane orientation, Frame of Reference."""
+    ds.StudyInstanceUID = derived_uid("study", plan.seed, study, pat.id)
+    ds.SeriesInstanceUID = derived_uid("series", plan.seed, study, series, pat.id)
     ds.StudyID = f"{(plan.seed + study) % 100000}"
     ds.SeriesNumber = str(series)
     ds.AcquisitionNumber = "1"
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
     ds.FrameOfReferenceUID = derived_uid("for", plan.seed, study, pat.id)
     ds.PositionReferenceIndicator = ""
-    # Image Pixel, CT Image, VOI LUT
+
+
+def _image_pixel_voi(ds: Dataset, plan: StudyPlan, phantom: Phantom, kernel: str) -> None:
+    """Image Pixel, CT Image's pixel attributes, VOI LUT (windows that suit the kernel), rescale."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = plan.rows
@@ -230,8 +254,6 @@ def _series_template(plan: StudyPlan, study: int, series: int, pat: _Patient, ph
     ds.RescaleIntercept = str(-STORED_OFFSET)
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
-    ds.IrradiationEventUID = derived_uid("irradiation", plan.seed, study, series, pat.id)
-    return ds
 
 
 def phantom_slice_label(plan: StudyPlan) -> str:

@@ -204,13 +204,7 @@ def _associate(link: Link, contexts: list[PresentationContext],
     except ValueError as exc:
         return None, Problem("error", f"cannot send: {exc}.")
     link.notes = notes + notes2
-    ae = AE(ae_title=calling)
-    ae.connection_timeout = link.connect_timeout
-    ae.acse_timeout = link.acse_timeout
-    ae.dimse_timeout = link.dimse_timeout
-    ae.network_timeout = max(link.dimse_timeout, 60.0)
-    ae.maximum_pdu_size = link.max_pdu
-    ae.requested_contexts = contexts
+    ae = _make_ae(link, calling, contexts)
     tls_args = None
     if link.tls is not None:
         try:
@@ -219,6 +213,32 @@ def _associate(link: Link, contexts: list[PresentationContext],
             return None, Problem("error", f"cannot set up TLS: {exc}.")
         link.notes += [n for n in link.tls.notes if n not in link.notes]
     watch = _Watch()
+    handlers = _watch_handlers(link, trace, watch, calling, called)
+    started = time.monotonic()
+    try:
+        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers + link.handlers,
+                             ext_neg=link.ext_neg, tls_args=tls_args)
+    except (OSError, ValueError) as exc:
+        return None, outcome.unreachable(link.peer, str(exc))
+    if assoc.is_established:
+        return assoc, None
+    return None, _why_failed(link, contexts, assoc, watch, time.monotonic() - started, calling, called)
+
+
+def _make_ae(link: Link, calling: str, contexts: list[PresentationContext]) -> AE:
+    ae = AE(ae_title=calling)
+    ae.connection_timeout = link.connect_timeout
+    ae.acse_timeout = link.acse_timeout
+    ae.dimse_timeout = link.dimse_timeout
+    ae.network_timeout = max(link.dimse_timeout, 60.0)
+    ae.maximum_pdu_size = link.max_pdu
+    ae.requested_contexts = contexts
+    return ae
+
+
+def _watch_handlers(link: Link, trace: Trace | None, watch: _Watch, calling: str,
+                    called: str) -> list[tuple[Any, Any]]:
+    """The association's event handlers that fill ``watch`` (and ``trace``, and ``link.tls_session``)."""
 
     def on_open(event: evt.Event) -> None:
         watch.connected = True
@@ -246,25 +266,23 @@ def _associate(link: Link, contexts: list[PresentationContext],
             p = event.pdu
             watch.rejection = Rejection(int(p.result or 0), int(p.source or 0), int(p.reason_diagnostic or 0))
 
-    handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse), (evt.EVT_PDU_RECV, on_pdu)]
+    handlers: list[tuple[Any, Any]] = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACSE_RECV, on_acse),
+                                       (evt.EVT_PDU_RECV, on_pdu)]
     if trace is not None:
         handlers.append((evt.EVT_PDU_SENT, on_pdu_sent))
-    started = time.monotonic()
-    try:
-        assoc = ae.associate(link.host, link.port, ae_title=called, evt_handlers=handlers + link.handlers,
-                             ext_neg=link.ext_neg, tls_args=tls_args)
-    except (OSError, ValueError) as exc:
-        return None, outcome.unreachable(link.peer, str(exc))
-    if assoc.is_established:
-        return assoc, None
-    elapsed = time.monotonic() - started
+    return handlers
+
+
+def _why_failed(link: Link, contexts: list[PresentationContext], assoc: Association, watch: _Watch,
+                elapsed: float, calling: str, called: str) -> Problem:
+    """The named reason an association that was not established failed (DESIGN.md's table)."""
     tls_kind = None if link.tls is None else ("cert" if link.tls.presents_cert else "no-cert")
     if assoc.is_rejected and assoc.acceptor.primitive is not None:
         rsp = assoc.acceptor.primitive
         rj = Rejection(int(rsp.result or 0), int(rsp.result_source or 0), int(rsp.diagnostic or 0))
-        return None, outcome.rejection(rj, calling, called, link.peer, tls_kind)
+        return outcome.rejection(rj, calling, called, link.peer, tls_kind)
     if watch.rejection is not None:
-        return None, outcome.rejection(watch.rejection, calling, called, link.peer, tls_kind)
+        return outcome.rejection(watch.rejection, calling, called, link.peer, tls_kind)
     rsp = assoc.acceptor.primitive
     if rsp is not None and rsp.result == 0 and not assoc.accepted_contexts:
         proposed = {str(cx.abstract_syntax): cx for cx in contexts}
@@ -272,19 +290,19 @@ def _associate(link: Link, contexts: list[PresentationContext],
         for cx in assoc.rejected_contexts:
             asked = proposed.get(str(cx.abstract_syntax), cx)
             rejected.append((str(asked.abstract_syntax), [str(t) for t in asked.transfer_syntax], int(cx.result or 0)))
-        return None, outcome.no_context(link.peer, rejected)
+        return outcome.no_context(link.peer, rejected)
     seen = _seen.get(assoc) or _Seen()
     tls_problem = _tls_problem(link, watch.connected, seen)
     if tls_problem is not None:
-        return None, tls_problem
+        return tls_problem
     if not watch.connected:
         error = seen.connect_error
         low = error.lower()
         if "refused" in low:
-            return None, outcome.refused(link.peer)
+            return outcome.refused(link.peer)
         if "timed out" in low or (not error and elapsed >= link.connect_timeout * 0.9):
-            return None, outcome.connect_timed_out(link.peer, link.connect_timeout)
-        return None, outcome.unreachable(link.peer, error or "the connection failed")
+            return outcome.connect_timed_out(link.peer, link.connect_timeout)
+        return outcome.unreachable(link.peer, error or "the connection failed")
     if any(name in (A_ABORT.__name__, A_P_ABORT.__name__) for name in watch.received):
         problem = outcome.aborted(link.peer, "the peer", "during the association request")
         if link.tls is None and watch.rejection is None:
@@ -292,11 +310,11 @@ def _associate(link: Link, contexts: list[PresentationContext],
             # name it arrives as a plain close)
             problem.hint += (" A DICOM TLS port closes plain DICOM like this: if this is the PACS's TLS port "
                              "(2762), turn TLS on (--tls) or send to its plain port.")
-        return None, problem
+        return problem
     if not watch.received and elapsed >= link.acse_timeout * 0.9:
-        return None, outcome.answer_timed_out(link.peer, link.acse_timeout)
-    return None, Problem("aborted", f"the association with {link.peer} failed without an answer.",
-                         "Read the PACS's log for this association.")
+        return outcome.answer_timed_out(link.peer, link.acse_timeout)
+    return Problem("aborted", f"the association with {link.peer} failed without an answer.",
+                   "Read the PACS's log for this association.")
 
 
 def _tls_problem(link: Link, connected: bool, seen: _Seen) -> Problem | None:

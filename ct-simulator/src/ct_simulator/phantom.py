@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,6 +55,20 @@ def _profile(level: float, start: float, peak_from: float, peak_to: float, end: 
     else:
         return 1.0
     return math.sin(t * math.pi / 2)
+
+
+class _Body(NamedTuple):
+    """The outline of one slice, which the structures inside it are placed by (``Phantom.anatomy``)."""
+
+    ax: float  # half-axes of the body
+    ay: float
+    fat: float  # subcutaneous fat, mm
+    cav_x: float  # half-axes of the cavity inside the muscle wall
+    cav_y: float
+    spine_y: float
+    thorax: float  # how far this level is in the thorax, abdomen, pelvis (0..1)
+    abdomen: float
+    pelvis: float
 
 
 class Phantom:
@@ -116,7 +131,6 @@ class Phantom:
         """The HU image (float32) at ``level`` mm below the lung apex."""
         img = np.full((self.rows, self.cols), AIR, dtype=np.float32)
         k = self.scale
-        sh = self.shift
         # body outline: wider at the shoulders, narrower at the waist
         ax = k * (165 + 12 * _profile(level, -60, -20, 40, 110) - 8 * _profile(level, 250, 320, 380, 450))
         ay = k * (112 - 6 * _profile(level, 200, 260, 360, 420) + 6 * _profile(level, 420, 480, 600, 700))
@@ -132,7 +146,20 @@ class Phantom:
         # the cavity: mediastinal / visceral fat
         self._ellipse(img, 0, -6, cav_x, cav_y, FAT + 20)
         spine_y = cav_y * 0.72
-        # lungs: grow from the apex, the right one (image left) ends higher above the liver
+        b = _Body(ax, ay, fat, cav_x, cav_y, spine_y, thorax, abdomen, pelvis)
+        # painted in this order: each structure over what is under it
+        self._lungs(img, level, b)
+        self._mediastinum(img, level, b)
+        self._abdomen(img, level, b)
+        self._pelvis(img, level, b)
+        self._ribs(img, level, b)
+        self._spine(img, level, b)
+        return img
+
+    def _lungs(self, img: np.ndarray, level: float, b: _Body) -> None:
+        """Lungs: grow from the apex, the right one (image left) ends higher above the liver; their vessels."""
+        sh = self.shift
+        cav_x, cav_y = b.cav_x, b.cav_y
         for side, end in ((-1, 242 + sh[0]), (1, 258 + sh[1])):
             p = _profile(level, -30, 110, 170, end)
             if p > 0:
@@ -142,7 +169,11 @@ class Phantom:
                     if (vx > 0) == (side > 0):
                         self._ellipse(img, lx + vx * cav_x * 0.3 * p, ly + vy * cav_y * 0.5 * p,
                                       1.5 + 2.5 * abs(vr), 1.5 + 2.5 * abs(vr), BLOOD)
-        # trachea, then the heart and the great vessels
+
+    def _mediastinum(self, img: np.ndarray, level: float, b: _Body) -> None:
+        """Trachea, then the heart and the great vessels."""
+        sh = self.shift
+        cav_y, spine_y, abdomen, pelvis = b.cav_y, b.spine_y, b.abdomen, b.pelvis
         trachea = _profile(level, -40, -30, 60, 75)
         if trachea:
             self._ring(img, 0, -cav_y * 0.25, 11, 10, 2.5, MUSCLE, AIR)
@@ -157,7 +188,11 @@ class Phantom:
             self._ellipse(img, aorta_x, aorta_y, 12, 12, BLOOD)  # descending aorta
         if abdomen:
             self._ellipse(img, -24, aorta_y + 2, 13 * abdomen, 10 * abdomen, BLOOD - 4)  # IVC
-        # abdomen: liver, spleen, stomach, kidneys, bowel
+
+    def _abdomen(self, img: np.ndarray, level: float, b: _Body) -> None:
+        """Abdomen: liver, spleen, stomach, kidneys, bowel."""
+        sh = self.shift
+        cav_x, cav_y, spine_y = b.cav_x, b.cav_y, b.spine_y
         liver = _profile(level, 195 + sh[3], 245, 320, 390)
         if liver:
             self._ellipse(img, -cav_x * 0.38, -5 + sh[4], cav_x * 0.55 * liver, cav_y * 0.75 * liver, LIVER)
@@ -185,7 +220,10 @@ class Phantom:
                 cx, cy = bx * cav_x * 0.6 + 6 * turn, -cav_y * 0.2 + by * cav_y * 0.45
                 self._ellipse(img, cx, cy, r, r * 0.9, MUSCLE - 5)
                 self._ellipse(img, cx, cy, r - 2.5, r * 0.9 - 2.5, AIR if gas > 0.55 else BOWEL)
-        # pelvis: bladder and iliac wings
+
+    def _pelvis(self, img: np.ndarray, level: float, b: _Body) -> None:
+        """Pelvis: bladder and iliac wings."""
+        cav_x, cav_y, spine_y = b.cav_x, b.cav_y, b.spine_y
         bladder = _profile(level, 440, 480, 600, 650)
         if bladder:
             self._ellipse(img, 0, -cav_y * 0.3, 45 * bladder, 36 * bladder, WATER + 8)
@@ -195,7 +233,10 @@ class Phantom:
                 ix, iy = side * cav_x * 0.62, spine_y - 12
                 self._ellipse(img, ix, iy, 40 * ilium, 14 * ilium, CORTICAL - 200)
                 self._ellipse(img, ix, iy, 34 * ilium, 8 * ilium, CANCELLOUS)
-        # ribs and sternum: ribs come and go along z, sloping down towards the front
+
+    def _ribs(self, img: np.ndarray, level: float, b: _Body) -> None:
+        """Ribs and sternum: ribs come and go along z, sloping down towards the front."""
+        ax, ay, fat, thorax = b.ax, b.ay, b.fat, b.thorax
         if thorax:
             if _profile(level, 20, 40, 170, 190):
                 self._ellipse(img, 0, -(ay - fat * 0.8) + 10, 14, 7, CORTICAL - 300)  # sternum
@@ -209,7 +250,11 @@ class Phantom:
                         ry = (ay - fat * 0.8 - 6) * -math.sin(theta)
                         self._ellipse(img, rx, ry, 6, 4.5, CORTICAL)
                         self._ellipse(img, rx, ry, 3.5, 2.5, CANCELLOUS)
-        # spine: vertebral bodies with discs between them, canal and lamina
+
+    def _spine(self, img: np.ndarray, level: float, b: _Body) -> None:
+        """Spine: vertebral bodies with discs between them, canal and lamina."""
+        sh = self.shift
+        spine_y = b.spine_y
         disc = ((level + sh[6] * 3) / 27.0) % 1.0 < 0.2
         self._ellipse(img, 0, spine_y, 19, 16, MUSCLE + 35 if disc else CORTICAL - 200)
         if not disc:
@@ -217,9 +262,7 @@ class Phantom:
         self._ellipse(img, 0, spine_y + 27, 13, 12, CORTICAL - 300)
         self._ellipse(img, 0, spine_y + 26, 7.5, 7, CSF)
         self._ellipse(img, 0, spine_y + 44, 4, 10, CORTICAL - 300)
-        return img
 
-    # -- slices -------------------------------------------------------------
     def _anchor(self, k: int) -> np.ndarray:
         img = self._anchors.get(k)
         if img is None:

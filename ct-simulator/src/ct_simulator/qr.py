@@ -283,7 +283,7 @@ def _print(rep: QRReport, link: Link, a: argparse.Namespace) -> None:
 
 
 def add_parsers(sub: Any, add_link: Any, link_of: Any) -> None:
-    """The find / move / get subcommands (``add_link``, ``link_of``: cli.py's link options)."""
+    """The find / move / get subcommands (``add_link``, ``link_of``: cliargs.py's link options)."""
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--level", default="STUDY", choices=["STUDY", "SERIES", "IMAGE", "study", "series", "image"],

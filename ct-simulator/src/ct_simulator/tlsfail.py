@@ -89,12 +89,21 @@ def client_failure(exc: BaseException | None, host: str, port: int, *, me: str =
     reason = _reason(exc) if exc is not None else ""
     alert = f"TLS alert {reason.lower()}" if reason else (type(exc).__name__ if exc is not None else "no alert")
     detail = getattr(exc, "verify_message", "") or alert
+    words = _sentences(me, them, peer, detail, alert, ca_file)
+    sentence, hint = words.get(cause, (f"the TLS handshake between {me} and {them} at {peer} failed ({alert}).",
+                                       f"Read {them}'s log for this connection."))
+    return TlsWords(cause, sentence, hint)
+
+
+def _sentences(me: str, them: str, peer: str, detail: str, alert: str,
+               ca_file: str | None) -> dict[str, tuple[str, str]]:
+    """``client_failure``'s words: per cause, the sentence and the hint (a table of text)."""
     import_ca = (f"import the lab CA into {me}'s trusted certificates (the ca.pem whose path `make up` printed, "
                  f"or \"Download the lab CA certificate\" on the admin page)"
                  + (f"; {me} now trusts {ca_file}" if ca_file else ""))
     issue = ("\"Issue a certificate for this node\" on the admin page (its subject CN is the node's AE title), "
              f"installed on {me} with its key")
-    words = {
+    return {
         "unknown-ca": (f"{them}'s certificate at {peer} is not signed by a CA {me} trusts ({detail}).",
                        f"Trust the CA that signed it: {import_ca}."),
         "server-certificate-expired": (f"{them}'s certificate at {peer} has expired ({detail}).",
@@ -136,9 +145,6 @@ def client_failure(exc: BaseException | None, host: str, port: int, *, me: str =
                               "Is a DICOM TLS service listening there? A plain DICOM port waits for an "
                               "A-ASSOCIATE-RQ and never answers a TLS handshake."),
     }
-    sentence, hint = words.get(cause, (f"the TLS handshake between {me} and {them} at {peer} failed ({alert}).",
-                                       f"Read {them}'s log for this connection."))
-    return TlsWords(cause, sentence, hint)
 
 
 def plain_on_tls_port(peer: str, first_byte: int | None, exc: BaseException | None, *, me: str = "this CT",
