@@ -28,7 +28,7 @@ from typing import Any
 
 from . import catalogue, container, netns, registryctl, report
 from .adminapi import AdminApi, ApiError, lab_env
-from .runner import DEFAULT_AET, LabContext, PacsLog, Runner
+from .runner import DEFAULT_AET, LabContext, PacsLog, Result, Runner
 
 
 def add_parser(sub: Any) -> None:
@@ -118,22 +118,55 @@ def main(a: argparse.Namespace) -> int:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     if a.scenarios_command == "list":
-        if a.json:
-            print(json.dumps([{**s.__dict__, "pacs": [e.__dict__ for e in s.pacs]} for s in scenarios], indent=2))
-        else:
-            report.print_list(scenarios)
-        return 0
+        return _list(a, scenarios)
     try:
         chosen = catalogue.select(scenarios, a.names)
     except catalogue.CatalogueError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 2
     env = lab_env()
+    admin = _admin(a, env)
+    if admin is None:
+        return 1
+    url, api, scp = admin
+    state = _state(env)
+    runtime = state.get("runtime") or env.get("LAB_RUNTIME") or "local"
+    ctx = _context(a, env, state, runtime, api, scp)
+    elsewhere = _elsewhere(ctx, state, runtime)
+    log = (lambda m: print(m, file=sys.stderr)) if a.verbose else None
+    runner = Runner(ctx, log)
+    print(f"lab: {runtime} runtime, admin API {url}, PACS {scp['ae_title']} at {ctx.pacs_host}:{ctx.pacs_port}; "
+          f"registry control: {ctx.registry.describe()}; PACS log: "
+          f"{ctx.pacs_log.describe() if ctx.pacs_log else 'none'}; modality elsewhere: {elsewhere}", flush=True)
+    try:
+        runner.calibrate()
+    except (RuntimeError, ApiError) as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"lab: the PACS sees this host's modality as {ctx.peer}; running {len(chosen)} scenario(s)", flush=True)
+    results = _run_all(runner, chosen)
+    report.print_results(results)
+    if a.junit:
+        report.write_junit(results, a.junit)
+        print(f"JUnit XML: {a.junit}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _list(a: argparse.Namespace, scenarios: list[catalogue.Scenario]) -> int:
+    if a.json:
+        print(json.dumps([{**s.__dict__, "pacs": [e.__dict__ for e in s.pacs]} for s in scenarios], indent=2))
+    else:
+        report.print_list(scenarios)
+    return 0
+
+
+def _admin(a: argparse.Namespace, env: dict[str, str]) -> tuple[str, AdminApi, dict[str, Any]] | None:
+    """The admin API (its URL, a client, the listener settings), or None when it cannot be used (said why)."""
     token = a.token or env.get("ADMIN_TOKEN")
     if not token:
         print("FAILED: no admin token: set ADMIN_TOKEN (make up writes it into .env) or give --token",
               file=sys.stderr)
-        return 1
+        return None
     url = a.api or env.get("ADMIN_URL") or f"http://127.0.0.1:{env.get('ADMIN_PORT') or 8080}"
     api = AdminApi(url, token)
     try:
@@ -141,9 +174,13 @@ def main(a: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"FAILED: the admin API at {url} does not answer as expected ({exc}); is the lab up (make up)?",
               file=sys.stderr)
-        return 1
-    state = _state(env)
-    runtime = state.get("runtime") or env.get("LAB_RUNTIME") or "local"
+        return None
+    return url, api, scp
+
+
+def _context(a: argparse.Namespace, env: dict[str, str], state: dict[str, Any], runtime: str, api: AdminApi,
+             scp: dict[str, Any]) -> LabContext:
+    """Where the modality reaches the PACS from here, and what this lab lets the runner do."""
     if runtime == "docker":
         host = a.pacs_host or "127.0.0.1"
         port = a.pacs_port or int(env.get("PACS_PUBLISHED_PORT") or 11112)
@@ -160,29 +197,26 @@ def main(a: argparse.Namespace) -> int:
     ctx.tls_dir = _tls_dir(a, env, state) if runtime != "docker" or a.tls_lab_ca else _compose_tls_dir(state, ctx.workdir)
     if "tls_port" not in scp:
         ctx.tls_reason = "this PACS has no DICOM TLS listener settings (tls_port)"
+    return ctx
+
+
+def _elsewhere(ctx: LabContext, state: dict[str, Any], runtime: str) -> str:
+    """Set up the modality "elsewhere" (stale leftovers removed); what it is, in words."""
     if runtime == "docker" and state.get("runtime") == "docker":
         # Compose: the modality "elsewhere" is a second simulator container on the lab network.
         compose = registryctl.compose_args(state)
         ctx.elsewhere = lambda: container.ComposeModality(compose)
         ctx.drop_reason = container.drop_unavailable_reason()
         container.cleanup_stale(compose)
-        elsewhere = "a second simulator container (`ct`, profile tools)" + \
+        return "a second simulator container (`ct`, profile tools)" + \
             (f"; packet drops: no -- {ctx.drop_reason}" if ctx.drop_reason else "")
-    else:
-        if ctx.netns_reason is None:
-            netns.cleanup_stale()
-        elsewhere = "network namespaces " + ("(yes)" if ctx.netns_reason is None else f"(no -- {ctx.netns_reason})")
-    log = (lambda m: print(m, file=sys.stderr)) if a.verbose else None
-    runner = Runner(ctx, log)
-    print(f"lab: {runtime} runtime, admin API {url}, PACS {scp['ae_title']} at {host}:{port}; "
-          f"registry control: {ctx.registry.describe()}; PACS log: "
-          f"{ctx.pacs_log.describe() if ctx.pacs_log else 'none'}; modality elsewhere: {elsewhere}", flush=True)
-    try:
-        runner.calibrate()
-    except (RuntimeError, ApiError) as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    print(f"lab: the PACS sees this host's modality as {ctx.peer}; running {len(chosen)} scenario(s)", flush=True)
+    if ctx.netns_reason is None:
+        netns.cleanup_stale()
+    return "network namespaces " + ("(yes)" if ctx.netns_reason is None else f"(no -- {ctx.netns_reason})")
+
+
+def _run_all(runner: Runner, chosen: list[catalogue.Scenario]) -> list[Result]:
+    """Each scenario in turn, its status on stderr as it ends; the TLS work folder removed after."""
     results = []
     try:
         for sc in chosen:
@@ -190,10 +224,5 @@ def main(a: argparse.Namespace) -> int:
             print(f"  {sc.name}: {r.status}" + (f" ({r.reason})" if r.reason else ""), file=sys.stderr, flush=True)
             results.append(r)
     finally:
-        shutil.rmtree(ctx.workdir, ignore_errors=True)
-    report.print_results(results)
-    if a.junit:
-        report.write_junit(results, a.junit)
-        print(f"JUnit XML: {a.junit}")
-    return 0 if all(r.ok for r in results) else 1
-
+        shutil.rmtree(runner.ctx.workdir, ignore_errors=True)
+    return results

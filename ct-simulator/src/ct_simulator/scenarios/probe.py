@@ -18,6 +18,7 @@ from dicomlab.conformance import SIM_SOP_CLASSES
 
 from ..iod import StudyPlan
 from ..network import Link, quiet_pynetdicom
+from ..outcome import Problem
 from ..sender import SendOptions, echo, send
 from ..syntaxes import DEFAULT_PROPOSAL, resolve
 from ..tls import TlsSpec
@@ -35,64 +36,83 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     results, elapsed seconds, and the simulator's own sentence and hint.
     """
     quiet_pynetdicom()
-    timeout = float(spec.get("timeout", 5.0))
-    link = Link(host=spec["host"], port=int(spec["port"]), calling_aet=spec["calling_aet"],
-                called_aet=spec["called_aet"], connect_timeout=timeout, acse_timeout=timeout,
-                dimse_timeout=float(spec.get("dimse_timeout", 10.0)),
-                tls=TlsSpec.from_dict(spec["tls"]) if spec.get("tls") is not None else None)
+    link = _link(spec)
     if spec.get("kind") in qrprobe.QR_KINDS:  # find / move / get
         return qrprobe.run(spec, link)
     if spec.get("kind", "send") == "echo":
-        rep = echo(link)
-        obs: dict[str, Any] = {"kind": "ok" if rep.problem is None else rep.problem.kind,
-                               "statuses": [] if rep.status is None else [rep.status],
-                               "sent": 1 if rep.ok else 0, "elapsed_s": rep.elapsed_ms / 1000, "notes": rep.notes}
-        problem = rep.problem
+        obs, problem = _echo(link)
     else:
-        sop = spec.get("sop_class", "ct")
-        plan = StudyPlan(studies=1, series=1, slices=int(spec.get("slices", 1)), rows=int(spec.get("rows", 64)),
-                         cols=int(spec.get("cols", 64)), seed=int(spec.get("seed") or int.from_bytes(os.urandom(4), "big") >> 1),
-                         sop_class_uid=SOP_CLASSES.get(sop, sop), duplicate_uids=bool(spec.get("duplicate_uids")),
-                         station_name=spec["calling_aet"][:16])
-        syntaxes = tuple(resolve(t) for t in spec["transfer_syntaxes"]) if spec.get("transfer_syntaxes") \
-            else DEFAULT_PROPOSAL
-        options = SendOptions(transfer_syntaxes=syntaxes, abort_after=spec.get("abort_after"),
-                              record=bool(spec.get("commit")))
-        listener = commitprobe.start_listener(spec)  # storage commitment (commitprobe.py)
-        committed: dict[str, Any] = {}
-        later = None
-        try:
-            rep2 = send(plan, link, options)
-            if spec.get("commit") and rep2.problem is None:
-                later = commitprobe.observe(spec, link, plan, rep2, listener, committed)
-        finally:
-            if listener is not None:
-                listener.stop()
-        statuses = []
-        for words, n in rep2.statuses.items():
-            m = _HEX.match(words)
-            if m:
-                statuses.extend([int(m.group(1), 16)] * n)
-        obs = {"kind": "ok" if rep2.problem is None else rep2.problem.kind, "statuses": sorted(set(statuses)),
-               "sent": rep2.sent, "failed": rep2.failed, "elapsed_s": rep2.elapsed, "notes": rep2.notes,
-               **committed}
-        problem = rep2.problem or later
-        if later is not None:
-            obs["kind"] = later.kind
-        obs["tls_session"] = rep2.tls_session
+        obs, problem = _send(spec, link)
     if link.tls_session:
         obs["tls_session"] = link.tls_session
     if problem is not None:
-        d = problem.detail
-        obs["message"] = problem.message
-        obs["hint"] = problem.hint
-        if problem.kind == "rejected":
-            obs["codes"] = f"{d.get('result')}/{d.get('source')}/{d.get('reason')}"
-        if problem.kind == "tls-failed":
-            obs["tls"] = d.get("tls")
-        if problem.kind == "no-context":
-            obs["context_results"] = sorted({int(r["result"]) for r in d.get("rejected", [])})
+        _add_problem(obs, problem)
     return obs
+
+
+def _link(spec: dict[str, Any]) -> Link:
+    timeout = float(spec.get("timeout", 5.0))
+    return Link(host=spec["host"], port=int(spec["port"]), calling_aet=spec["calling_aet"],
+                called_aet=spec["called_aet"], connect_timeout=timeout, acse_timeout=timeout,
+                dimse_timeout=float(spec.get("dimse_timeout", 10.0)),
+                tls=TlsSpec.from_dict(spec["tls"]) if spec.get("tls") is not None else None)
+
+
+def _echo(link: Link) -> tuple[dict[str, Any], Problem | None]:
+    rep = echo(link)
+    obs: dict[str, Any] = {"kind": "ok" if rep.problem is None else rep.problem.kind,
+                           "statuses": [] if rep.status is None else [rep.status],
+                           "sent": 1 if rep.ok else 0, "elapsed_s": rep.elapsed_ms / 1000, "notes": rep.notes}
+    return obs, rep.problem
+
+
+def _send(spec: dict[str, Any], link: Link) -> tuple[dict[str, Any], Problem | None]:
+    """A small study sent (and, with ``commit``, its storage commitment asked for and awaited)."""
+    sop = spec.get("sop_class", "ct")
+    plan = StudyPlan(studies=1, series=1, slices=int(spec.get("slices", 1)), rows=int(spec.get("rows", 64)),
+                     cols=int(spec.get("cols", 64)), seed=int(spec.get("seed") or int.from_bytes(os.urandom(4), "big") >> 1),
+                     sop_class_uid=SOP_CLASSES.get(sop, sop), duplicate_uids=bool(spec.get("duplicate_uids")),
+                     station_name=spec["calling_aet"][:16])
+    syntaxes = tuple(resolve(t) for t in spec["transfer_syntaxes"]) if spec.get("transfer_syntaxes") \
+        else DEFAULT_PROPOSAL
+    options = SendOptions(transfer_syntaxes=syntaxes, abort_after=spec.get("abort_after"),
+                          record=bool(spec.get("commit")))
+    listener = commitprobe.start_listener(spec)  # storage commitment (commitprobe.py)
+    committed: dict[str, Any] = {}
+    later = None
+    try:
+        rep2 = send(plan, link, options)
+        if spec.get("commit") and rep2.problem is None:
+            later = commitprobe.observe(spec, link, plan, rep2, listener, committed)
+    finally:
+        if listener is not None:
+            listener.stop()
+    statuses = []
+    for words, n in rep2.statuses.items():
+        m = _HEX.match(words)
+        if m:
+            statuses.extend([int(m.group(1), 16)] * n)
+    obs = {"kind": "ok" if rep2.problem is None else rep2.problem.kind, "statuses": sorted(set(statuses)),
+           "sent": rep2.sent, "failed": rep2.failed, "elapsed_s": rep2.elapsed, "notes": rep2.notes,
+           **committed}
+    problem = rep2.problem or later
+    if later is not None:
+        obs["kind"] = later.kind
+    obs["tls_session"] = rep2.tls_session
+    return obs, problem
+
+
+def _add_problem(obs: dict[str, Any], problem: Problem) -> None:
+    """The simulator's sentence and hint, and the codes the catalogue compares (RJ, TLS, contexts)."""
+    d = problem.detail
+    obs["message"] = problem.message
+    obs["hint"] = problem.hint
+    if problem.kind == "rejected":
+        obs["codes"] = f"{d.get('result')}/{d.get('source')}/{d.get('reason')}"
+    if problem.kind == "tls-failed":
+        obs["tls"] = d.get("tls")
+    if problem.kind == "no-context":
+        obs["context_results"] = sorted({int(r["result"]) for r in d.get("rejected", [])})
 
 
 def describe(obs: dict[str, Any]) -> str:
