@@ -110,4 +110,8 @@ def hint(out: Any, node: Any, calling: str) -> str:
                 "storage SCP listening there?")
     if out.kind == "rejected":
         return f"{node.ae_title} refused the association: see its own log for why."
+    if out.kind in ("tls-handshake-failed", "tls-unavailable"):
+        return (f"{node.ae_title} is registered with tls required, so the PACS calls {node.host}:{node.port} "
+                "with DICOM TLS only: that port must be its TLS port, with a certificate from the lab CA that "
+                f"names {node.host}.")
     return f"check {node.ae_title} and its registered address {node.host}:{node.port}."
