@@ -89,3 +89,12 @@ def test_echo_without_the_lab_certificate_is_not_sent_in_plain(api, app, registr
         assert ev.reason == "tls-unavailable"
     finally:
         plain.stop()
+
+
+def test_echo_of_a_closed_tls_port_is_connection_refused(api, tls_dir):
+    from lab import free_port
+
+    port = free_port()  # nothing listens: the TCP connect fails before any handshake
+    add(api, "CT01", port)
+    res = api.post("/api/nodes/CT01/echo").get_json()
+    assert res["ok"] is False and res["error"].startswith("connection refused") and res["tls_cause"] is None, res

@@ -158,7 +158,7 @@ def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
         cause, words = failed_tls
         return TLS_HANDSHAKE_FAILED, words, None, cause
     raw = getattr(getattr(ae, "last_socket", None), "raw_socket", None)
-    connect_error = raw.connect_error if isinstance(raw, _RecordingSocket) else None
+    connect_error: BaseException | None = raw.connect_error if isinstance(raw, _RecordingSocket) else None
     tls = getattr(getattr(ae, "last_socket", None), "tls_args", None)
     if connect_error is None and tls and isinstance(tls[0], OutboundContext):
         connect_error = tls[0].connect_error  # with TLS, the connect is the SSLSocket's
