@@ -98,3 +98,23 @@ def test_echo_of_a_closed_tls_port_is_connection_refused(api, tls_dir):
     add(api, "CT01", port)
     res = api.post("/api/nodes/CT01/echo").get_json()
     assert res["ok"] is False and res["error"].startswith("connection refused") and res["tls_cause"] is None, res
+
+
+def test_echo_of_a_node_that_distrusts_the_pacs_certificate(api, tls_dir, tmp_path):
+    """The node's certificate is the lab's, but it trusts another CA for its callers: it refuses the
+    PACS's client certificate (TLS 1.3: by an alert after the client's side of the handshake)."""
+    from tls_peer import TlsPeer, server_context
+
+    from dicomlab.tlsca import LabCA
+
+    lab, other = LabCA.ensure(tls_dir), LabCA.ensure(tmp_path / "other-ca")
+    peer = TlsPeer("CT01", server_context(tmp_path / "peer", lab.issue("CT01", ["127.0.0.1"], server=True),
+                                          other.cert_path))
+    try:
+        add(api, "CT01", peer.port)
+        res = api.post("/api/nodes/CT01/echo").get_json()
+        assert res["ok"] is False and res["tls_cause"] == "client-certificate-untrusted", res
+        assert "does not trust this side's client certificate" in res["error"]
+        assert peer.echoes == []
+    finally:
+        peer.stop()
