@@ -38,15 +38,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
-from io import BytesIO
+from dataclasses import replace
 from typing import Any
 
 import pynetdicom.association
-from pydicom.dataset import Dataset
 from pynetdicom import _config
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import decode
 from pynetdicom.presentation import build_context
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -67,7 +65,10 @@ from .suboperations import (
     PENDING,
     TOO_MANY,
     Item,
+    Refused,
+    Retrieval,
     Tally,
+    final_response,
     no_context,
     read_meta,
 )
@@ -113,31 +114,6 @@ def _pacs_qr(assoc: Any) -> QueryRetrieve:
     """The Q/R of the PACS serving ``assoc`` (server.py puts the Pacs on its association server)."""
     qr: QueryRetrieve = assoc._server.lab_pacs.qr
     return qr
-
-
-class Refused(Exception):
-    """A C-MOVE / C-GET answered at once with ``status`` (``words``; ``reason`` for the event)."""
-
-    def __init__(self, status: int, words: str, reason: str) -> None:
-        super().__init__(words)
-        self.status, self.words, self.reason = status, words, reason
-
-
-@dataclass
-class Retrieval:
-    """One C-MOVE or C-GET request being answered: its association's service, session and
-    presentation context, the response it builds, and its words."""
-
-    service: Any
-    s: Any
-    req: Any
-    op: str
-    cx_id: int
-    ts: Any
-    rsp: Any
-    dest: str
-    what: str
-    done_type: str
 
 
 class QueryRetrieve:
@@ -258,7 +234,7 @@ class QueryRetrieve:
                 self._get(service, r.s, req, r.rsp, r.cx_id, items, tally)
         if not service.assoc.is_established:
             return
-        status = self._final_response(r, tally)
+        status = final_response(r, tally)
         self._finished(r, q, node, tally, status, time.monotonic() - started)
 
     def _retrieval(self, service: Any, req: Any, context: Any, op: str) -> Retrieval:
@@ -326,24 +302,6 @@ class QueryRetrieve:
         except RegistryUnavailable as exc:
             raise Refused(0xA701, f"the index (Redis) is unreachable ({exc}).", "registry-unavailable") from None
         return items
-
-    @staticmethod
-    def _final_response(r: Retrieval, tally: Tally) -> int:
-        """The last C-MOVE/C-GET response (PS3.4 C.4.2.1.5 counts; the failed UIDs when not all went)."""
-        rsp, ts = r.rsp, r.ts
-        status = tally.final_status()
-        rsp.Status = status
-        rsp.NumberOfRemainingSuboperations = tally.remaining if status == CANCELLED else None
-        rsp.NumberOfCompletedSuboperations = tally.completed
-        rsp.NumberOfFailedSuboperations = tally.failed + (tally.remaining if status != CANCELLED else 0)
-        rsp.NumberOfWarningSuboperations = tally.warning
-        rsp.Identifier = None
-        if status != 0x0000:
-            failed = Dataset()
-            failed.FailedSOPInstanceUIDList = tally.failed_uids
-            rsp.Identifier = BytesIO(encode(failed, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated) or b"")
-        r.service.dimse.send_msg(rsp, r.cx_id)
-        return status
 
     def _finished(self, r: Retrieval, q: query.Query, node: Any, tally: Tally, status: int, took: float) -> None:
         """The one ``move-finished`` / ``get-finished`` event of the request."""
