@@ -26,7 +26,7 @@ from dicomlab.settings import Node
 from . import schemas as s
 from .address import public_address
 from .auth import auth
-from .echo import send_echo
+from .echo import TLS_KINDS, send_echo
 from .resources import resources
 from .stream import event_stream
 
@@ -253,7 +253,8 @@ def echo_node(ae_title: str):
     reg = resources().registry
     node = reg.get_node(path_title(ae_title))
     pacs_aet = reg.get_listener().ae_title
-    res = send_echo(pacs_aet, node.ae_title, node.host, node.port, float(current_app.config["ECHO_TIMEOUT"]))
+    res = send_echo(pacs_aet, node.ae_title, node.host, node.port, float(current_app.config["ECHO_TIMEOUT"]),
+                    tls=node.tls, tls_folder=current_app.config.get("TLS_DIR"))
     reg.set_node_status(
         node.ae_title,
         last_echo_ok="1" if res.ok else "0",
@@ -262,8 +263,9 @@ def echo_node(ae_title: str):
         last_echo_ms=f"{res.elapsed_ms:.1f}",
     )
     if res.ok:
-        sentence = (f"C-ECHO from {pacs_aet} to {node.ae_title} at {node.host} : {node.port} answered "
-                    f"Success in {res.elapsed_ms:.0f} ms.")
+        sentence = (f"C-ECHO from {pacs_aet} to {node.ae_title} at {node.host} : {node.port}"
+                    + (f" over DICOM TLS ({res.tls})" if res.tls else "") + f" answered Success in "
+                    f"{res.elapsed_ms:.0f} ms.")
     else:
         sentence = f"C-ECHO from {pacs_aet} to {node.ae_title} at {node.host} : {node.port} failed: {res.error}."
     resources().events.emit(
@@ -274,8 +276,9 @@ def echo_node(ae_title: str):
         called_aet=node.ae_title,
         peer=f"{node.host}:{node.port}",
         outcome="success" if res.ok else "failed",
-        reason="" if res.ok else (res.error or "").split(":")[0],
-        detail={"status": res.status, "elapsed_ms": res.elapsed_ms},
+        reason="" if res.ok else res.kind if res.kind in TLS_KINDS else (res.error or "").split(":")[0],
+        detail={"status": res.status, "elapsed_ms": res.elapsed_ms, "tls": res.tls or "plain",
+                **({"cause": res.tls_cause} if res.tls_cause else {})},
     )
     return res.to_dict()
 

@@ -216,6 +216,11 @@ class EchoOut(Schema):
     calling_aet = fields.String()
     called_aet = fields.String()
     address = fields.String()
+    tls = fields.String(metadata={"description": "the TLS version the echo went over (node tls required); "
+                                                "empty: plain"})
+    tls_cause = fields.String(allow_none=True, metadata={
+        "description": "why the TLS handshake failed, as a cause code (unknown-ca, host-name-mismatch, not-tls, "
+                       "peer-closed, ...; README \"DICOM TLS\"); null otherwise"})
 
 
 # -- events -------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def issue_node_certificate(ae_title: str):
     reg = resources().registry
     node = reg.get_node(path_title(ae_title))
     ca = lab_ca()
-    issued = ca.issue(node.ae_title, [node.host], client=True)
+    issued = ca.issue(node.ae_title, [node.host], server=True, client=True)  # it calls the PACS and listens
     cert = issued.cert
     resources().events.emit(
         SETTINGS_CHANGED,

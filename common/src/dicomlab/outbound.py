@@ -3,6 +3,13 @@ Storage Commitment reports and C-MOVE sub-operations), with the failure in the
 words of DESIGN.md: refused, timed out, unreachable, rejected with result /
 source / reason, aborted, TLS failure.
 
+DICOM TLS: ``associate(..., tls="required", tls_folder=...)`` calls the node over TLS with
+the lab's client context (``dicomlab.tlsclient``: TLS 1.2+, the node's certificate checked
+against the lab CA and its host, the PACS's certificate presented); ``tls`` ``allowed`` and
+``off`` call in plain. A failed handshake is kind ``tls-handshake-failed`` with ``cause``
+(``dicomlab.tlswords`` codes, e.g. ``unknown-ca``, ``host-name-mismatch``, ``not-tls``) and
+its sentence; no usable certificate is kind ``tls-unavailable`` (the node is not called).
+
 The words come from the socket and from pynetdicom's primitives, never from log
 text. ``associate`` returns an ``Outbound``: either an established association,
 or ``error`` (one sentence) and ``kind`` (a short reason key for events).
@@ -20,13 +27,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
+from . import tlswords
 from .dicom import RJ_REASON, RJ_RESULT, RJ_SOURCE
+from .tlsclient import OutboundContext, TlsUnavailable
+from .tlsclient import tls_args as lab_tls_args
+
+TLS_HANDSHAKE_FAILED = "tls-handshake-failed"
+TLS_UNAVAILABLE = "tls-unavailable"
 
 
 class _RecordingSocket(socket.socket):
@@ -79,7 +93,7 @@ def connect_words(exc: BaseException | None, host: str, port: int, timeout: floa
         return "timeout", (f"timed out: {where} did not answer within {timeout:g} s (wrong address, host down, or a "
                            "firewall drops the packets)")
     if isinstance(exc, ssl.SSLError):
-        return "tls-handshake-failed", f"the TLS handshake with {where} failed: {exc.reason or exc}"
+        return TLS_HANDSHAKE_FAILED, tlswords.client_side(exc, host, port)[1]
     if exc is not None and getattr(exc, "errno", None) in (101, 113):  # ENETUNREACH, EHOSTUNREACH
         return "unreachable", f"no route to {where}: the address is not reachable from the PACS"
     if isinstance(exc, OSError):
@@ -96,6 +110,8 @@ class Outbound:
     kind: str | None
     error: str | None
     rejection: tuple[int, int, int] | None = None  # result, source, reason of an A-ASSOCIATE-RJ
+    cause: str | None = None  # a TLS failure's cause (dicomlab.tlswords codes)
+    tls: str = ""  # the TLS version of an established association ("" plain)
 
     @property
     def ok(self) -> bool:
@@ -109,9 +125,22 @@ def resolve(host: str, port: int) -> tuple[str, int]:
     return str(sockaddr[0]), int(family)
 
 
+def tls_failure(ae: AE, host: str, port: int) -> tuple[str, str] | None:
+    """(cause, sentence) when the association's TLS handshake failed, or the node closed the TLS
+    connection with an alert right after it (TLS 1.3 says "client certificate refused" then)."""
+    tls = getattr(getattr(ae, "last_socket", None), "tls_args", None)
+    ctx = tls[0] if tls else None
+    if not isinstance(ctx, OutboundContext):
+        return None
+    exc = ctx.handshake_error or ctx.read_error
+    if exc is None:
+        return None
+    return tlswords.client_side(exc, host, port)
+
+
 def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
-             started: float) -> tuple[str, str, tuple[int, int, int] | None]:
-    """(kind, sentence, rejection) for an association that was not established."""
+             started: float) -> tuple[str, str, tuple[int, int, int] | None, str | None]:
+    """(kind, sentence, rejection, TLS cause) for an association that was not established."""
     if assoc.is_rejected:
         prim = assoc.acceptor.primitive
         rj_result = getattr(prim, "result", None)
@@ -121,30 +150,46 @@ def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
             words = (f"{RJ_RESULT.get(rj_result, rj_result)} / {RJ_SOURCE.get(src, src)} / "
                      f"{RJ_REASON.get((src, reason), reason)}")
             return "rejected", f"association rejected: {words} (codes {rj_result}/{src}/{reason})", \
-                (int(rj_result), int(src), int(reason))
-        return "rejected", "association rejected: the node accepts none of the proposed presentation contexts", None
+                (int(rj_result), int(src), int(reason)), None
+        return "rejected", "association rejected: the node accepts none of the proposed presentation contexts", \
+            None, None
+    failed_tls = tls_failure(ae, host, port)
+    if failed_tls is not None:
+        cause, words = failed_tls
+        return TLS_HANDSHAKE_FAILED, words, None, cause
     raw = getattr(getattr(ae, "last_socket", None), "raw_socket", None)
-    connect_error = raw.connect_error if isinstance(raw, _RecordingSocket) else None
+    connect_error: BaseException | None = raw.connect_error if isinstance(raw, _RecordingSocket) else None
+    tls = getattr(getattr(ae, "last_socket", None), "tls_args", None)
+    if connect_error is None and tls and isinstance(tls[0], OutboundContext):
+        connect_error = tls[0].connect_error  # with TLS, the connect is the SSLSocket's
     if connect_error is not None:
         kind, words = connect_words(connect_error, host, port, timeout)
-        return kind, words, None
+        return kind, words, None, None
     if assoc.is_aborted:
         if time.perf_counter() - started >= timeout * 0.9:
             return "timeout", (f"timed out: {host}:{port} accepted the connection but gave no association answer "
-                               f"within {timeout:g} s"), None
-        return "aborted", "association aborted by the node", None
-    return "failed", "the association failed", None
+                               f"within {timeout:g} s"), None, None
+        return "aborted", "association aborted by the node", None, None
+    return "failed", "the association failed", None, None
 
 
 def associate(calling_aet: str, called_aet: str, host: str, port: int, contexts: list[Any], *,
               timeout: float = 10.0, ext_neg: list[Any] | None = None, evt_handlers: list[Any] | None = None,
-              tls_args: tuple[ssl.SSLContext, str] | None = None) -> Outbound:
-    """Request an association; ``contexts`` are pynetdicom presentation contexts (``build_context``)."""
+              tls_args: tuple[ssl.SSLContext, str] | None = None, tls: str = "off",
+              tls_folder: str | Path | None = None) -> Outbound:
+    """Request an association; ``contexts`` are pynetdicom presentation contexts (``build_context``).
+    ``tls`` is the node's setting: ``required`` calls it with DICOM TLS, the lab's certificate
+    and CA taken from ``tls_folder`` (``dicomlab.tlsclient``); ``tls_args`` overrides that."""
     started = time.perf_counter()
     ae = OutboundAE(ae_title=calling_aet)
     for t in ("connection_timeout", "acse_timeout", "dimse_timeout", "network_timeout"):
         setattr(ae, t, timeout)
     ae.requested_contexts = contexts
+    if tls_args is None:
+        try:
+            tls_args = lab_tls_args(tls, called_aet, host, tls_folder)
+        except TlsUnavailable as exc:
+            return Outbound(ae, Association(ae, "requestor"), TLS_UNAVAILABLE, exc.words)
     try:
         address, family = resolve(host, port)
     except OSError:
@@ -154,10 +199,15 @@ def associate(calling_aet: str, called_aet: str, host: str, port: int, contexts:
     assoc = ae.associate(address, port, ae_title=called_aet, bind_address=bind, ext_neg=ext_neg,
                          evt_handlers=evt_handlers, tls_args=tls_args)
     if assoc.is_established:
-        return Outbound(ae, assoc, None, None)
-    kind, words, rejection = diagnose(ae, assoc, host, port, timeout, started)
+        return Outbound(ae, assoc, None, None, tls=_tls_version(assoc))
+    kind, words, rejection, cause = diagnose(ae, assoc, host, port, timeout, started)
     ae.shutdown()
-    return Outbound(ae, assoc, kind, words, rejection)
+    return Outbound(ae, assoc, kind, words, rejection, cause)
+
+
+def _tls_version(assoc: Association) -> str:
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    return (sock.version() or "TLS") if isinstance(sock, ssl.SSLSocket) else ""
 
 
 @contextmanager

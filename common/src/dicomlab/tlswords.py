@@ -18,7 +18,8 @@ Causes (both sides use the same codes for the same failure):
     client-certificate-missing   the server requires one and none came
     protocol-version             no TLS version both sides accept (the PACS takes 1.2 and 1.3)
     cipher-mismatch              no cipher suite both sides accept (BCP 195 suites only)
-    not-tls                      the bytes are not TLS at all (see also plain-on-tls-port)
+    not-tls                      the bytes are not TLS at all (see also plain-on-tls-port); for a
+                                 client: the server answered in plain (its port is not a TLS port)
     peer-closed                  the other side closed during the handshake without saying why
     other                        anything else (OpenSSL's words are kept)
 """
@@ -31,6 +32,10 @@ import ssl
 _EXPIRED, _NOT_YET_VALID = 10, 9
 _UNTRUSTED = {2, 18, 19, 20, 21, 27, 7}  # unable to get issuer, self-signed, ..., signature failure
 _HOSTNAME_MISMATCH = {62, 64}
+_INVALID_PURPOSE = 26  # the certificate's extended key usage does not allow this use
+# OpenSSL's reasons when a client reads the answer of a plain (not TLS) server as a TLS record
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL",
+            "WRONG_SSL_VERSION", "RECORD_TOO_LARGE")
 
 
 def _reason(exc: BaseException) -> str:
@@ -120,6 +125,11 @@ def client_side(exc: BaseException, host: str, port: int) -> tuple[str, str]:
             return "host-name-mismatch", (
                 f"{who}: the server's certificate does not name {host} ({message}). Fix: dial a name in its "
                 "subject alternative names, or reissue the certificate with this name")
+        if code == _INVALID_PURPOSE:
+            return "server-certificate-rejected", (
+                f"{who}: the server's certificate is not for a TLS server ({message}: its extended key usage "
+                "lacks serverAuth). Fix: reissue it as a server certificate (the lab's \"Issue a certificate\" "
+                "does)")
         return "unknown-ca", (
             f"{who}: the server's certificate is not issued by a CA this side trusts ({message or 'untrusted'}). "
             "Fix: trust the server's CA (the lab CA: \"Download the lab CA\" on the page)")
@@ -137,8 +147,12 @@ def client_side(exc: BaseException, host: str, port: int) -> tuple[str, str]:
         return "client-certificate-untrusted", (
             f"{who}: the server rejected this side's client certificate (alert '{reason.lower()}'). Fix: use a "
             "certificate issued by the server's CA, valid now")
-    if any(k in reason for k in ("UNSUPPORTED_PROTOCOL", "PROTOCOL_VERSION", "WRONG_VERSION_NUMBER",
-                                 "VERSION_TOO_LOW", "VERSION_TOO_HIGH", "NO_PROTOCOLS_AVAILABLE")):
+    if reason in _NOT_TLS:
+        return "not-tls", (
+            f"{who}: the server answered in plain, not TLS ({reason.lower()}): {host}:{port} is a plain DICOM "
+            "port. Fix: register the node's DICOM TLS port, or set the node's tls to off if it has none")
+    if any(k in reason for k in ("UNSUPPORTED_PROTOCOL", "PROTOCOL_VERSION", "VERSION_TOO_LOW",
+                                 "VERSION_TOO_HIGH", "NO_PROTOCOLS_AVAILABLE")):
         return "protocol-version", (
             f"{who}: no TLS version in common ({_fallback(exc)}). Fix: use TLS 1.2 or later on both sides")
     if "HANDSHAKE_FAILURE" in reason or "NO_SHARED_CIPHER" in reason or "NO_CIPHERS" in reason:
@@ -146,6 +160,8 @@ def client_side(exc: BaseException, host: str, port: int) -> tuple[str, str]:
             f"{who}: no cipher suite in common. Fix: enable the BCP 195 suites (ECDHE with AES-GCM) on both sides")
     if isinstance(exc, (ssl.SSLEOFError, ConnectionError, EOFError)) or "EOF" in reason:
         return "peer-closed", (
-            f"{who}: the server closed the connection during the handshake: is {port} its TLS port, and does it "
-            "accept this side's certificate?")
+            f"{who}: the server closed the connection during the handshake without a TLS alert: most often "
+            f"{port} is a plain DICOM port (a plain listener drops a TLS hello), or the server refused this "
+            "side's certificate. Fix: register the node's DICOM TLS port (or set its tls to off), and see the "
+            "node's log")
     return "other", f"{who}: {_fallback(exc)}"

@@ -26,6 +26,11 @@ cause in ``dicomlab.outbound``'s words, then a wait of ``commitment_interval``
 seconds doubled after each failure (at most 10 times the first) until
 ``commitment_attempts`` are spent. The first attempt waits ``FIRST_DELAY`` s so
 the N-ACTION response leaves before the report's association is opened.
+
+DICOM TLS: a node whose ``tls`` is ``required`` gets its report over TLS
+(``dicomlab.tlsclient``: the node's certificate checked against the lab CA and its
+registered host, the PACS's certificate presented); a failed handshake is a
+``commitment-failed`` event with reason ``tls-handshake-failed`` and ``detail.cause``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,8 @@ from dicomlab import events as E
 from dicomlab.commitments import Commitments
 from dicomlab.errors import NotFound, RegistryUnavailable
 from dicomlab.outbound import association
+
+from .tls import outbound_folder
 
 LOG = logging.getLogger(__name__)
 
@@ -247,10 +255,13 @@ class CommitmentService:
                                             [(c, i) for c, i in rec["refs"]])
         where = f"{node.host}:{node.port}"
         who["peer"] = where
-        error, kind = self._send(settings.ae_title, node, report_dataset(tx, committed, failed), 2 if failed else 1)
+        sent = self._send(settings.ae_title, node, report_dataset(tx, committed, failed), 2 if failed else 1)
+        error, kind = sent.error, sent.kind
         failures = [{"sop_class_uid": c, "sop_instance_uid": i, "reason": f"0x{r:04X}"} for c, i, r in failed]
-        detail = {"transaction_uid": tx, "attempt": attempt, "attempts": most, "committed": len(committed),
-                  "failed": len(failed)}
+        detail: dict[str, Any] = {"transaction_uid": tx, "attempt": attempt, "attempts": most,
+                                  "committed": len(committed), "failed": len(failed), "tls": sent.tls or "plain"}
+        if sent.cause:
+            detail["cause"] = sent.cause
         if error is None:
             self.store.finish(tx, "reported", attempt, "", len(committed), failures)
             counts: dict[int, int] = {}
@@ -259,12 +270,14 @@ class CommitmentService:
             why = "; ".join(f"0x{r:04X} {REASON_WORDS.get(r, '')}: {n}" for r, n in sorted(counts.items()))
             self.pacs.events.emit(
                 E.COMMITMENT_REPORTED,
-                f"Storage commitment report {tx} delivered to {node.ae_title!r} at {where} (attempt {attempt}): "
+                f"Storage commitment report {tx} delivered to {node.ae_title!r} at {where}"
+                + (f" over DICOM TLS ({sent.tls})" if sent.tls else "") + f" (attempt {attempt}): "
                 f"{len(committed)} committed, {len(failed)} failed" + (f" ({why})" if why else "") + ".",
                 level="warning" if failed else "info", outcome="reported", detail=detail, **who)
             return True
-        msg = (f"could not deliver the storage commitment report to {node.ae_title} at {where}: {error}. "
-               f"Is the node's port right, and does {node.ae_title} listen for reports?")
+        msg = f"could not deliver the storage commitment report to {node.ae_title} at {where}: {error}."
+        if kind not in (E.REASON_TLS_HANDSHAKE_FAILED, E.REASON_TLS_UNAVAILABLE):
+            msg += f" Is the node's port right, and does {node.ae_title} listen for reports?"
         if attempt >= most:
             self.store.finish(tx, "failed", attempt, msg)
             msg += (f" Attempt {attempt} of {most}: giving up; {node.ae_title} will not learn that its "
@@ -279,23 +292,34 @@ class CommitmentService:
                                   detail={**detail, "next_in_s": wait}, **who)
         return False
 
-    def _send(self, pacs_aet: str, node: Any, ds: Dataset, event_type: int) -> tuple[str | None, str]:
-        """(None, "") when the node answered the report with Success, else (the cause in words, reason)."""
+    def _send(self, pacs_aet: str, node: Any, ds: Dataset, event_type: int) -> Sent:
+        """How the report went: ``error`` None when the node answered it with Success."""
         contexts = [build_context(STORAGE_COMMITMENT)]
         role = build_role(STORAGE_COMMITMENT, scp_role=True)  # we are the SCP; the node stays the SCU
         with association(pacs_aet, node.ae_title, node.host, node.port, contexts, timeout=REPORT_TIMEOUT,
-                         ext_neg=[role]) as out:
+                         ext_neg=[role], tls=node.tls, tls_folder=outbound_folder(self.pacs)) as out:
             if not out.ok:
-                return out.error, out.kind or "failed"
+                return Sent(out.error, out.kind or "failed", out.cause)
             if not any(str(cx.abstract_syntax) == STORAGE_COMMITMENT for cx in out.assoc.accepted_contexts):
-                return ("the node accepted the association but not the Storage Commitment context (with the "
-                        "PACS in the SCP role)", E.REASON_CONTEXT_REFUSED)
+                return Sent("the node accepted the association but not the Storage Commitment context (with the "
+                            "PACS in the SCP role)", E.REASON_CONTEXT_REFUSED)
             status, _reply = out.assoc.send_n_event_report(ds, event_type, STORAGE_COMMITMENT, WELL_KNOWN_INSTANCE)
             code = getattr(status, "Status", None)
             if code is None:
-                return (f"no answer to the N-EVENT-REPORT within {REPORT_TIMEOUT:g} s (or the association was "
-                        "aborted)", E.REASON_REPORT_UNANSWERED)
+                return Sent(f"no answer to the N-EVENT-REPORT within {REPORT_TIMEOUT:g} s (or the association was "
+                            "aborted)", E.REASON_REPORT_UNANSWERED)
             if int(code) != 0x0000:
-                return (f"it answered the report with status {status_words(int(code))}, so it did not take it",
-                        E.REASON_REPORT_REFUSED)
-        return None, ""
+                return Sent(f"it answered the report with status {status_words(int(code))}, so it did not take it",
+                            E.REASON_REPORT_REFUSED)
+        return Sent(None, "", tls=out.tls)
+
+
+@dataclass
+class Sent:
+    """One report attempt: ``error`` (words) and ``kind`` (the event reason) when it failed, the TLS
+    ``cause`` of a failed handshake, ``tls`` the version it went over ("" plain)."""
+
+    error: str | None
+    kind: str
+    cause: str | None = None
+    tls: str = ""

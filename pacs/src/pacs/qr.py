@@ -27,6 +27,11 @@ Overrides of pynetdicom 3.0.4 (guarded by tests/pacs/test_pynetdicom_drift.py):
 not copies), installed by replacing ``pynetdicom.association.uid_to_service_class``
 with a function that returns ``LabQueryRetrieve`` for the Study Root MOVE and GET
 SOP classes and defers to pynetdicom's for every other UID.
+
+DICOM TLS: a move destination whose ``tls`` is ``required`` is called over TLS
+(``dicomlab.tlsclient``, the same client context as Storage Commitment reports); a failed
+handshake is a ``retrieve-failed`` event with reason ``move-tls-handshake-failed`` and
+``detail.cause`` (``dicomlab.tlswords``), and every sub-operation fails.
 """
 
 from __future__ import annotations
@@ -34,14 +39,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from io import BytesIO
 from typing import Any
 
 import pynetdicom.association
-from pydicom.dataset import Dataset
 from pynetdicom import _config
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import decode
 from pynetdicom.presentation import build_context
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -62,11 +65,15 @@ from .suboperations import (
     PENDING,
     TOO_MANY,
     Item,
+    Refused,
+    Retrieval,
     Tally,
+    final_response,
     no_context,
     read_meta,
 )
 from .suboperations import hint as hint_for
+from .tls import outbound_folder
 
 LOG = logging.getLogger(__name__)
 
@@ -204,106 +211,110 @@ class QueryRetrieve:
             raise
 
     def retrieve(self, service: Any, req: Any, context: Any, op: str) -> None:
-        assoc = service.assoc
-        s = self._session(assoc)
-        cx_id = int(context.context_id)
-        ts = context.transfer_syntax[0]
-        rsp = C_MOVE() if op == "C-MOVE" else C_GET()
-        rsp.MessageIDBeingRespondedTo = req.MessageID
-        rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
-        done_type = E.MOVE_FINISHED if op == "C-MOVE" else E.GET_FINISHED
-        dest = str(req.MoveDestination or "").strip() if op == "C-MOVE" else s.calling
-        what = f"{op} from {s.calling!r} at {s.peer}" + (f" to {dest!r}" if op == "C-MOVE" else "")
-
-        def refuse(status: int, words: str, reason: str) -> None:
-            self._emit(s, done_type, f"{what} answered 0x{status:04X}: {words}", level="warning",
-                       outcome="refused", reason=reason, detail={"status": status, "destination": dest})
-            rsp.Status = status
-            service.dimse.send_msg(rsp, cx_id)
-
-        if s.refusal == "dimse-failure":
-            refuse(STATUS_NOT_AUTHORIZED, "Refused: Not authorized (refusal_mode dimse-failure).",
-                   "refusal-mode-dimse-failure")
-            return
-        settings = s.decision.settings
+        """Answer one C-MOVE or C-GET: check it, find the instances, send them, say how it ended."""
+        r = self._retrieval(service, req, context, op)
         try:
-            identifier = decode(req.Identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
-            q = query.parse(identifier)
-            unique = query.UNIQUE[q.level]
-            if not any(k.keyword == unique and k.value for k in q.keys):
-                raise query.QueryError(query.STATUS_IDENTIFIER_MISMATCH, f"a {q.level}-level retrieve names what to "
-                                       f"retrieve by {unique}, and the identifier has none")
-        except query.QueryError as exc:
-            refuse(exc.status, f"{exc.words}.", "identifier-invalid")
-            return
-        except Exception as exc:
-            refuse(0xC000, f"the identifier cannot be read ({type(exc).__name__}: {exc}).", "identifier-invalid")
-            return
-        node = None
-        if op == "C-MOVE":
-            try:
-                node = self.pacs.registry.get_node(dest)
-            except (NotFound, ValueError):
-                refuse(DESTINATION_UNKNOWN, f"Refused: Move Destination unknown -- no authorized node has the AE "
-                       f"title {dest!r}. Fix: add {dest!r} (its host and DICOM port) to the nodes, or move to a "
-                       "registered node.", "move-destination-unknown")
-                return
-            except RegistryUnavailable as exc:
-                refuse(0xA701, f"the registry (Redis) is unreachable, so the destination cannot be looked up ({exc}).",
-                       "registry-unavailable")
-                return
-            if not node.enabled:
-                refuse(DESTINATION_UNKNOWN, f"Refused: Move Destination unknown -- the node {dest!r} is disabled. "
-                       "Fix: enable it.", "move-destination-unknown")
-                return
-        limit = min(settings.qr_max_suboperations, 65535)  # the counts are US: at most 65535
-        items: list[Item] = []
-        try:
-            for record in self._index().search(replace(q, level="IMAGE"), fields=False):  # every instance below
-                items.append(Item(record["sop_instance_uid"], self.pacs.storage.root / record["study_uid"]
-                                  / record["series_uid"] / f"{record['sop_instance_uid']}.dcm"))
-                if len(items) > limit:
-                    refuse(TOO_MANY, f"more than qr_max_suboperations ({limit}) instances match {q.words()}. Fix: "
-                           "retrieve less at a time (a series, not a study), or raise qr_max_suboperations.",
-                           "qr-max-suboperations")
-                    return
-        except RegistryUnavailable as exc:
-            refuse(0xA701, f"the index (Redis) is unreachable ({exc}).", "registry-unavailable")
+            if r.s.refusal == "dimse-failure":
+                raise Refused(STATUS_NOT_AUTHORIZED, "Refused: Not authorized (refusal_mode dimse-failure).",
+                              "refusal-mode-dimse-failure")
+            q = self._retrieve_query(r)
+            node = self._move_destination(r.dest) if op == "C-MOVE" else None
+            items = self._instances(q, min(r.s.decision.settings.qr_max_suboperations, 65535))  # counts are US
+        except Refused as exc:
+            self._refuse(r, exc)
             return
         tally = Tally(len(items))
         started = time.monotonic()
         if items:
             for it in items:
                 read_meta(it)
-            if op == "C-MOVE":
-                assert node is not None
-                self._move(service, s, req, rsp, cx_id, items, tally, node)
+            if node is not None:
+                self._move(service, r.s, req, r.rsp, r.cx_id, items, tally, node)
             else:
-                self._get(service, s, req, rsp, cx_id, items, tally)
-        if not assoc.is_established:
+                self._get(service, r.s, req, r.rsp, r.cx_id, items, tally)
+        if not service.assoc.is_established:
             return
-        status = tally.final_status()
-        rsp.Status = status
-        rsp.NumberOfRemainingSuboperations = tally.remaining if status == CANCELLED else None
-        rsp.NumberOfCompletedSuboperations = tally.completed
-        rsp.NumberOfFailedSuboperations = tally.failed + (tally.remaining if status != CANCELLED else 0)
-        rsp.NumberOfWarningSuboperations = tally.warning
-        rsp.Identifier = None
-        if status != 0x0000:
-            failed = Dataset()
-            failed.FailedSOPInstanceUIDList = tally.failed_uids
-            rsp.Identifier = BytesIO(encode(failed, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated) or b"")
-        service.dimse.send_msg(rsp, cx_id)
+        status = final_response(r, tally)
+        self._finished(r, q, node, tally, status, time.monotonic() - started)
+
+    def _retrieval(self, service: Any, req: Any, context: Any, op: str) -> Retrieval:
+        s = self._session(service.assoc)
+        rsp = C_MOVE() if op == "C-MOVE" else C_GET()
+        rsp.MessageIDBeingRespondedTo = req.MessageID
+        rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        dest = str(req.MoveDestination or "").strip() if op == "C-MOVE" else s.calling
+        what = f"{op} from {s.calling!r} at {s.peer}" + (f" to {dest!r}" if op == "C-MOVE" else "")
+        return Retrieval(service, s, req, op, int(context.context_id), context.transfer_syntax[0], rsp, dest, what,
+                         E.MOVE_FINISHED if op == "C-MOVE" else E.GET_FINISHED)
+
+    def _refuse(self, r: Retrieval, exc: Refused) -> None:
+        """The request answered at once with a failure status (and no sub-operation)."""
+        self._emit(r.s, r.done_type, f"{r.what} answered 0x{exc.status:04X}: {exc.words}", level="warning",
+                   outcome="refused", reason=exc.reason, detail={"status": exc.status, "destination": r.dest})
+        r.rsp.Status = exc.status
+        r.service.dimse.send_msg(r.rsp, r.cx_id)
+
+    @staticmethod
+    def _retrieve_query(r: Retrieval) -> query.Query:
+        """The identifier, which must name what to retrieve by the level's unique key."""
+        ts = r.ts
+        try:
+            identifier = decode(r.req.Identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+            q = query.parse(identifier)
+        except query.QueryError as exc:
+            raise Refused(exc.status, f"{exc.words}.", "identifier-invalid") from None
+        except Exception as exc:
+            raise Refused(0xC000, f"the identifier cannot be read ({type(exc).__name__}: {exc}).",
+                          "identifier-invalid") from None
+        unique = query.UNIQUE[q.level]
+        if not any(k.keyword == unique and k.value for k in q.keys):
+            raise Refused(query.STATUS_IDENTIFIER_MISMATCH, f"a {q.level}-level retrieve names what to retrieve by "
+                          f"{unique}, and the identifier has none.", "identifier-invalid")
+        return q
+
+    def _move_destination(self, dest: str) -> Any:
+        """The enabled node the C-MOVE names as its destination."""
+        try:
+            node = self.pacs.registry.get_node(dest)
+        except (NotFound, ValueError):
+            raise Refused(DESTINATION_UNKNOWN, f"Refused: Move Destination unknown -- no authorized node has the AE "
+                          f"title {dest!r}. Fix: add {dest!r} (its host and DICOM port) to the nodes, or move to a "
+                          "registered node.", "move-destination-unknown") from None
+        except RegistryUnavailable as exc:
+            raise Refused(0xA701, f"the registry (Redis) is unreachable, so the destination cannot be looked up "
+                          f"({exc}).", "registry-unavailable") from None
+        if not node.enabled:
+            raise Refused(DESTINATION_UNKNOWN, f"Refused: Move Destination unknown -- the node {dest!r} is disabled. "
+                          "Fix: enable it.", "move-destination-unknown")
+        return node
+
+    def _instances(self, q: query.Query, limit: int) -> list[Item]:
+        """Every stored instance below what ``q`` names, at most ``limit``."""
+        items: list[Item] = []
+        try:
+            for record in self._index().search(replace(q, level="IMAGE"), fields=False):
+                items.append(Item(record["sop_instance_uid"], self.pacs.storage.root / record["study_uid"]
+                                  / record["series_uid"] / f"{record['sop_instance_uid']}.dcm"))
+                if len(items) > limit:
+                    raise Refused(TOO_MANY, f"more than qr_max_suboperations ({limit}) instances match "
+                                  f"{q.words()}. Fix: retrieve less at a time (a series, not a study), or raise "
+                                  "qr_max_suboperations.", "qr-max-suboperations")
+        except RegistryUnavailable as exc:
+            raise Refused(0xA701, f"the index (Redis) is unreachable ({exc}).", "registry-unavailable") from None
+        return items
+
+    def _finished(self, r: Retrieval, q: query.Query, node: Any, tally: Tally, status: int, took: float) -> None:
+        """The one ``move-finished`` / ``get-finished`` event of the request."""
+        failed = r.rsp.NumberOfFailedSuboperations
         causes = "; ".join(f"{n} x {why}" for why, n in tally.reasons.items())
         where = f" at {node.host}:{node.port}" if node is not None else ""
-        self._emit(s, done_type, f"{what}{where}, {q.level} level ({q.words()}): final status 0x{status:04X}: "
-                   f"{tally.completed} completed, {rsp.NumberOfFailedSuboperations} failed, {tally.warning} warning "
-                   f"of {tally.total} in {time.monotonic() - started:.1f} s" + (f". Failures: {causes}" if causes else "")
-                   + ".", level="info" if status == 0 else "warning",
+        self._emit(r.s, r.done_type, f"{r.what}{where}, {q.level} level ({q.words()}): final status 0x{status:04X}: "
+                   f"{tally.completed} completed, {failed} failed, {tally.warning} warning of {tally.total} in "
+                   f"{took:.1f} s" + (f". Failures: {causes}" if causes else "") + ".",
+                   level="info" if status == 0 else "warning",
                    outcome="success" if status == 0 else "failed" if status == ALL_FAILED else "partial",
-                   detail={"status": status, "destination": dest, "completed": tally.completed,
-                           "failed": rsp.NumberOfFailedSuboperations, "warning": tally.warning,
-                           "total": tally.total})
+                   detail={"status": status, "destination": r.dest, "completed": tally.completed, "failed": failed,
+                           "warning": tally.warning, "total": tally.total})
 
     def _move(self, service: Any, s: Any, req: Any, rsp: Any, cx_id: int, items: list[Item], tally: Tally,
               node: Any) -> None:
@@ -315,13 +326,17 @@ class QueryRetrieve:
         calling = self.pacs.ae_title
         where = f"{node.ae_title} at {node.host}:{node.port}"
         out = outbound.associate(calling, node.ae_title, node.host, node.port, contexts,
-                                 timeout=float(self.pacs.ae.acse_timeout))
+                                 timeout=float(self.pacs.ae.acse_timeout), tls=node.tls,
+                                 tls_folder=outbound_folder(self.pacs))
         if not out.ok:
             hint = hint_for(out, node, calling)
+            detail = {"destination": node.ae_title, "host": node.host, "port": node.port, "kind": out.kind,
+                      "tls": node.tls == "required"}
+            if out.cause:
+                detail["cause"] = out.cause
             self._emit(s, E.RETRIEVE_FAILED, f"C-MOVE to {where} failed: {out.error} -- {hint} "
                        f"All {len(items)} sub-operation(s) failed.", level="error", outcome="failed",
-                       reason=f"move-{out.kind}", detail={"destination": node.ae_title, "host": node.host,
-                                                           "port": node.port, "kind": out.kind})
+                       reason=f"move-{out.kind}", detail=detail)
             for it in items:
                 tally.fail(it.sop, f"association with {where} failed: {out.kind}")
             return

@@ -1,15 +1,20 @@
 """The sub-operations of a C-MOVE or C-GET (pacs/qr.py): what is to be sent (``Item``), how it
 went (``Tally``: the counts and the final status PS3.4 C.4.2.1.5 / C.4.3.1.4 asks for), and the
 words for what went wrong: a file that cannot be sent as stored on the association at hand
-(``no_context``), a destination that could not be associated with (``hint``)."""
+(``no_context``), a destination that could not be associated with (``hint``); the request
+being answered (``Retrieval``), a request refused at once (``Refused``) and its last response
+(``final_response``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
+from pynetdicom.dsutils import encode
 
 from dicomlab.dicom import TRANSFER_SYNTAX_NAMES, uid_name
 
@@ -110,4 +115,51 @@ def hint(out: Any, node: Any, calling: str) -> str:
                 "storage SCP listening there?")
     if out.kind == "rejected":
         return f"{node.ae_title} refused the association: see its own log for why."
+    if out.kind in ("tls-handshake-failed", "tls-unavailable"):
+        return (f"{node.ae_title} is registered with tls required, so the PACS calls {node.host}:{node.port} "
+                "with DICOM TLS only: that port must be its TLS port, with a certificate from the lab CA that "
+                f"names {node.host}.")
     return f"check {node.ae_title} and its registered address {node.host}:{node.port}."
+
+
+class Refused(Exception):
+    """A C-MOVE / C-GET answered at once with ``status`` (``words``; ``reason`` for the event)."""
+
+    def __init__(self, status: int, words: str, reason: str) -> None:
+        super().__init__(words)
+        self.status, self.words, self.reason = status, words, reason
+
+
+@dataclass
+class Retrieval:
+    """One C-MOVE or C-GET request being answered: its association's service, session and
+    presentation context, the response it builds, and its words."""
+
+    service: Any
+    s: Any
+    req: Any
+    op: str
+    cx_id: int
+    ts: Any
+    rsp: Any
+    dest: str
+    what: str
+    done_type: str
+
+
+def final_response(r: Retrieval, tally: Tally) -> int:
+    """The last C-MOVE/C-GET response (PS3.4 C.4.2.1.5 counts; the failed UIDs when not all went)."""
+    rsp, ts = r.rsp, r.ts
+    status = tally.final_status()
+    rsp.Status = status
+    rsp.NumberOfRemainingSuboperations = tally.remaining if status == CANCELLED else None
+    rsp.NumberOfCompletedSuboperations = tally.completed
+    rsp.NumberOfFailedSuboperations = tally.failed + (tally.remaining if status != CANCELLED else 0)
+    rsp.NumberOfWarningSuboperations = tally.warning
+    rsp.Identifier = None
+    if status != 0x0000:
+        failed = Dataset()
+        failed.FailedSOPInstanceUIDList = tally.failed_uids
+        rsp.Identifier = BytesIO(encode(failed, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated) or b"")
+    r.service.dimse.send_msg(rsp, r.cx_id)
+    return status

@@ -40,10 +40,11 @@ from cryptography import x509
 from dicomlab import events as E
 from dicomlab import tlswords
 from dicomlab.tlsca import common_name
+from dicomlab.tlsclient import BCP195_TLS12_CIPHERS
 
 LOG = logging.getLogger(__name__)
 
-BCP195_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1"
+__all__ = ["BCP195_TLS12_CIPHERS", "ServerTls", "Handshake", "Failed", "outbound_folder"]
 FILES = ("ca.pem", "server.pem", "server.key")
 
 
@@ -214,3 +215,10 @@ def expiry_warning(not_after: float, now: float | None = None, days: int = 30) -
     if left < days:
         return f"the PACS's TLS certificate expires in {int(left)} day(s): renew it before then."
     return ""
+
+
+def outbound_folder(pacs: Any) -> Path | None:
+    """The TLS folder the PACS calls nodes with (``dicomlab.tlsclient``: its certificate as the client
+    certificate, the lab CA to check the node's): the one its TLS listener serves from; None: no TLS."""
+    server_tls = getattr(getattr(pacs, "tls", None), "tls", None)
+    return server_tls.folder if isinstance(server_tls, ServerTls) else None
