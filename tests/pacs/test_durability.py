@@ -442,8 +442,9 @@ def test_redis_killed_and_back_empty_gets_the_index_back_without_a_restart(own_r
         assert _indexed(registry, study) == set(sops)
         own_redis.proc.kill()  # SIGKILL; it had no persistence: it comes back empty
         own_redis.proc.wait(10)
-        wait_for(lambda: "registry-unavailable" in pacs.log() or "unreachable" in pacs.log(), timeout=30,
-                 what="the PACS to see Redis away")
+        # the listener's own word (not the event writer's, which can say "unreachable" first)
+        wait_for(lambda: "unreachable: every association is refused" in pacs.log(), timeout=30,
+                 what="the PACS's listener to see Redis away")
         own_redis.start()
         assert _indexed(registry, study) == set()  # Redis lost it
         wait_for(lambda: _indexed(registry, study) == set(sops), timeout=60, what="the index restored")

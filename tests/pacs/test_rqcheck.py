@@ -53,6 +53,28 @@ def test_what_pynetdicom_would_raise_on_is_named(pdu, words):
     assert problem is not None and words in problem, problem
 
 
+def test_the_verdict_is_kept_per_request_and_the_cache_is_bounded(monkeypatch):
+    """The same bytes get the same verdict from the cache (a bad request stays bad); the cache
+    holds at most CACHE_SIZE requests, by digest."""
+    from pacs import rqcheck
+
+    monkeypatch.setattr(rqcheck, "CACHE_SIZE", 4)
+    monkeypatch.setattr(rqcheck, "_verdicts", type(rqcheck._verdicts)())
+    bad, good = rq(context(2)), rq(context(1))
+    calls = []
+    real = rqcheck._decode_problem
+    monkeypatch.setattr(rqcheck, "_decode_problem", lambda pdu: calls.append(pdu) or real(pdu))
+    for _ in range(3):
+        assert "must be an odd integer" in (rqcheck.rq_problem(bad) or "")
+        assert rqcheck.rq_problem(good) is None
+    assert calls == [bad, good]  # decoded once each
+    for cid in (3, 5, 7, 9, 11):  # five more distinct requests push the oldest out
+        assert rqcheck.rq_problem(rq(context(1), context(cid))) is None
+    assert len(rqcheck._verdicts) == 4
+    assert all(len(k) == 32 for k in rqcheck._verdicts)  # digests, not the requests
+    assert "must be an odd integer" in (rqcheck.rq_problem(bad) or "") and calls[-1] == bad  # decoded again
+
+
 @pytest.mark.parametrize("fastpath", ["1", "0"])
 def test_malformed_request_gets_an_abort_and_an_event(redis_url, registry, tmp_path, fastpath):
     import socket

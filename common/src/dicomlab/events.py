@@ -8,172 +8,25 @@ and what to do about it.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import redis
 
-from . import indexops, keys
-from .text import safe_text
+from . import keys
+from .eventrecord import Event as Event  # re-exported: the record every reader uses
+from .eventrecord import _commands, _now, _Pending
+from .eventtypes import *  # noqa: F403 - the type and reason names, re-exported
 
 if TYPE_CHECKING:
     from .journal import Journal
 
 LOG = logging.getLogger(__name__)
-
-# Event types (DESIGN.md, "Events and logs")
-ASSOCIATION_REQUESTED = "association-requested"
-ASSOCIATION_ACCEPTED = "association-accepted"
-ASSOCIATION_REJECTED = "association-rejected"
-ASSOCIATION_RELEASED = "association-released"
-ASSOCIATION_ABORTED = "association-aborted"
-CONTEXT_REJECTED = "context-rejected"
-STORE_RECEIVED = "store-received"
-STORE_FAILED = "store-failed"
-STORE_REPLACED = "store-replaced"
-ECHO_RECEIVED = "echo-received"
-ECHO_SENT = "echo-sent"
-SETTINGS_CHANGED = "settings-changed"
-NODE_ADDED = "node-added"
-NODE_CHANGED = "node-changed"
-NODE_REMOVED = "node-removed"
-LISTENER_STARTED = "listener-started"
-LISTENER_STOPPED = "listener-stopped"
-WORKER_EXITED = "worker-exited"  # a listener process died and was restarted
-STORAGE_RECONCILED = "storage-reconciled"  # the PACS's start-up pass over storage against the index
-PDU = "pdu"  # verbose mode only
-SEND_STARTED = "send-started"
-SEND_PROGRESS = "send-progress"
-SEND_FINISHED = "send-finished"
-SEND_FAILED = "send-failed"
-# Storage Commitment (second stage): the N-ACTION answered, each delivery attempt of the report
-COMMITMENT_REQUESTED = "commitment-requested"  # N-ACTION answered; the request is kept in Redis
-COMMITMENT_REPORTED = "commitment-reported"  # the N-EVENT-REPORT was delivered and answered Success
-COMMITMENT_FAILED = "commitment-failed"  # one attempt failed (reason: why), or the last one (outcome failed)
-# Query/Retrieve (the PACS as SCP): one event per C-FIND, per C-MOVE / C-GET (its final status
-# and sub-operation counts), and one per failure of a retrieve (its cause in words).
-FIND_ANSWERED = "find-answered"
-MOVE_FINISHED = "move-finished"
-GET_FINISHED = "get-finished"
-RETRIEVE_FAILED = "retrieve-failed"
-
-# Event reasons of the port limits (second stage): the association-rejected /
-# association-aborted events, and the connection events before any association.
-REASON_PDU_INVALID = "pdu-invalid"  # a PDU over its cap, of an unknown type, or malformed: A-ABORT, close
-REASON_REQUEST_TIMEOUT = "request-timeout"  # no complete A-ASSOCIATE-RQ within assoc_request_timeout
-REASON_TOO_MANY_PENDING = "too-many-pending"  # over max_pending_connections / _per_address (aggregated per 10 s)
-REASON_INSTANCE_TOO_LARGE = "instance-too-large"  # a dataset over max_instance_bytes: A-ABORT
-REASON_DIMSE_INVALID = "dimse-invalid"  # a command set that cannot be decoded, lacks a field, or is unsupported
-REASON_INTERNAL_ERROR = "internal-error"  # an exception inside an association: A-ABORT
-# DICOM TLS (second stage, "DICOM TLS"; README "DICOM TLS"): connection-closed events before any
-# association, and association-rejected events (1/1/3) of the per-node TLS policy.
-REASON_TLS_ON_PLAIN_PORT = "tls-on-plain-port"  # a TLS ClientHello on the plain port: closed
-REASON_PLAIN_ON_TLS_PORT = "plain-on-tls-port"  # a plain PDU (or anything not TLS) on the TLS port: closed
-REASON_TLS_HANDSHAKE_FAILED = "tls-handshake-failed"  # detail.cause names which (dicomlab.tlswords)
-REASON_TLS_UNAVAILABLE = "tls-unavailable"  # the PACS has no usable certificate: TLS connections closed
-REASON_TLS_REQUIRED = "tls-required"  # a node with tls required came to the plain port
-REASON_TLS_NOT_ALLOWED = "tls-not-allowed"  # a node with tls off came to the TLS port
-REASON_TLS_CLIENT_CERTIFICATE_MISSING = "tls-client-certificate-missing"  # client_certificate required, none sent
-REASON_TLS_CLIENT_IDENTITY = "tls-client-identity-mismatch"  # the certificate's CN is not the calling AE title
-CONNECTION_CLOSED = "connection-closed"  # a connection closed before it became an association
-# Reasons of commitment-failed besides dicomlab.outbound's kinds (connection-refused, timeout,
-# unreachable, unresolved, rejected, aborted, tls-handshake-failed):
-REASON_REPORT_REFUSED = "report-refused"  # the node answered the N-EVENT-REPORT with a failure status
-REASON_REPORT_UNANSWERED = "report-unanswered"  # no N-EVENT-REPORT-RSP (association aborted or timed out)
-REASON_CONTEXT_REFUSED = "context-refused"  # the node did not accept Storage Commitment (or our SCP role)
-REASON_NODE_UNKNOWN = "node-unknown"  # the node was removed before its report could be delivered
-REASON_COMMITMENT_INVALID = "commitment-invalid"  # an N-ACTION the PACS cannot take (action type, dataset)
-
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Event:
-    type: str
-    message: str
-    source: str = "pacs"
-    level: str = "info"
-    assoc_id: str = ""
-    calling_aet: str = ""
-    called_aet: str = ""
-    peer: str = ""
-    outcome: str = ""
-    reason: str = ""
-    detail: dict[str, Any] = field(default_factory=dict)
-    time: str = field(default_factory=_now)
-    id: str = ""  # the stream id, once stored
-
-    def __post_init__(self) -> None:
-        # Text from the network (AE titles, patient names, UIDs...) is made safe once, here,
-        # so the stdout line, the stream and the page all carry printable text only.
-        for name in _TEXT_FIELDS:
-            value = getattr(self, name)
-            if value:
-                setattr(self, name, safe_text(value))
-
-    def to_stream(self) -> dict[str, str]:
-        d = {k: getattr(self, k) for k in _STREAM_FIELDS}
-        d["detail"] = json.dumps(self.detail, default=str) if self.detail else "{}"
-        return {k: v for k, v in d.items() if v != ""}
-
-    @classmethod
-    def from_stream(cls, entry_id: str, raw: dict[str, str]) -> "Event":
-        known = {f for f in cls.__dataclass_fields__}
-        kw: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
-        kw["detail"] = json.loads(raw.get("detail") or "{}")
-        kw.setdefault("type", "unknown")
-        kw.setdefault("message", "")
-        return cls(id=entry_id, **kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def line(self) -> str:
-        """The stdout line: time, service, level, type, who, and the sentence."""
-        who = ""
-        if self.calling_aet or self.peer:
-            who = f" {self.calling_aet or '?'}@{self.peer or '?'}"
-            if self.called_aet:
-                who += f" -> {self.called_aet}"
-        assoc = f" [{self.assoc_id}]" if self.assoc_id else ""
-        text = " ".join(self.message.split())  # one line, always
-        return f"{self.time} {self.source} {self.level.upper():7} {self.type}{assoc}{who}: {text}"
-
-
-_STREAM_FIELDS = [f for f in Event.__dataclass_fields__ if f != "id"]
-_TEXT_FIELDS = ("type", "message", "source", "level", "assoc_id", "calling_aet", "called_aet", "peer",
-                "outcome", "reason")
-
-
-class _Pending:
-    __slots__ = ("event", "also", "ops")
-
-    def __init__(self, event: Event, also: "Callable[[Any], None] | None",
-                 ops: "list[dict[str, Any]] | None" = None) -> None:
-        self.event = event
-        self.also = also  # a callable cannot go to the journal: kept in memory
-        self.ops = ops or []
-
-
-def _commands(pipe: Any, fields: dict[str, str], ops: "list[dict[str, Any]]", maxlen: int,
-              also: "Callable[[Any], None] | None" = None) -> None:
-    """One event's writes: its index ops, then the event itself (live path and journal replay)."""
-    for op in ops:
-        indexops.apply(pipe, op)
-    if also is not None:
-        also(pipe)
-    pipe.xadd(keys.EVENTS, fields, maxlen=maxlen, approximate=True)
 
 
 class EventLog:
@@ -195,6 +48,7 @@ class EventLog:
     BACKLOG = 10_000
     RETRY_SECONDS = 1.0
     ORPHAN_CHECK_SECONDS = 5.0  # how often a journal left by another (dead) process is looked for
+    LINGER_SECONDS = 0.01  # background events: how long the writer lets a batch gather
 
     def __init__(
         self,
@@ -328,11 +182,18 @@ class EventLog:
                     self._busy = bool(batch)
                 if batch:
                     self._write(batch)
+        waited = False
         with self._cv:
             if self._down:
                 self._cv.wait(max(0.0, self._next_try - time.monotonic()))
             elif not self._queue:
                 self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
+                waited = True
+        if waited and self.LINGER_SECONDS:
+            # The first event after a quiet spell: let the events of the next few associations
+            # join it, one round trip for them all, not one each (no lock is held meanwhile;
+            # ``emit(wait=True)`` writes everything queued itself and never waits on this).
+            time.sleep(self.LINGER_SECONDS)
         if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
             # a listener process that died (or stopped while Redis was away) left a journal
             self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
@@ -366,12 +227,8 @@ class EventLog:
         pipe = self.client.pipeline(transaction=False)
         positions = []
         for item in batch:
-            for op in item.ops:
-                indexops.apply(pipe, op)
-            if item.also is not None:
-                item.also(pipe)
-            positions.append(len(pipe.command_stack))
-            pipe.xadd(keys.EVENTS, item.event.to_stream(), maxlen=self.maxlen, approximate=True)
+            _commands(pipe, item.event.to_stream(), item.ops, self.maxlen, item.also)
+            positions.append(len(pipe.command_stack) - 1)  # its XADD, the last of its writes
         results = pipe.execute()
         for item, pos in zip(batch, positions, strict=True):
             entry_id = results[pos]

@@ -24,15 +24,40 @@ runs before pynetdicom, fast path or stock, sees the request.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
+from threading import Lock
 
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from dicomlab.text import safe_text
 
+# A modality sends the same A-ASSOCIATE-RQ, byte for byte, every time (its AE titles, contexts
+# and UIDs do not change), and the verdict depends on the bytes alone: it is kept for the last
+# CACHE_SIZE distinct requests, by digest (a hostile peer's 64 KiB requests cost 32 bytes each).
+CACHE_SIZE = 512
+_verdicts: "OrderedDict[bytes, str | None]" = OrderedDict()
+_verdicts_lock = Lock()
+
 
 def rq_problem(pdu: bytes) -> str | None:
     """What is wrong with this A-ASSOCIATE-RQ (the whole PDU, header included), in words; None: fine."""
+    key = hashlib.blake2b(pdu, digest_size=32).digest()
+    with _verdicts_lock:
+        if key in _verdicts:
+            _verdicts.move_to_end(key)
+            return _verdicts[key]
+    verdict = _decode_problem(pdu)
+    with _verdicts_lock:
+        _verdicts[key] = verdict
+        if len(_verdicts) > CACHE_SIZE:
+            _verdicts.popitem(last=False)
+    return verdict
+
+
+def _decode_problem(pdu: bytes) -> str | None:
+    """``rq_problem`` without the cache: pynetdicom's decoder and what negotiation trips on."""
     try:
         with warnings.catch_warnings():  # pydicom warns about odd UIDs; the policy judges those later
             warnings.simplefilter("ignore")
