@@ -175,7 +175,7 @@ class Hostile:
             self.each("bigingest", self.bigingest)
 
     def each(self, name: str, fn) -> None:  # type: ignore[no-untyped-def]
-        from .run import Row
+        from .results import Row
 
         for key, make in self.b.receivers(name):
             label = self.b.label(key, name)
@@ -210,7 +210,7 @@ class Hostile:
 
     def warm_up(self, recv: Receiver) -> None:
         """One C-ECHO (and, before the large instance, one small C-STORE) before the baseline."""
-        from .run import ECHO_AE, SENDER_AE
+        from .results import ECHO_AE, SENDER_AE
 
         outcome = one_association(("127.0.0.1", recv.port), associate_rq(ECHO_AE, recv.ae_title), echo_rq())
         if outcome != "ok":
@@ -250,7 +250,7 @@ class Hostile:
             self.b.kids.stop(proc)
 
     def halfopen(self, recv: Receiver, label: str, ours: bool) -> list:
-        from .run import Row
+        from .results import Row
 
         plain = self.b.accept(recv)
         base, _ = group_rss(recv.pid)
@@ -297,7 +297,7 @@ class Hostile:
         return [row]
 
     def rss_row(self, workload: str, label: str, base: int, peak: RssPeak, what: str):  # type: ignore[no-untyped-def]
-        from .run import Row
+        from .results import Row
 
         growth = max(0, peak.peak - base) / MiB
         row = Row(workload, label, growth, "MiB", f"baseline {base / MiB:.0f} MiB, peak {peak.peak / MiB:.0f} MiB "
@@ -322,7 +322,7 @@ class Hostile:
                    f"{time.perf_counter() - started:.1f} s")
 
     def bigingest(self, recv: Receiver, label: str, ours: bool) -> list:
-        from .run import SENDER_AE, Row
+        from .results import SENDER_AE, Row
 
         assert self.big is not None
         size = self.big.stat().st_size
@@ -362,7 +362,7 @@ def _fate(c: dict) -> str:
 
 
 def _failed():  # type: ignore[no-untyped-def]
-    from .run import Measure
+    from .results import Measure
 
     return Measure(None, "")
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .receivers import Receiver
-    from .run import Bench, Measure
+    from .results import Measure
+    from .run import Bench
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -130,7 +131,7 @@ def hotspots(raw: Path, top: int = 15) -> tuple[int, list[Hotspot], list[Hotspot
 def profile_pacs(bench: "Bench", workload: str, fn: "Callable[[Receiver], Measure]", name: str) -> dict[str, object]:
     """One more run of ``workload`` against a fresh PACS with py-spy attached; the hot spots."""
     from .receivers import NodeSpec, PacsReceiver
-    from .run import ECHO_AE, SENDER_AE
+    from .results import ECHO_AE, SENDER_AE
 
     if py_spy() is None:
         return {"workload": workload, "skipped": "py-spy not installed (pip install py-spy)"}

@@ -28,7 +28,8 @@ from .procs import dcmtk_env, free_port, poll, port_open
 from .receivers import NodeSpec, PacsReceiver, Receiver, Storescp, tool
 
 if TYPE_CHECKING:
-    from .run import Bench, Measure
+    from .results import Measure
+    from .run import Bench
 
 TLS_ACCEPT = "TLS association accept rate"
 TLS_SINGLE = "TLS single-association ingest"
@@ -139,7 +140,7 @@ class TlsBench:
             self._rows(workload, unit, keys, figures, last)
 
     def _receiver(self, key: str, mode: str, pki: Pki) -> Receiver:
-        from .run import ECHO_AE, SENDER_AE
+        from .results import ECHO_AE, SENDER_AE
 
         b = self.b
         if key == "storescp":
@@ -152,7 +153,7 @@ class TlsBench:
     def _measure(self, workload: str, recv: Receiver, fn: Any, name: str, label: str) -> "Measure":
         import subprocess
 
-        from .run import Measure
+        from .results import Measure
 
         b = self.b
         b.say(f"{workload}: {label}")
@@ -171,7 +172,7 @@ class TlsBench:
 
     def _rows(self, workload: str, unit: str, keys: list[str], figures: dict[str, dict[str, list[float]]],
               last: dict[str, dict[str, "Measure"]]) -> None:
-        from .run import Row, _median
+        from .results import Row, _median
 
         b = self.b
         med = {k: {mode: _median(v) for mode, v in figures.get(k, {}).items()} for k in keys}

@@ -26,6 +26,52 @@ from .cases import (
 )
 
 
+def _bent_contexts(r: random.Random, cxs: list[bytes]) -> list[bytes]:
+    """The presentation context items, one way bent (none, hundreds, even IDs, duplicates, ...)."""
+    kind = r.choice(["none", "many", "even", "dup", "no-abstract", "no-ts", "bad-uid", "sub-type", "ac-type"])
+    if kind == "none":
+        return []
+    elif kind == "many":
+        return [w.presentation_context((2 * i + 1) & 0xFF, w.CT, [w.EXPLICIT_LE]) for i in range(r.randint(2, 300))]
+    elif kind == "even":
+        return [w.presentation_context(2, w.VERIFICATION, [w.IMPLICIT_LE]), *cxs]
+    elif kind == "dup":
+        return [*cxs, w.presentation_context(1, w.CT, [w.EXPLICIT_LE])]
+    elif kind == "no-abstract":
+        return [w.presentation_context(1, None, [w.IMPLICIT_LE]), *cxs[1:]]
+    elif kind == "no-ts":
+        return [w.presentation_context(1, w.VERIFICATION, []), *cxs[1:]]
+    elif kind == "bad-uid":
+        return [w.presentation_context(1, r.choice([b"", b"1.2.3\n", b"1" * 200, hostile_text(r, 0)]),
+                                      [r.choice([b"", w.IMPLICIT_LE + "\n", b"x" * 70])]), *cxs[1:]]
+    elif kind == "sub-type":
+        return [w.item(0x20, b"\x01\0\0\0" + w.item(r.choice([0x31, 0x50, 0x99]), b"1.2.3")), *cxs]
+    else:
+        return [w.presentation_context(1, w.VERIFICATION, [w.IMPLICIT_LE], kind=0x21), *cxs[1:]]
+
+
+def _bent_user(r: random.Random) -> bytes:
+    """A user information item, bent (the maximum PDU, the implementation UID, sub-items)."""
+    return r.choice([
+        b"", w.user_information(max_pdu=r.choice([0, 1, 6, 7, 0xFFFFFFFF, r.randint(0, 1 << 32)])),
+        w.user_information(impl_uid=None), w.user_information(impl_uid=b"1" * 200),
+        w.user_information(version=r.randbytes(r.randint(0, 40))),
+        w.user_information(extra=w.item(r.choice([0x53, 0x54, 0x56, 0x57, 0x58, 0x59, 0x77]),
+                                        r.randbytes(r.randint(0, 40)))),
+        w.item(0x50, w.item(0x51, b"\0\0")), w.item(0x50, r.randbytes(r.randint(0, 64))),
+    ])
+
+
+def _bend_item_length(r: random.Random, rq: bytearray) -> None:
+    """A variable item's 2-byte length, off."""
+    starts = [i for i in range(74, len(rq) - 4) if rq[i] in (0x10, 0x20, 0x30, 0x40, 0x50, 0x51, 0x52, 0x55)
+              and rq[i + 1] == 0]
+    if starts:
+        i = r.choice(starts)
+        (old,) = struct.unpack_from(">H", rq, i + 2)
+        struct.pack_into(">H", rq, i + 2, r.choice([0, old + 1, max(0, old - 1), 0xFFFF, r.randint(0, 0xFFFF)]))
+
+
 def case_associate_rq(r: random.Random, n: int) -> Case:
     called: bytes | str = CALLED
     calling: bytes | str = CALLING
@@ -45,47 +91,16 @@ def case_associate_rq(r: random.Random, n: int) -> Case:
             app = r.choice([b"", w.item(0x10, b""), w.item(0x10, b"1.2.3.4"), w.item(0x10, r.randbytes(r.randint(0, 300))),
                             w.item(0x11, w.text(w.APP_CONTEXT)), w.item(0x10, w.text(w.APP_CONTEXT) * 2)])
         elif op == "contexts":
-            kind = r.choice(["none", "many", "even", "dup", "no-abstract", "no-ts", "bad-uid", "sub-type", "ac-type"])
-            if kind == "none":
-                cxs = []
-            elif kind == "many":
-                cxs = [w.presentation_context((2 * i + 1) & 0xFF, w.CT, [w.EXPLICIT_LE]) for i in range(r.randint(2, 300))]
-            elif kind == "even":
-                cxs = [w.presentation_context(2, w.VERIFICATION, [w.IMPLICIT_LE]), *cxs]
-            elif kind == "dup":
-                cxs = [*cxs, w.presentation_context(1, w.CT, [w.EXPLICIT_LE])]
-            elif kind == "no-abstract":
-                cxs = [w.presentation_context(1, None, [w.IMPLICIT_LE]), *cxs[1:]]
-            elif kind == "no-ts":
-                cxs = [w.presentation_context(1, w.VERIFICATION, []), *cxs[1:]]
-            elif kind == "bad-uid":
-                cxs = [w.presentation_context(1, r.choice([b"", b"1.2.3\n", b"1" * 200, hostile_text(r, 0)]),
-                                              [r.choice([b"", w.IMPLICIT_LE + "\n", b"x" * 70])]), *cxs[1:]]
-            elif kind == "sub-type":
-                cxs = [w.item(0x20, b"\x01\0\0\0" + w.item(r.choice([0x31, 0x50, 0x99]), b"1.2.3")), *cxs]
-            else:
-                cxs = [w.presentation_context(1, w.VERIFICATION, [w.IMPLICIT_LE], kind=0x21), *cxs[1:]]
+            cxs = _bent_contexts(r, cxs)
         elif op == "user":
-            user = r.choice([
-                b"", w.user_information(max_pdu=r.choice([0, 1, 6, 7, 0xFFFFFFFF, r.randint(0, 1 << 32)])),
-                w.user_information(impl_uid=None), w.user_information(impl_uid=b"1" * 200),
-                w.user_information(version=r.randbytes(r.randint(0, 40))),
-                w.user_information(extra=w.item(r.choice([0x53, 0x54, 0x56, 0x57, 0x58, 0x59, 0x77]),
-                                                r.randbytes(r.randint(0, 40)))),
-                w.item(0x50, w.item(0x51, b"\0\0")), w.item(0x50, r.randbytes(r.randint(0, 64))),
-            ])
+            user = _bent_user(r)
         elif op == "protocol":
             protocol = r.choice([0, 2, 0x8001, 0xFFFF])
         elif op == "extra":
             extra = r.choice([w.item(0x99, r.randbytes(8)), r.randbytes(r.randint(1, 8)), w.item(0x10, b"1.2")])
     rq = bytearray(w.associate_rq(called, calling, cxs, user, app, protocol, extra))
     if "item-length" in ops:  # a variable item's 2-byte length, off
-        starts = [i for i in range(74, len(rq) - 4) if rq[i] in (0x10, 0x20, 0x30, 0x40, 0x50, 0x51, 0x52, 0x55)
-                  and rq[i + 1] == 0]
-        if starts:
-            i = r.choice(starts)
-            (old,) = struct.unpack_from(">H", rq, i + 2)
-            struct.pack_into(">H", rq, i + 2, r.choice([0, old + 1, max(0, old - 1), 0xFFFF, r.randint(0, 0xFFFF)]))
+        _bend_item_length(r, rq)
     if r.random() < 0.2:  # the PDU length itself
         struct.pack_into(">I", rq, 2, claim(r, len(rq) - 6))
     chunks = [bytes(rq)]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import cases as c
 from . import wire as w
-from .target import ECHO_SECONDS, ENGINES, Target, tracebacks
+from .target import ECHO_SECONDS, ENGINES, Resources, Target, tracebacks
 
 OUT = Path("build/fuzz")
 ENDINGS = ("A-RELEASE-RP", "A-ABORT", "A-ASSOCIATE-RJ")
@@ -104,6 +104,79 @@ def save(path: Path, batch: list[c.Case], **extra: object) -> str:
     return str(path)
 
 
+def warm_up(target: Target, known: set[str]) -> Resources:
+    """Fill the thread pools and caches a PACS keeps, then take the baseline the bounds are relative to."""
+    target.hold(WARM_ASSOCIATIONS)
+    target.echo()
+    target.file_problems(set())
+    known.update(tracebacks(target.new_log()))
+    time.sleep(1.0)
+    return target.resources()
+
+
+def tally(rep: Report, batch: list[c.Case], outcomes: list[w.Outcome]) -> set[str]:
+    """Count each outcome and observation of a batch; the SOP Instance UIDs answered Success."""
+    successes = set()
+    for case, out in zip(batch, outcomes, strict=True):
+        successes.update(uid for f, s, uid in out.statuses if f == 0x8001 and s == 0)
+        key = f"{case.klass}: {out.last or '-'} [{out.end}]"
+        rep.outcomes[key] = rep.outcomes.get(key, 0) + 1
+        what = observe(case, out)
+        if what:
+            k2 = f"{case.klass}: {what}"
+            rep.observations[k2] = rep.observations.get(k2, 0) + 1
+            rep.examples.setdefault(k2, f"{case.ident} {case.name}")
+    return successes
+
+
+def check(target: Target, start: Resources, successes: set[str], echo_limit: float) -> list[str]:
+    """The checks after a batch: alive, the authorized echo in time, the bounds, the files."""
+    problems = []
+    if not target.alive():
+        problems.append("the PACS process exited")
+    else:
+        ok, seconds, what = target.echo_in_time(echo_limit)
+        if not ok:
+            problems.append(f"authorized C-ECHO not answered within {echo_limit:g} s ({seconds:.2f} s: {what})")
+        now, over = target.settled(start)
+        if now.pids != start.pids:
+            problems.append(f"listener processes changed: {start.pids} -> {now.pids} (one died)")
+        problems += over
+        problems += target.file_problems(successes)
+    return problems
+
+
+def record_findings(rep: Report, target: Target, batch: list[c.Case], known: set[str], out_dir: Path) -> None:
+    """New tracebacks in the PACS's log: replay the batch case by case to name the input behind each."""
+    sigs = tracebacks(target.new_log())
+    new = [s for s in sigs if s not in known]
+    if new and target.alive():
+        for sig, case in attribute(target, batch, known):
+            digest = hashlib.sha1(sig.encode()).hexdigest()[:10]
+            path = out_dir / "findings" / f"{rep.engine}-{digest}.json"
+            save(path, [case] if case else batch, engine=rep.engine, traceback=sig)
+            rep.findings.append({"traceback": sig, "class": case.klass if case else "?",
+                                 "case": f"{case.ident} {case.name}" if case else "?", "saved": str(path)})
+        known.update(new)
+        target.file_problems(set())  # the replay stored again: a new snapshot
+
+
+def record_failure(rep: Report, batch_no: int, batch: list[c.Case], problems: list[str], out_dir: Path) -> None:
+    path = out_dir / f"{rep.engine}-batch-{batch_no:03d}.json"
+    rep.failures.append({"batch": batch_no, "problems": problems,
+                         "classes": dict(Counter(k.klass for k in batch)),
+                         "saved": save(path, batch, engine=rep.engine, problems=problems)})
+
+
+def restart(target: Target) -> Resources:
+    """A new PACS process after a crash (its crash is on record); a new baseline."""
+    target.restart()
+    target.hold(WARM_ASSOCIATIONS)
+    target.new_log()
+    target.file_problems(set())
+    return target.resources()
+
+
 def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concurrency: int = 4,
                out_dir: Path = OUT, workers: int = 1, classes: list[str] | None = None,
                progress: bool | None = True, cases: list[c.Case] | None = None, keep_going: bool = False,
@@ -116,23 +189,16 @@ def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concur
     known: set[str] = set()
     bar = None
     try:
-        # warm-up: the thread pools and caches a PACS keeps fill up before the baseline is taken
-        target.hold(WARM_ASSOCIATIONS)
-        target.echo()
-        target.file_problems(set())
-        known.update(tracebacks(target.new_log()))
-        time.sleep(1.0)
-        start = target.resources()
+        start = warm_up(target, known)
         rep.start = start.text()
+        todo = len(cases) if cases is not None else total
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(cases) if cases is not None else total, desc=f"fuzz {engine}", unit="case",
-                       dynamic_ncols=True)
+            bar = tqdm(total=todo, desc=f"fuzz {engine}", unit="case", dynamic_ncols=True)
         t0 = time.monotonic()
         index = 0
         batch_no = 0
-        todo = len(cases) if cases is not None else total
         while index < todo:
             n = min(batch_size, todo - index)
             batch = cases[index:index + n] if cases is not None else [
@@ -142,58 +208,20 @@ def run_engine(engine: str, total: int, seed: int, batch_size: int = 200, concur
             index += n
             batch_no += 1
             rep.cases += n
-            successes = set()
-            for case, out in zip(batch, outcomes, strict=True):
-                successes.update(uid for f, s, uid in out.statuses if f == 0x8001 and s == 0)
-                key = f"{case.klass}: {out.last or '-'} [{out.end}]"
-                rep.outcomes[key] = rep.outcomes.get(key, 0) + 1
-                what = observe(case, out)
-                if what:
-                    k2 = f"{case.klass}: {what}"
-                    rep.observations[k2] = rep.observations.get(k2, 0) + 1
-                    rep.examples.setdefault(k2, f"{case.ident} {case.name}")
+            successes = tally(rep, batch, outcomes)
             if bar:
                 bar.update(n)
             elif progress is None:
                 print(f"fuzz {engine}: {index} cases, {time.monotonic() - t0:.0f} s, PACS {target.resources().text()}",
                       flush=True)
-            # -- the checks ------------------------------------------------------------------
-            problems = []
-            if not target.alive():
-                problems.append("the PACS process exited")
-            else:
-                ok, seconds, what = target.echo_in_time(echo_limit)
-                if not ok:
-                    problems.append(f"authorized C-ECHO not answered within {echo_limit:g} s ({seconds:.2f} s: {what})")
-                now, over = target.settled(start)
-                if now.pids != start.pids:
-                    problems.append(f"listener processes changed: {start.pids} -> {now.pids} (one died)")
-                problems += over
-                problems += target.file_problems(successes)
-            sigs = tracebacks(target.new_log())
-            new = [s for s in sigs if s not in known]
-            if new and target.alive():
-                for sig, case in attribute(target, batch, known):
-                    digest = hashlib.sha1(sig.encode()).hexdigest()[:10]
-                    path = out_dir / "findings" / f"{engine}-{digest}.json"
-                    save(path, [case] if case else batch, engine=engine, traceback=sig)
-                    rep.findings.append({"traceback": sig, "class": case.klass if case else "?",
-                                         "case": f"{case.ident} {case.name}" if case else "?", "saved": str(path)})
-                known.update(new)
-                target.file_problems(set())  # the replay stored again: a new snapshot
+            problems = check(target, start, successes, echo_limit)
+            record_findings(rep, target, batch, known, out_dir)
             if problems:
-                path = out_dir / f"{engine}-batch-{batch_no:03d}.json"
-                rep.failures.append({"batch": batch_no, "problems": problems,
-                                     "classes": dict(Counter(k.klass for k in batch)),
-                                     "saved": save(path, batch, engine=engine, problems=problems)})
+                record_failure(rep, batch_no, batch, problems, out_dir)
                 if not keep_going:
                     break
                 if not target.alive():  # go on with a new PACS process (its crash is on record)
-                    target.restart()
-                    target.hold(WARM_ASSOCIATIONS)
-                    target.new_log()
-                    target.file_problems(set())
-                    start = target.resources()
+                    start = restart(target)
                 # otherwise the bounds stay relative to the start of the run: growth that stays is counted
                 # in every later batch, as it should be
         rep.batches = batch_no

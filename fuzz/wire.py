@@ -210,6 +210,94 @@ def describe(kind: int, body: bytes, out: Outcome) -> None:
     out.pdus.append(name)
 
 
+class _Reader:
+    """The socket of one exchange and what came back on it, parsed into ``out`` as it arrives."""
+
+    def __init__(self, sock: socket.socket, out: Outcome) -> None:
+        self.sock, self.out, self.buf = sock, out, b""
+
+    def pull(self, wait: float) -> bool:
+        """Read what is there within ``wait``; False once the peer closed."""
+        self.sock.settimeout(wait)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return True
+        except OSError:
+            self.out.end = "reset"
+            return False
+        if not data:
+            self.out.end = "peer-closed"
+            return False
+        self.buf += data
+        self.out.raw_in += data
+        done, self.buf = parse_pdus(self.buf)
+        for kind, body in done:
+            describe(kind, body, self.out)
+        return True
+
+
+def _connect(host: str, port: int, connect_timeout: float, out: Outcome, started: float) -> socket.socket | None:
+    """The TCP connection, or None with ``out.end`` saying why not."""
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    except TimeoutError:
+        out.end = "connect-timeout"
+        out.seconds = time.monotonic() - started
+        return None
+    except OSError as exc:
+        out.end = f"connect-failed ({exc.strerror or exc})"
+        return None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _send(r: _Reader, chunks: list[bytes], close: str, accept_after: int | None, quiet: float) -> None:
+    """Each chunk one ``sendall``, reading in between; like an SCU, the rest only once accepted."""
+    out = r.out
+    for index, chunk in enumerate(chunks):
+        try:
+            r.sock.sendall(chunk)
+        except OSError:
+            out.sent_all = False
+            break
+        if close == "after" and not r.pull(0.0005):
+            break
+        if index == accept_after and close == "after" and index < len(chunks) - 1:
+            # like an SCU: the rest only once the association is accepted
+            waited = time.monotonic()
+            while not out.pdus and not out.end and time.monotonic() - waited < quiet:
+                r.pull(0.02)
+            if out.end or not out.pdus or out.pdus[0] != "A-ASSOCIATE-AC":
+                # no A-ASSOCIATE-AC: an SCU sends no more (the rest, an A-RELEASE-RQ say, never left;
+                # e.g. a request whose length field claims more bytes than it has: the PACS waits
+                # for them, up to assoc_request_timeout)
+                out.sent_all = index == len(chunks) - 1
+                break
+
+
+def _await_end(r: _Reader, quiet: float, limit: float, started: float) -> None:
+    """Read until the peer closes, ``quiet`` seconds pass with nothing from it, or ``limit`` in all."""
+    out = r.out
+    last_data = time.monotonic()
+    seen = len(out.raw_in)
+    while True:
+        if not r.pull(0.05):
+            break
+        now = time.monotonic()
+        if len(out.raw_in) != seen:
+            seen, last_data = len(out.raw_in), now
+        if out.last in ("A-RELEASE-RP",) or out.last.startswith(("A-ABORT", "A-ASSOCIATE-RJ")):
+            quiet_left = 0.05  # the peer should close now; don't wait long for it
+            if not r.pull(quiet_left):
+                break
+            out.end = out.end or "we-closed"
+            break
+        if now - last_data > quiet or now - started > limit:
+            out.end = "timeout"
+            break
+
+
 def exchange(host: str, port: int, chunks: list[bytes], quiet: float = 0.3, limit: float = 5.0,
              close: str = "after", connect_timeout: float = 5.0, accept_after: int | None = 0) -> Outcome:
     """Send ``chunks`` one ``sendall`` each, reading what comes back in between; then wait until
@@ -222,82 +310,19 @@ def exchange(host: str, port: int, chunks: list[bytes], quiet: float = 0.3, limi
     """
     out = Outcome()
     started = time.monotonic()
-    buf = b""
-    try:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
-    except TimeoutError:
-        out.end = "connect-timeout"
-        out.seconds = time.monotonic() - started
+    sock = _connect(host, port, connect_timeout, out, started)
+    if sock is None:
         return out
-    except OSError as exc:
-        out.end = f"connect-failed ({exc.strerror or exc})"
-        return out
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def pull(wait: float) -> bool:
-        """Read what is there within ``wait``; False once the peer closed."""
-        nonlocal buf
-        sock.settimeout(wait)
-        try:
-            data = sock.recv(65536)
-        except TimeoutError:
-            return True
-        except OSError:
-            out.end = "reset"
-            return False
-        if not data:
-            out.end = "peer-closed"
-            return False
-        buf += data
-        out.raw_in += data
-        done, buf = parse_pdus(buf)
-        for kind, body in done:
-            describe(kind, body, out)
-        return True
-
+    r = _Reader(sock, out)
     try:
-        for index, chunk in enumerate(chunks):
-            try:
-                sock.sendall(chunk)
-            except OSError:
-                out.sent_all = False
-                break
-            if close == "after" and not pull(0.0005):
-                break
-            if index == accept_after and close == "after" and index < len(chunks) - 1:
-                # like an SCU: the rest only once the association is accepted
-                waited = time.monotonic()
-                while not out.pdus and not out.end and time.monotonic() - waited < quiet:
-                    pull(0.02)
-                if out.end or not out.pdus or out.pdus[0] != "A-ASSOCIATE-AC":
-                    # no A-ASSOCIATE-AC: an SCU sends no more (the rest, an A-RELEASE-RQ say, never left;
-                    # e.g. a request whose length field claims more bytes than it has: the PACS waits
-                    # for them, up to assoc_request_timeout)
-                    out.sent_all = index == len(chunks) - 1
-                    break
+        _send(r, chunks, close, accept_after, quiet)
         if close == "reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             out.end = "we-closed"
         elif close == "now":
             out.end = "we-closed"
         elif not out.end:
-            last_data = time.monotonic()
-            seen = len(out.raw_in)
-            while True:
-                if not pull(0.05):
-                    break
-                now = time.monotonic()
-                if len(out.raw_in) != seen:
-                    seen, last_data = len(out.raw_in), now
-                if out.last in ("A-RELEASE-RP",) or out.last.startswith(("A-ABORT", "A-ASSOCIATE-RJ")):
-                    quiet_left = 0.05  # the peer should close now; don't wait long for it
-                    if not pull(quiet_left):
-                        break
-                    out.end = out.end or "we-closed"
-                    break
-                if now - last_data > quiet or now - started > limit:
-                    out.end = "timeout"
-                    break
+            _await_end(r, quiet, limit, started)
     finally:
         sock.close()
         out.seconds = time.monotonic() - started

@@ -66,10 +66,10 @@ def login(page, server) -> None:
     expect(page.locator("#stream-state")).to_have_text("live")
 
 
-def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer):
+def _log_in_for_the_first_time(page, server, pacs) -> None:
     from playwright.sync_api import expect
 
-    page.goto(gunicorn_server.url + "/")
+    page.goto(server.url + "/")
     expect(page.locator("#token-overlay")).to_be_visible()
     shot(page, "01-token")
     page.fill("#token-input", TOKEN)
@@ -80,7 +80,11 @@ def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer
     expect(page.locator("#stream-state")).to_have_text("live")
     expect(page.locator("#nodes-empty")).to_be_visible()
 
-    # Inline validation, in plain words, from the shared rules.
+
+def _inline_validation(page) -> None:
+    """Inline validation, in plain words, from the shared rules."""
+    from playwright.sync_api import expect
+
     page.fill("#node-ae_title", "A_VERY_LONG_AE_TITLE")
     page.fill("#node-host", "not a host!")
     page.fill("#node-port", "70000")
@@ -94,7 +98,11 @@ def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer
     page.click("#node-submit")
     expect(page.locator('[data-err="node.port"]')).to_contain_text("from 1 to 65535")
 
-    # Add the node: listed, NEVER SEEN, and the live log says so.
+
+def _add_the_node(page, echo_peer):
+    """Add the node (the form as _inline_validation left it): listed, NEVER SEEN, and the live log says so."""
+    from playwright.sync_api import expect
+
     page.fill("#node-port", str(echo_peer.port))
     page.fill("#node-description", "pynetdicom peer standing in for a CT")
     page.click("#node-submit")
@@ -102,6 +110,11 @@ def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer
     expect(row.locator(".node-summary")).to_have_text(f"ECHOPEER (127.0.0.1 : {echo_peer.port}) NEVER SEEN")
     expect(page.locator("#log-lines li[data-type=node-added]")).to_contain_text("ECHOPEER")
     expect(page.locator('[data-err="node.ae_title"]')).to_be_empty()
+    return row
+
+
+def _echo_both_ways(page, row, pacs, echo_peer) -> None:
+    from playwright.sync_api import expect
 
     # Echo: the PACS's AE title echoes the node; status and live log follow.
     row.get_by_role("button", name="Echo").click()
@@ -111,10 +124,13 @@ def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer
     assert echo_peer.echoes == ["PACS"]
 
     # The node calls the PACS (DCMTK echoscu): the PACS's own events arrive live.
-    # The node calls the PACS (DCMTK echoscu): the PACS's own events arrive live.
     echoscu(pacs, "ECHOPEER")
     expect(page.locator("#log-lines li[data-type=association-accepted]").first).to_be_visible()
     shot(page, "03-echo")
+
+
+def _unreachable_node_edited_then_a_send(page) -> None:
+    from playwright.sync_api import expect
 
     # Echo a node that is not there: UNREACHABLE, in plain words.
     page.fill("#node-ae_title", "GONE")
@@ -138,6 +154,10 @@ def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer
     expect(page.locator("#sim-result")).to_contain_text(re.compile(r"Job \w+ queued: .* → PACS at 127\.0\.0\.1 : \d+"))
     shot(page, "04-unreachable-edit-send")
 
+
+def _remove_then_reload(page, row) -> None:
+    from playwright.sync_api import expect
+
     # Remove: confirmed, gone from the list, and the log says so.
     page.on("dialog", lambda d: d.accept())
     row.get_by_role("button", name="Remove").click()
@@ -149,6 +169,15 @@ def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer
     page.reload()
     expect(page.locator("#token-overlay")).to_be_hidden()
     expect(page.locator("#node-list li")).to_have_count(1)
+
+
+def test_add_echo_watch_and_remove_a_node(page, gunicorn_server, pacs, echo_peer):
+    _log_in_for_the_first_time(page, gunicorn_server, pacs)
+    _inline_validation(page)
+    row = _add_the_node(page, echo_peer)
+    _echo_both_ways(page, row, pacs, echo_peer)
+    _unreachable_node_edited_then_a_send(page)
+    _remove_then_reload(page, row)
 
 
 @pytest.fixture

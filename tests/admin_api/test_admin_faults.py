@@ -85,7 +85,7 @@ def test_the_web_page_shows_and_sends_them(client):
     assert options == list(REFUSAL_MODES)
     for name in FAULTS:
         assert f'id="scp-{name}"' in page and f'data-err="scp.{name}"' in page
-    js = client.get("/static/app.js").get_data(as_text=True)
+    js = client.get("/static/listener.js").get_data(as_text=True)  # the listener form
     for name in ("refusal_mode", *FAULTS):
         assert f'$("#scp-{name}")' in js
         assert f"{name}:" in js  # in the PATCH body

@@ -271,9 +271,8 @@ def check_tls(lab: LabRun, up_output: str) -> None:
         assert (lab.storage.parent / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
 
 
-def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
-    """The lesson of the lab, start to finish, the way a person does it."""
-    # make up: returns once every service is healthy, prints the page and a generated token.
+def _make_up(lab: LabRun) -> None:
+    """make up: returns once every service is healthy, prints the page and a generated token."""
     up = lab.make("up", timeout=1500)
     lab.token = lab.read_token()
     assert lab.url("/") in up.stdout, "make up does not print the web page URL"
@@ -288,6 +287,8 @@ def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     assert lab.make("ps", check=False).returncode == 0
     check_tls(lab, up.stdout)
 
+
+def _send_refused_then_stored(lab: LabRun, stored_files) -> None:
     # make send before the CT is a node: the PACS refuses it and the output says so.
     refused = lab.make("send", "SLICES=2", check=False, timeout=300)
     assert refused.returncode != 0, "an unregistered CT was not refused"
@@ -311,7 +312,9 @@ def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     assert len(files) == slices, f"storage holds {files}"
     check_dicomweb(lab, uid, slices)
 
-    # An AE title that is not a node, sent from its own container/process: rejected 1/1/3.
+
+def _unregistered_rejected(lab: LabRun) -> None:
+    """An AE title that is not a node, sent from its own container/process: rejected 1/1/3."""
     assert not lab.rejected_events("NOTREG")
     r = lab.send_unregistered("NOTREG")
     assert r.returncode != 0, f"an unregistered AE title was not refused:\n{r.stdout}"
@@ -320,6 +323,8 @@ def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
     assert e.get("reason") == "unknown-calling-aet", e
     assert "1/1/3" in json.dumps(e), f"the rejection is not (1, 1, 3): {e}"
 
+
+def _page_and_logs(lab: LabRun) -> None:
     # The web page answers.
     status, page = lab.get_page("/")
     assert status == 200 and "DICOM Lab" in page
@@ -331,6 +336,13 @@ def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
         assert service in logs.stdout, f"no {service} lines in the logs"
     assert "association-rejected" in logs.stdout
 
+
+def run_end_to_end(lab: LabRun, stored_files, before_down=None) -> None:
+    """The lesson of the lab, start to finish, the way a person does it."""
+    _make_up(lab)
+    _send_refused_then_stored(lab, stored_files)
+    _unregistered_rejected(lab)
+    _page_and_logs(lab)
     if before_down is not None:
         before_down()
 

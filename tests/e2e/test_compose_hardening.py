@@ -34,10 +34,8 @@ def inspect(kind: str, ident: str) -> dict:
     return json.loads(r.stdout)[0]
 
 
-def test_compose_services_run_hardened_and_redis_is_closed(compose_lab):
-    lab = compose_lab
-    lab.make("up", timeout=1500)
-    lab.token = lab.read_token()
+def _containers(lab) -> dict:
+    """``docker inspect`` of each service's one container."""
     containers = {}
     for service in SERVICES:
         r = lab.compose("ps", "-q", service)
@@ -45,6 +43,11 @@ def test_compose_services_run_hardened_and_redis_is_closed(compose_lab):
         assert r.returncode == 0 and len(ids) == 1, (service, r.stdout)
         containers[service] = inspect("container", ids[0])
 
+    return containers
+
+
+def _check_hardened(containers: dict) -> None:
+    """Read-only root, no capabilities, no new privileges, limits, bounded logs, not root."""
     for service, c in containers.items():
         host = c["HostConfig"]
         assert c["State"]["Running"], service
@@ -59,6 +62,8 @@ def test_compose_services_run_hardened_and_redis_is_closed(compose_lab):
         if service != "redis":  # the Python services write only /tmp (and their volumes)
             assert "/tmp" in (host.get("Tmpfs") or {}), service
 
+
+def _check_mounts_and_networks(lab, containers: dict) -> None:
     # the admin API reads the storage (DICOMweb) and cannot write it; it shares the lab CA's folder
     # with the PACS (the first of the two to start creates the CA, under a lock; node certificates)
     data_mounts = [m for m in containers["admin-api"]["Mounts"] if m["Destination"].startswith("/data")]
@@ -73,6 +78,8 @@ def test_compose_services_run_hardened_and_redis_is_closed(compose_lab):
     assert nets["pacs"] == nets["admin-api"] == {registry_net, f"{lab.project}_lab"}
     assert not containers["redis"]["HostConfig"].get("PortBindings"), "redis publishes a port"
 
+
+def _check_redis_is_closed_inside(lab) -> None:
     # Inside the lab: no password, nothing; the simulator's own user cannot write a node
     probe = (
         "import os, socket, redis\n"
@@ -93,6 +100,16 @@ def test_compose_services_run_hardened_and_redis_is_closed(compose_lab):
     assert lines[2] == "True" and lines[3].startswith("NOPERM"), lines
     status, nodes = lab.api("GET", "/api/nodes")
     assert status == 200 and nodes == [], nodes
+
+
+def test_compose_services_run_hardened_and_redis_is_closed(compose_lab):
+    lab = compose_lab
+    lab.make("up", timeout=1500)
+    lab.token = lab.read_token()
+    containers = _containers(lab)
+    _check_hardened(containers)
+    _check_mounts_and_networks(lab, containers)
+    _check_redis_is_closed_inside(lab)
 
     lab.last_state = lab.state()
     lab.make("down", timeout=300)

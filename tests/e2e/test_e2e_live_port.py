@@ -33,16 +33,20 @@ def _outside_port(lab: LabRun, live_port: int) -> int:
     return lab.pacs_published if lab.kind == "docker" else live_port
 
 
-def change_port_then_down_and_up(lab: LabRun, new_port: int) -> None:
-    up = lab.make("up", timeout=1500)
+def _up_with_the_simulator_as_node(lab: LabRun, new_port: int) -> int:
+    """make up and register the simulator; the port the PACS first listens on."""
+    lab.make("up", timeout=1500)
     lab.token = lab.read_token()
     first_port = _scp(lab)["port"]
     assert first_port != new_port
     node = {"ae_title": SIM_AE, "host": lab.sim_host, "port": lab.sim_node_port, "services": ["C-ECHO", "C-STORE"]}
     status, body = lab.api("POST", "/api/nodes", node)
     assert status == 201, body
+    return first_port
 
-    # The lesson's "choose the port" step: the PACS moves its listener at once.
+
+def _move_the_listener(lab: LabRun, new_port: int, first_port: int) -> None:
+    """The lesson's "choose the port" step: the PACS moves its listener at once."""
     status, body = lab.api("PATCH", "/api/scp", {"port": new_port})
     assert status == 200, body
     poll(lambda: ((_scp(lab)["listener"].get("heartbeat") or {}).get("port") == new_port), 30,
@@ -65,7 +69,9 @@ def change_port_then_down_and_up(lab: LabRun, new_port: int) -> None:
     else:
         assert public["current"] is True and public["port"] == new_port, public
 
-    # make down, then make up with an environment that asks for yet another port.
+
+def _down_then_up_asking_for_another_port(lab: LabRun, new_port: int) -> int:
+    """make down, then make up with an environment that asks for yet another port; the port outside."""
     lab.make("down", timeout=300)
     other = free_port()
     lab.env["PACS_PORT"] = str(other)
@@ -81,7 +87,10 @@ def change_port_then_down_and_up(lab: LabRun, new_port: int) -> None:
     assert public["current"] is True and public["port"] == outside, public
     ps = lab.make("ps", check=False)
     assert f"port {new_port} (listening" in ps.stdout and public["text"] in ps.stdout, ps.stdout
+    return outside
 
+
+def _send_and_a_modality_reach_it(lab: LabRun, outside: int) -> None:
     # make send reaches the PACS on the stored port, and stores a study.
     before = {s["study_uid"] for s in lab.studies()}
     lab.make("send", "SLICES=1", timeout=300)
@@ -96,6 +105,13 @@ def change_port_then_down_and_up(lab: LabRun, new_port: int) -> None:
     else:
         r = _echoscu(SIM_AE, outside)  # CT01 is a node on 127.0.0.1
         assert r.returncode == 0 and "Received Echo Response (Success)" in r.stdout, r.stdout
+
+
+def change_port_then_down_and_up(lab: LabRun, new_port: int) -> None:
+    first_port = _up_with_the_simulator_as_node(lab, new_port)
+    _move_the_listener(lab, new_port, first_port)
+    outside = _down_then_up_asking_for_another_port(lab, new_port)
+    _send_and_a_modality_reach_it(lab, outside)
 
 
 def test_local_port_change_survives_down_up_and_reset_starts_over(tmp_path):

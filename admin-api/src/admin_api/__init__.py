@@ -39,6 +39,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     from . import (
         commitment_api,  # noqa: F401 - its routes join the api blueprint
         conformance,  # noqa: F401  (its routes go on the API blueprint)
+        dicomweb_qido,  # noqa: F401  (QIDO-RS: its routes join the DICOMweb blueprint, first)
+        dicomweb_wado,  # noqa: F401  (WADO-RS: its routes join the DICOMweb blueprint)
         ladder_routes,  # noqa: F401  (its routes join the API blueprint)
         tlsapi,  # noqa: F401  (its routes join the api blueprint)
     )

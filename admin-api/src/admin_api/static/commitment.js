@@ -1,6 +1,6 @@
 // Storage Commitment on the page: the requests the PACS answered and the fate of their
 // reports (GET /api/commitments), and a study's latest state in the studies table.
-// Uses app.js's api(), el() and $ (loaded after this file; called only once both are).
+// Uses page.js's api(), el() and $ (loaded after this file; called only once both are).
 "use strict";
 
 const COMMITMENT_STATES = {

@@ -1,5 +1,5 @@
 // The conformance section: GET /api/conformance/check renders the check (what would fail, in
-// words), the contexts side by side, and both statements. Uses app.js's api(), el() and $().
+// words), the contexts side by side, and both statements. Uses page.js's api(), el() and $().
 // Text from the API is set as textContent only (el() escapes control characters).
 "use strict";
 

@@ -2,8 +2,8 @@
 // the modality and the PACS, from GET /api/associations/<id> (dicomlab.ladder).
 //
 // Built with DOM APIs only (createElementNS + textContent): nothing from the network
-// is ever parsed as markup, and every text goes through safeText (app.js), which
-// shows control characters as escapes. Uses app.js's globals: api, el, safeText.
+// is ever parsed as markup, and every text goes through safeText (page.js), which
+// shows control characters as escapes. Uses page.js's globals: api, el, safeText.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";

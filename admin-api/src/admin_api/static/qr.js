@@ -1,4 +1,4 @@
-// Query/Retrieve on the page (app.js calls these when present): the listener's Q/R limits in
+// Query/Retrieve on the page (listener.js and nodes.js call these when present): the listener's Q/R limits in
 // the settings form, and on each node whether the PACS would send C-MOVE sub-operations to it.
 "use strict";
 

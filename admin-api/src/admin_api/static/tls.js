@@ -1,7 +1,7 @@
 // DICOM TLS on the page (README "DICOM TLS"): the PACS's certificate with its expiry
 // (a warning from 30 days ahead), "Download the lab CA certificate", and "Certificate"
 // on each node, which issues a PEM bundle (certificate, key, lab CA) for the modality.
-// Uses token(), api(), el() and $() of app.js; downloads go through fetch with the token
+// Uses token(), api(), el() and $() of page.js; downloads go through fetch with the token
 // in a header, never in a URL.
 "use strict";
 

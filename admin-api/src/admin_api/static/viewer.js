@@ -1,13 +1,13 @@
 // DICOM Lab images: a received study opens to its series, a series to a viewer of its
 // slices. Everything comes through the lab's DICOMweb routes (/api/dicomweb), with the
-// tab's admin token in the Authorization header, as app.js does for the JSON API:
+// tab's admin token in the Authorization header, as page.js's api() does for the JSON API:
 //   QIDO-RS  .../studies/{study}/series, .../series/{series}/instances (Instance Number order)
 //   WADO-RS  .../instances/{sop}/rendered?window=center,width   (image/png, windowed on the server)
 //            .../instances/{sop}/frames/1                      (the stored values, for the value under
 //                                                                the cursor: value x slope + intercept)
 // Images are drawn on a canvas from createImageBitmap(blob): no blob: or data: URL, so the page's
 // Content-Security-Policy (default-src 'self') stays as it is.
-// Uses app.js's $, el, token, askToken and api (classic scripts share their top-level names).
+// Uses page.js's $, el, token, askToken and api (classic scripts share their top-level names).
 "use strict";
 
 const DICOMWEB = "/api/dicomweb";
