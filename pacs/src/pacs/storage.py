@@ -17,7 +17,7 @@ it). Two ways fill that file:
   fragment as it arrives (``write``), then ``commit()`` (parse the header
   fields from the file's beginning, the same checks, install) or ``discard()``.
 
-Both understand the dataset the same way (``_understand``: only the header
+Both understand the dataset the same way (``instance.understand``: only the header
 fields the index and the path need, never the pixel data) and both leave nothing
 behind on any failure. A Deflated dataset is inflated only as far as those
 fields need, at most ``HEADER_LIMIT`` bytes (``bounded.Inflated``); beyond that it is
@@ -30,80 +30,26 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import secrets
-import struct
-from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pydicom.filereader import read_dataset
-from pydicom.uid import UID
-
-from dicomlab.dicom import (
-    DEFLATED_EXPLICIT_VR_LE,
-    EXPLICIT_VR_BE,
-    IMPLICIT_VR_LE,
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DATASET_MISMATCH,
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_SUCCESS,
-)
+from dicomlab.dicom import STATUS_CANNOT_UNDERSTAND, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS
 from dicomlab.files import fsync_dir
 
-from .bounded import HEADER_LIMIT, HeaderTooLarge, Inflated, ReadBound, chunks
+from .instance import IMPLEMENTATION_CLASS_UID as IMPLEMENTATION_CLASS_UID  # re-exported (tests, reconcile)
+from .instance import IMPLEMENTATION_VERSION as IMPLEMENTATION_VERSION
+from .instance import StoreResult as StoreResult
+from .instance import index_fields as index_fields
+from .instance import part10_header, understand
+from .instance import valid_uid as valid_uid
 from .sopmarks import SopMarks
 
 LOG = logging.getLogger(__name__)
 
-# A UID as a path part: digits and dots only, at most 64 characters (PS3.5 §9.1).
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1482.1")  # DICOM Lab
-IMPLEMENTATION_VERSION = "DICOMLAB_010"
 INCOMING = ".incoming"  # temporary files, on the storage filesystem
 FILE_MODE = 0o640  # patient data: the owner writes, its group reads, nobody else
 DIR_MODE = 0o750
-
-
-_INDEX_TAGS = [0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080030, 0x00080050, 0x00080060, 0x00081030,
-               0x0008103E, 0x00100010, 0x00100020, 0x00100030, 0x00100040, 0x0020000D, 0x0020000E, 0x00200010,
-               0x00200011, 0x00200013]  # what the index (C-FIND included) and the path need
-
-
-def valid_uid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))
-
-
-@dataclass
-class StoreResult:
-    status: int
-    message: str
-    path: Path | None = None
-    replaced: bool = False
-    meta: dict[str, str] = field(default_factory=dict)
-    previous: tuple[str, str] | None = None  # (study, series) of the same SOP removed from elsewhere
-
-    @property
-    def ok(self) -> bool:
-        return self.status == STATUS_SUCCESS
-
-
-def _text(ds: object, keyword: str) -> str:
-    value = getattr(ds, keyword, "")
-    return "" if value is None else str(value)
-
-
-def _raw_text(ds: Any, tag: int) -> str:
-    """An ASCII value (UI, DA, IS, CS, SH) as received, without pydicom's conversion and
-    validation (a backslash stays in it, so a multi-valued UID fails the UID check)."""
-    elem = ds.get_item(tag)
-    if elem is None or elem.value is None:
-        return ""
-    value = elem.value
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("ascii", errors="replace").strip(" \0")
-    return str(value).strip(" \0")
 
 
 def _umask() -> int | None:
@@ -133,87 +79,6 @@ def _write_some(fd: int, data: Any) -> int:
     return n
 
 
-def index_fields(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, str]:
-    """What the index and the path need from a dataset (``fp``: a binary stream at its first
-    element, inflated if deflated): read on C-STORE and by the reconcile of stored files."""
-    ds = read_dataset(
-        fp,
-        is_implicit_VR=transfer_syntax == IMPLICIT_VR_LE,
-        is_little_endian=transfer_syntax != EXPLICIT_VR_BE,
-        stop_when=lambda tag, vr, length: tag > 0x00200013,  # Instance Number is the last we need
-        specific_tags=_INDEX_TAGS,
-    )
-    return {
-        "sop_class_uid": _raw_text(ds, 0x00080016),
-        "sop_instance_uid": _raw_text(ds, 0x00080018),
-        "study_uid": _raw_text(ds, 0x0020000D),
-        "series_uid": _raw_text(ds, 0x0020000E),
-        "patient_name": _text(ds, "PatientName"),  # pydicom: the character set matters here
-        "patient_id": _text(ds, "PatientID"),
-        "study_date": _raw_text(ds, 0x00080020),
-        "study_description": _text(ds, "StudyDescription"),
-        "accession_number": _raw_text(ds, 0x00080050),
-        "modality": _raw_text(ds, 0x00080060),
-        "series_description": _text(ds, "SeriesDescription"),
-        "series_number": _raw_text(ds, 0x00200011),
-        "calling_aet": calling_aet,
-        "study_time": _raw_text(ds, 0x00080030),
-        "study_id": _text(ds, "StudyID"),
-        "patient_birth_date": _raw_text(ds, 0x00100030),
-        "patient_sex": _raw_text(ds, 0x00100040),
-        "instance_number": _raw_text(ds, 0x00200013),
-    }
-
-
-def _understand(source: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
-                calling_aet: str) -> dict[str, str] | StoreResult:
-    """The index and path fields of a dataset (``source``: its bytes, or a file
-    positioned at it), checked against the C-STORE request; or why not."""
-    try:
-        if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
-            fp: Any = Inflated(chunks(source))
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            fp = BytesIO(source)
-        else:
-            fp = ReadBound(source)
-        meta = index_fields(fp, transfer_syntax, calling_aet)
-    except HeaderTooLarge as exc:
-        return StoreResult(
-            STATUS_CANNOT_UNDERSTAND,
-            f"The dataset's header fields (up to Instance Number) were not found within its first "
-            f"{HEADER_LIMIT // (1024 * 1024)} MiB ({exc}); not stored.",
-        )
-    except Exception as exc:
-        return StoreResult(
-            STATUS_CANNOT_UNDERSTAND,
-            f"The dataset could not be parsed ({type(exc).__name__}: {exc}); not stored.",
-        )
-    for key, label in (("study_uid", "Study Instance UID"), ("series_uid", "Series Instance UID"),
-                       ("sop_instance_uid", "SOP Instance UID")):
-        if not valid_uid(meta[key]):
-            return StoreResult(
-                STATUS_CANNOT_UNDERSTAND,
-                f"{label} {meta[key]!r} is missing or not a valid UID (digits and dots, at most 64); "
-                "not stored.",
-                meta=meta,
-            )
-    if meta["sop_instance_uid"] != sop_instance_uid.strip("\0 "):
-        return StoreResult(
-            STATUS_CANNOT_UNDERSTAND,
-            f"The dataset's SOP Instance UID {meta['sop_instance_uid']} differs from the C-STORE "
-            f"request's {sop_instance_uid}; not stored.",
-            meta=meta,
-        )
-    if meta["sop_class_uid"] and meta["sop_class_uid"] != sop_class_uid.strip("\0 "):
-        return StoreResult(
-            STATUS_DATASET_MISMATCH,
-            f"The dataset's SOP Class UID {meta['sop_class_uid']} differs from the presentation "
-            f"context's {sop_class_uid}; not stored.",
-            meta=meta,
-        )
-    return meta
-
-
 class Storage:
     def __init__(self, root: str | os.PathLike[str], fsync: bool = True) -> None:
         self.root = Path(root).resolve()
@@ -235,7 +100,7 @@ class Storage:
         calling_aet: str = "",
     ) -> StoreResult:
         """Store one received dataset (``raw``: its bytes as received)."""
-        meta = _understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
+        meta = understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
         if isinstance(meta, StoreResult):
             return meta
         header = part10_header(sop_class_uid.strip("\0 "), meta["sop_instance_uid"], transfer_syntax, calling_aet)
@@ -352,11 +217,11 @@ class Spool:
         self._tmp: Path | None = None
         self._fd: int | None = None
         try:
-            # the request's UIDs; _understand checks the dataset's against them before install
+            # the request's UIDs; understand checks the dataset's against them before install
             self._header = part10_header(sop_class_uid.strip("\0 "), sop_instance_uid.strip("\0 "),
                                          transfer_syntax, calling_aet)
         except UnicodeEncodeError:
-            self._header = b""  # not ASCII: _understand refuses it; only count until then
+            self._header = b""  # not ASCII: understand refuses it; only count until then
             return
         try:
             self._tmp, self._fd = storage._temporary("spool")
@@ -398,7 +263,7 @@ class Spool:
                                    "dataset was discarded); not stored.")
             with open(self._tmp, "rb") as f:
                 f.seek(len(self._header))
-                meta = _understand(f, self.transfer_syntax, self.sop_class_uid, self.sop_instance_uid,
+                meta = understand(f, self.transfer_syntax, self.sop_class_uid, self.sop_instance_uid,
                                    self.calling_aet)
             if isinstance(meta, StoreResult):
                 return meta
@@ -407,36 +272,3 @@ class Spool:
             return self.storage._install(tmp, fd, meta)
         finally:
             self.discard()
-
-
-def _explicit(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:
-    group, elem = tag
-    if vr in (b"OB", b"UN", b"SQ", b"UT", b"OW"):
-        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
-
-
-def _padded(text: str, pad: bytes) -> bytes:
-    raw = text.encode("ascii")
-    return raw + pad if len(raw) % 2 else raw
-
-
-_IMPL_UID = _padded(str(IMPLEMENTATION_CLASS_UID), b"\0")
-_IMPL_VERSION = _padded(IMPLEMENTATION_VERSION, b" ")
-
-
-def part10_header(sop_class: str, sop_instance: str, transfer_syntax: str, calling_aet: str) -> bytes:
-    """Preamble, "DICM" and the File Meta Information group (PS3.10 §7.1), explicit VR
-    little endian. Equal byte for byte to pydicom's ``write_file_meta_info`` (a test
-    checks it); encoded here because building a FileMetaDataset per instance was ~8 %
-    of the PACS's time per C-STORE."""
-    body = b"".join((
-        _explicit((0x0002, 0x0001), b"OB", b"\x00\x01"),
-        _explicit((0x0002, 0x0002), b"UI", _padded(sop_class, b"\0")),
-        _explicit((0x0002, 0x0003), b"UI", _padded(sop_instance, b"\0")),
-        _explicit((0x0002, 0x0010), b"UI", _padded(transfer_syntax, b"\0")),
-        _explicit((0x0002, 0x0012), b"UI", _IMPL_UID),
-        _explicit((0x0002, 0x0013), b"SH", _IMPL_VERSION),
-        _explicit((0x0002, 0x0016), b"AE", _padded(calling_aet, b" ")) if calling_aet else b"",
-    ))
-    return b"\x00" * 128 + b"DICM" + _explicit((0x0002, 0x0000), b"UL", struct.pack("<I", len(body))) + body
