@@ -152,6 +152,10 @@ class Bench(ClassicWorkloads):
             self.generate()
         if "single" in w:
             self.measure(SINGLE, self.single, "images/s")
+            from . import floor
+
+            self.say("the durable-write floor (the PACS's write path alone, on this disk)")
+            self.rows.append(floor.measure(self.work, self.series, self.ns.repeat))
         if "concurrent" in w:
             self.measure(CONCURRENT, self.concurrent, "images/s")
         if "accept" in w:
@@ -168,6 +172,9 @@ class Bench(ClassicWorkloads):
         order = [SINGLE, CONCURRENT, ACCEPT, SIM_GEN, SIM_SEND, *tlsbench.ORDER, *hostile.ORDER]
         self.rows.sort(key=lambda r: order.index(r.workload))  # stable: receivers keep their order
         judge(self.rows)
+        from . import floor
+
+        floor.annotate(self.rows)
         self.report()
         return 0
 
