@@ -49,6 +49,10 @@ def test_bench_runs_and_prints_one_table(tmp_path: Path) -> None:
     assert rows[("simulator send", "ct-simulator send -> storescp")]["value"]
     assert rows[("simulator send", "DCMTK storescu -> storescp")]["value"]
     assert "4/4 stored" in rows[("single-association ingest", "PACS (ours)")]["detail"]
+    from bench.floor import SUBJECT as FLOOR
+
+    floor = rows[("single-association ingest", FLOOR)]  # the write path alone, and the ceiling it leaves
+    assert floor["value"] > 0 and "4 files" in floor["detail"] and "× storescp" in floor["detail"]
     assert (out / "results.md").read_text().count("\n| ") >= 12
     # the profiles ran (py-spy installed by `make bench`); their hot spots are listed
     assert [p["workload"] for p in data["profiles"]] == ["single-association ingest", "association accept rate"]
