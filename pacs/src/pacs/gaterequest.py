@@ -84,7 +84,6 @@ class Pending:
         self.tls: Handshake | None = None  # on the TLS port: the handshake, done before the request is read
 
 
-
 class PendingRequests:
     """The part of ``Gate`` that serves its pending connections (a mixin: the state is the Gate's)."""
 
