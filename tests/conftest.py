@@ -12,7 +12,7 @@ from lab import PacsProcess, RedisServer  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _pynetdicom_globals_restored():
-    """A PACS built in the test process (``pacs.server.Pacs``) switches pynetdicom's process-wide
+    """A PACS built in the test process (``pacs.listener.Pacs``) switches pynetdicom's process-wide
     STORE_RECV_CHUNKED_DATASET on (pacs/spooling.py), which changes what a C-STORE handler of the
     simulator gets (``event.encoded_dataset()``) in later tests of the same process; put it back."""
     from pynetdicom import _config

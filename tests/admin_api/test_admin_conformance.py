@@ -124,7 +124,7 @@ def test_the_pacs_parameters_in_the_statement_are_the_pacs_s(registry, tmp_path)
     from dicomlab.conformance import PACS_TIMEOUTS
     from dicomlab.events import EventLog
     from dicomlab.settings import ListenerSettings
-    from pacs.server import Pacs
+    from pacs.listener import Pacs
     from pacs.storage import Storage
 
     p = Pacs(registry, EventLog(None, source="test"), Storage(tmp_path), ListenerSettings())

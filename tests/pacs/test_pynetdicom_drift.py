@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import pkgutil
 import socket
 import sys
 from typing import Any
@@ -42,37 +43,37 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "pynetdicom.association.Association.__init__": ("eb07516b8009ad8fa338201dea39578380fbf9f2c59fa5e368e20250eb97c4ea", "pacs/fastpath.py LabAssociation.__init__ (replaces self.dul, rings on its queues)"),
     "pynetdicom.association.Association.kill": ("8f9713666a7f4cffd840899f023090e9786668945a7c844f99d7a834077c3972", "pacs/fastpath.py LabAssociation.kill (a copy)"),
     "pynetdicom.association.Association._run_reactor": ("f28838c5559e462a563750cfc9f3790027f4bb7e2223baf42c9f5d682c359dee", "pacs/fastpath.py LabAssociation._run_reactor (a copy of the loop)"),
-    "pynetdicom.association.Association.run_reactor": ("ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d", "pacs/server.py LabRequestHandler.handle (runs it in the connection's thread)"),
+    "pynetdicom.association.Association.run_reactor": ("ed8bbbe3b3d6ddaee3e8673ba25b2ab2a4c45f25bc1d8ae7b48ebafd09499e6d", "pacs/transport.py LabRequestHandler.handle (runs it in the connection's thread)"),
     "pynetdicom.dimse.DIMSEServiceProvider.__init__": ("bbecd186810e77006d189aff29c42e76d226cd6b34cbb12066c56300a8280ef4", "pacs/fastpath.py LabAssociation.__init__ (rings on dimse.msg_queue)"),
-    "pynetdicom.transport.AssociationSocket.recv": ("6bc20a33b1b7cfe76d4ad4407ca242563bc6206fde4b4e1cf7a2fbb1f11d621d", "pacs/server.py FastSocket.recv (pacs/wire.py recv_up_to)"),
+    "pynetdicom.transport.AssociationSocket.recv": ("6bc20a33b1b7cfe76d4ad4407ca242563bc6206fde4b4e1cf7a2fbb1f11d621d", "pacs/transport.py FastSocket.recv (pacs/wire.py recv_up_to)"),
     "pynetdicom.transport.AssociationSocket.connect": ("aeeeae413bd339dcc18230a6c0926993a824fd6ec31479febfbe21734911482f", "ct-simulator/network.py _ConnectErrorCapture (reads its log line)"),
     "pynetdicom.transport.AssociationSocket._create_socket": ("bf8b92b106c8aa07e6a0d6cf483002f71bdab3320fda7f0fefeb99d7c52a10f6", "common dicomlab/outbound.py _OutboundSocket._create_socket"),
     "pynetdicom.ae.ApplicationEntity._create_socket": ("f56bca8888e1ce9f3d64f30608db5d89f003b0b1b31106d3178a550871a4030f", "common dicomlab/outbound.py OutboundAE._create_socket"),
-    "pynetdicom.transport.RequestHandler._create_association": ("05c8d12b79863cdbdb901ce37187b7030a0434c5cd89d219ed0bedbda679a61e", "pacs/server.py LabRequestHandler._create_association (a copy)"),
-    "pynetdicom.transport.RequestHandler.handle": ("034823fb4df3a87467bd0d45193f0d457fcf59c87fda8e97b2edfb89426f76dd", "pacs/server.py LabRequestHandler.handle"),
-    "pynetdicom.transport.AssociationServer.service_actions": ("0a0853a3615ac7c5260a57dcdc8b0e9908d655919b7d64737c89534869758873", "pacs/server.py LabServer.service_actions (no gc.collect)"),
-    "pynetdicom.transport.AssociationServer.shutdown": ("e8e2c3a41009886d8544d17ce01118a81bac81b612a1d17f30fc200971f41db9", "pacs/server.py LabServer.shutdown"),
-    "pynetdicom.transport.AssociationServer.process_request": ("4fa44ac5b54b4498035cc1d8b32e1c3035ffee46a054fb2abffad634997b7f18", "pacs/server.py LabServer.process_request (reused threads)"),
-    "pynetdicom.transport.AssociationServer.server_bind": ("cf69278a05a5c777b7e9e9af0769e3102618027b2ec8035a30af8cc370ebdae6", "pacs/server.py SharedPortServer.server_bind, InheritedSocketServer.server_bind"),
-    "pynetdicom.transport.AssociationServer.server_close": ("3fa1b358badbe6826671da5e9d11cd86944be35327c47caeeff571f74bc3cca9", "pacs/server.py InheritedSocketServer.server_close"),
-    "pynetdicom.transport.AssociationServer.get_request": ("925a4f3a3042f6e4b944505d06dc19c41e10ff7dec5385c794d62d31fd000300", "pacs/server.py InheritedSocketServer.get_request"),
-    "pynetdicom.transport.ThreadedAssociationServer.process_request_thread": ("9e76e9b9c8a3d8b18bb1df7ac652c86f21b4aaaf39e10deca9312f91a7c21a8a", "pacs/server.py LabServer.process_request (submits it)"),
+    "pynetdicom.transport.RequestHandler._create_association": ("05c8d12b79863cdbdb901ce37187b7030a0434c5cd89d219ed0bedbda679a61e", "pacs/transport.py LabRequestHandler._create_association (a copy)"),
+    "pynetdicom.transport.RequestHandler.handle": ("034823fb4df3a87467bd0d45193f0d457fcf59c87fda8e97b2edfb89426f76dd", "pacs/transport.py LabRequestHandler.handle"),
+    "pynetdicom.transport.AssociationServer.service_actions": ("0a0853a3615ac7c5260a57dcdc8b0e9908d655919b7d64737c89534869758873", "pacs/transport.py LabServer.service_actions (no gc.collect)"),
+    "pynetdicom.transport.AssociationServer.shutdown": ("e8e2c3a41009886d8544d17ce01118a81bac81b612a1d17f30fc200971f41db9", "pacs/transport.py LabServer.shutdown"),
+    "pynetdicom.transport.AssociationServer.process_request": ("4fa44ac5b54b4498035cc1d8b32e1c3035ffee46a054fb2abffad634997b7f18", "pacs/transport.py LabServer.process_request (reused threads)"),
+    "pynetdicom.transport.AssociationServer.server_bind": ("cf69278a05a5c777b7e9e9af0769e3102618027b2ec8035a30af8cc370ebdae6", "pacs/transport.py SharedPortServer.server_bind, InheritedSocketServer.server_bind"),
+    "pynetdicom.transport.AssociationServer.server_close": ("3fa1b358badbe6826671da5e9d11cd86944be35327c47caeeff571f74bc3cca9", "pacs/transport.py InheritedSocketServer.server_close"),
+    "pynetdicom.transport.AssociationServer.get_request": ("925a4f3a3042f6e4b944505d06dc19c41e10ff7dec5385c794d62d31fd000300", "pacs/gate.py Gate._accept (the gate accepts from the socket in its place)"),
+    "pynetdicom.transport.ThreadedAssociationServer.process_request_thread": ("9e76e9b9c8a3d8b18bb1df7ac652c86f21b4aaaf39e10deca9312f91a7c21a8a", "pacs/transport.py LabServer.process_request (submits it)"),
     "pynetdicom.dimse_messages.DIMSEMessage.encode_msg": ("73000c902c52832dab302ddb3bc274ea93d205a810a197225dd87d4c1212ba57", "pacs/wire.py response_pdu, ct-simulator/wire.py frame (same bytes)"),
     "pynetdicom.dimse_messages.DIMSEMessage.decode_msg": ("f51c777e841a76beeaadfe3015bd4f4a68387229a72f13f3a3b7846d01d72284", "pacs/wire.py DataPhase.run (fragment reassembly); pacs/spooling.py (its chunked layout: preamble, file meta, dataset)"),
     "pynetdicom.dimse_messages.C_ECHO_RSP": ("00d6e0dfe6056c798db9ad244e12ddd7250527db6daf8795392626135178783a", "pacs/wire.py response_pdu (its elements, in order)"),
     "pynetdicom.dimse_messages.C_STORE_RSP": ("3afd6139a34c3ca95851593a70f6513701f53ffdcfa699cd61b97d944bf381ad", "pacs/wire.py response_pdu (its elements, in order)"),
     "pynetdicom.dimse_messages.C_STORE_RQ": ("3e86b976b81c7ce608ade127c0025b1419dabd9cc5cb9459c7dee824aa8ef71c", "ct-simulator/wire.py c_store_rq (its elements, in order)"),
     "pynetdicom.pdu.P_DATA_TF": ("6fdbc751c92b9874e3f1555c485f41d35f65002a72fcf2ae85ae5a9c747b6077", "pacs/wire.py response_pdu, ct-simulator/wire.py frame (PDU layout)"),
-    "pynetdicom._config": ("c98c80b019811fc0d503132e1bd4a2741a98976986526f2f8d7e90ba1a1d3248", "pacs/server.py Pacs.__init__ (LOG_HANDLER_LEVEL), pacs/qr.py install (STORE_SEND_CHUNKED_DATASET), ct-simulator/network.py (VALIDATORS[AE])"),
+    "pynetdicom._config": ("c98c80b019811fc0d503132e1bd4a2741a98976986526f2f8d7e90ba1a1d3248", "pacs/listener.py make_ae (LOG_HANDLER_LEVEL), pacs/qr.py install (STORE_SEND_CHUNKED_DATASET), ct-simulator/network.py (VALIDATORS[AE])"),
     "pynetdicom._validators.validate_ae": ("82260676b179fe9f6702a2412dc7ad899c420e24912716d451ed8c90bc041dc6", "ct-simulator/network.py _lab_ae_validator (falls back to it)"),
-    "pynetdicom.transport.AssociationSocket.ready": ("3eb58e3d39dc076df7a04c804ca183ffd3f4d1b34361039e9e6f11de3d45579c", "pacs/server.py FastSocket.ready (True while the gate's pre-read bytes remain)"),
+    "pynetdicom.transport.AssociationSocket.ready": ("3eb58e3d39dc076df7a04c804ca183ffd3f4d1b34361039e9e6f11de3d45579c", "pacs/transport.py FastSocket.ready (True while the gate's pre-read bytes remain)"),
     "pynetdicom.dul.DULServiceProvider._read_pdu_data": ("19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b", "pacs/guard.py PduGuard (relies on its recv(6) then recv(length) reads, which FastSocket.recv checks)"),
     "pynetdicom.dul.DULServiceProvider.receive_pdu": ("fa67339834ca998cb31eb1806a854864200464b0a9991333d387aa419478c4e6", "pacs/fastpath.py LabAssociation._run_reactor (called by the copied loop)"),
     "pynetdicom.dul.DULServiceProvider.idle_timer_expired": ("0150c19fda68f6e95f435aa00dd69a286a3a1dd870ee1acd9948c6738a449357", "pacs/fastpath.py LabAssociation._run_reactor (called by the copied loop)"),
-    "pynetdicom.fsm.AA_4": ("de72d40c80b07e3e33dde67579bcfeef285a3f0156952a36c11d95c3260e105d", "pacs/guard.py (a failed read is Evt17 -> AA-4: A-P-ABORT to the association), pacs/server.py FastSocket"),
+    "pynetdicom.fsm.AA_4": ("de72d40c80b07e3e33dde67579bcfeef285a3f0156952a36c11d95c3260e105d", "pacs/guard.py (a failed read is Evt17 -> AA-4: A-P-ABORT to the association), pacs/transport.py FastSocket"),
     "pynetdicom.association.Association._serve_request": ("2f24c1759cdf6c8c433094f2a8dd8144f76f5547f03daed7b94e0f78bc12f877", "pacs/fastpath.py LabAssociation._run_reactor (invalid requests aborted before it; it serves the rest); pacs/qr.py install (it looks the service class up by pynetdicom.association's uid_to_service_class)"),
     "pynetdicom.dimse.DIMSEServiceProvider.get_msg": ("890e3e04283f5aeb756236f1a4dd35d3a10bbdd52f3efa3f3950c01f47bd2b34", "pacs/fastpath.py LabAssociation._run_reactor (called by the copied loop)"),
-    "pynetdicom.acse.ACSE.send_abort": ("6707ebd82b156b4bf68ad74f26dabdb461709f0da4b94a7ad6307060ca38c76f", "pacs/fastpath.py LabAssociation._run_reactor, pacs/server.py (abort after a failed data phase)"),
+    "pynetdicom.acse.ACSE.send_abort": ("6707ebd82b156b4bf68ad74f26dabdb461709f0da4b94a7ad6307060ca38c76f", "pacs/fastpath.py LabAssociation._run_reactor, pacs/listener.py Pacs._abort_now (writes the A-ABORT it would send, on the socket data phase at shutdown)"),
     "pynetdicom.service_class.StorageServiceClass.SCP": ("63afca7fc6c6e7ee6e6eb303dd6aa72c1e69dbfcb94dd91c9e90ea6d900a4c40", "pacs/spooling.py (the EVT_C_STORE handler reads event.dataset_path; SCP removes the file after it returns)"),
     "pynetdicom.events.Event.dataset_path": ("7eba7552ff800249a475c9789cd02b1c7e2e8f89208e91c71636b05fdcdb53b8", "pacs/spooling.py spool_event (the chunked dataset's temporary file)"),
     "pynetdicom.pdu.A_ASSOCIATE_RQ.decode": ("07098f2d8a4d45e4630f744c35eeddbd2faee19ef5cd257d72ab1f362ec013fa", "pacs/rqcheck.py rq_problem (the gate decodes each request with it before the hand-over)"),
@@ -87,7 +88,8 @@ UPSTREAM: dict[str, tuple[str, str]] = {
 }
 
 # Modules whose classes may subclass pynetdicom classes (walked by the second test).
-OUR_MODULES = ["pacs.server", "pacs.qr", "pacs.fastpath", "pacs.wire", "pacs.guard", "pacs.gate", "pacs.spooling",
+OUR_MODULES = ["pacs.listener", "pacs.transport", "pacs.associations", "pacs.echostore", "pacs.faults",
+               "pacs.session", "pacs.qr", "pacs.fastpath", "pacs.wire", "pacs.guard", "pacs.gate", "pacs.spooling",
                "pacs.rqcheck", "admin_api.echo", "dicomlab.outbound", "ct_simulator.network",
                "ct_simulator.wire", "ct_simulator.sender", "ct_simulator.worker"]
 
@@ -139,7 +141,7 @@ def _our_classes() -> list[type]:
         mod = importlib.import_module(name)
         classes += [obj for obj in vars(mod).values()
                     if inspect.isclass(obj) and obj.__module__ == name and _pynetdicom_bases(obj)]
-    from pacs.server import _inherited_server_class
+    from pacs.transport import _inherited_server_class
 
     with socket.socket() as s:  # a class made at run time, for the listening socket the workers share
         classes.append(_inherited_server_class(s))
@@ -152,7 +154,10 @@ def _pynetdicom_bases(cls: type) -> list[type]:
 
 def test_every_override_is_in_the_table():
     classes = _our_classes()
-    assert any(c.__name__ == "LabDUL" for c in classes), "the walk must find our pynetdicom subclasses"
+    found = {c.__name__ for c in classes}
+    expected = {"LabDUL", "LabAssociation", "FastSocket", "LabRequestHandler", "LabServer", "SharedPortServer",
+                "InheritedSocketServer"}
+    assert expected <= found, f"the walk must find our pynetdicom subclasses; missing {sorted(expected - found)}"
     missing = []
     for cls in classes:
         for attr, value in vars(cls).items():
@@ -166,6 +171,21 @@ def test_every_override_is_in_the_table():
                                        f"no UPSTREAM entry: add\n    {entry_line(dotted, cls)}")
                     break
     assert not missing, "\n".join(missing)
+
+
+def test_the_walk_covers_the_pacs_package():
+    """Every pacs module that subclasses a pynetdicom class is in OUR_MODULES (a new module
+    with an override cannot escape the walk above)."""
+    import pacs
+
+    unlisted = []
+    for info in pkgutil.iter_modules(pacs.__path__, "pacs."):
+        if info.name == "pacs.__main__" or info.name in OUR_MODULES:  # __main__ runs the PACS when imported
+            continue
+        mod = importlib.import_module(info.name)
+        unlisted += [f"{info.name}.{obj.__qualname__}" for obj in vars(mod).values()
+                     if inspect.isclass(obj) and obj.__module__ == info.name and _pynetdicom_bases(obj)]
+    assert not unlisted, f"subclasses of pynetdicom classes in modules missing from OUR_MODULES: {unlisted}"
 
 
 def entry_line(dotted: str, ours: Any = "our copy") -> str:

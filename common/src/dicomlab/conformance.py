@@ -64,7 +64,7 @@ SIM_DEFAULT_SOP_CLASS = CT_IMAGE_STORAGE
 # C-ECHO, as SCU and as the worker's SCP: pynetdicom's default syntaxes (build_context without a list)
 SIM_ECHO_SYNTAXES = (IMPLICIT_VR_LE, EXPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE)
 
-# The PACS's fixed association parameters (pacs/server.py sets them on its AE; a test compares).
+# The PACS's fixed association parameters (pacs/listener.py make_ae sets them on its AE; a test compares).
 PACS_MAX_PDU = 131_072
 PACS_TIMEOUTS = {"acse_timeout": 30, "dimse_timeout": 60, "network_timeout": 120}
 IMPLEMENTATION = "pynetdicom 3.0.4 (association negotiation); the lab's own data phase and storage"

@@ -1,6 +1,6 @@
 """What an association's events carry for its ladder (``dicomlab.ladder``).
 
-The association-accepted and association-rejected events (server.py) carry, in
+The association-accepted and association-rejected events (associations.py) carry, in
 ``detail``, what the PACS saw of the request: when the TCP connection came (the
 gate's accept, gate.py), the proposed presentation contexts, the maximum PDU and
 the implementation; the accepted event also carries the result for each context.

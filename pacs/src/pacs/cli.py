@@ -19,9 +19,9 @@ from dicomlab.tlsca import ensure_lab
 
 from . import malloc, metrics
 from .counters import Counts, SharedCounts
+from .listener import Pacs
 from .policy import AssociationSlots
 from .reconcile import Reconciler, reconcile
-from .server import Pacs
 from .storage import Storage
 from .supervisor import STOP, Supervisor
 
@@ -65,6 +65,11 @@ def main(args: list[str] | None = None) -> int:
     if ns.command == "reindex":
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP)  # blocked by __main__: Ctrl-C stops a reindex
         return reindex(Registry(connect(url)), storage)
+    return serve(url, storage, env, ns)
+
+
+def serve(url: str, storage: Storage, env: EnvConfig, ns: argparse.Namespace) -> int:
+    """``serve``: the listener, in this process or in several (``--workers``)."""
     fastpath = os.environ.get("PACS_FASTPATH", "1").strip() or "1"
     if fastpath not in ("0", "1"):
         print(f"pacs: configuration error: PACS_FASTPATH is 0 or 1, not {fastpath!r}", file=sys.stderr)
@@ -91,7 +96,11 @@ def main(args: list[str] | None = None) -> int:
         return 2
     if workers <= 1:
         return _serve(url, storage, seed, ns, worker=None, shared=None, ports=None, ready_fd=None)
+    return _supervise(url, storage, seed, ns, workers)
 
+
+def _supervise(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Namespace, workers: int) -> int:
+    """Several listener processes on one listening socket, each restarted if it dies (supervisor.py)."""
     # per source address (pending connections) and per calling AE title (open associations),
     # counted over every worker: shared memory made before the fork (counters.py)
     pending, nodes = SharedCounts(workers), SharedCounts(workers)

@@ -20,7 +20,7 @@ What is measured, and where (as few hooks as possible):
   released, and connections closed before they became one, with the aggregated count).
   A sampler thread keeps the process's event backlog (events waiting in memory for
   Redis) in a gauge.
-- ``timed_store`` (decorates ``Pacs._store``): C-STOREs by status, instances and bytes
+- ``timed_store`` (decorates ``EchoStore.store``): C-STOREs by status, instances and bytes
   stored, store latency (durable on disk and indexed or journaled: what the modality
   waits for before its Success).
 - ``open_associations`` (``Pacs._publish_load``): associations open in the process.
@@ -161,7 +161,8 @@ def watch(events: Any) -> None:
 
 
 def timed_store(store: Callable[..., int]) -> Callable[..., int]:
-    """Decorates ``Pacs._store(self, session, raw, transfer_syntax, sop_class, sop_instance)``."""
+    """Decorates ``EchoStore.store(self, session, raw, transfer_syntax, sop_class, sop_instance)``
+    (echostore.py)."""
 
     @functools.wraps(store)
     def timed(self: Any, s: Any, raw: Any, *args: Any) -> int:

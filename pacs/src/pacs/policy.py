@@ -113,6 +113,7 @@ def decide(
 
 def _decide(registry: Registry, calling: str, called: str, peer: str, slots: AssociationSlots,
             tls: dict[str, Any] | None = None, tls_port: int | None = None) -> Decision:
+    """The table's rows in order; the first that refuses decides (each step: None, it passes)."""
     # 1. registry reachable?
     try:
         settings, node = registry.authorization_snapshot(calling)
@@ -123,22 +124,41 @@ def _decide(registry: Registry, calling: str, called: str, peer: str, slots: Ass
             f"The registry (Redis) is unreachable, so no node can be checked; refused as a transient "
             f"failure (the modality should retry). Fix: bring Redis back; the PACS recovers by itself. ({exc})",
         )
-    # 2. called AE title
-    if called != settings.ae_title:
-        hint = (
-            " (differs only by case: AE titles are case-sensitive)"
-            if called.casefold() == settings.ae_title.casefold()
-            else ""
-        )
-        return _reject(
-            RJ_CALLED_AET,
-            "called-aet-mismatch",
-            f"The modality called AE title {called!r} but this PACS is {settings.ae_title!r}{hint}. "
-            f"Fix: set the PACS AE title on the modality to {settings.ae_title!r}.",
-            settings=settings,
-            detail={"expected": settings.ae_title, "actual": called},
-        )
-    # 3. calling AE title: an enabled authorized node
+    refused = _called_title(settings, called) or _calling_node(registry, settings, node, calling)
+    if refused is not None:
+        return refused
+    assert node is not None  # row 3 refuses a calling AE title that is not a node
+    refused = (_peer_address(settings, node, calling, peer)
+               or _tls(settings, node, peer, tls, tls_port)
+               or _open_slots(settings, node, calling, slots))  # last: it takes a slot when it passes
+    if refused is not None:
+        return refused
+    return Decision(True, "accepted", f"Association accepted for {calling!r} from {peer}.",
+                    settings=settings, node=node)
+
+
+def _called_title(settings: ListenerSettings, called: str) -> Decision | None:
+    """2. the called AE title is the PACS's."""
+    if called == settings.ae_title:
+        return None
+    hint = (
+        " (differs only by case: AE titles are case-sensitive)"
+        if called.casefold() == settings.ae_title.casefold()
+        else ""
+    )
+    return _reject(
+        RJ_CALLED_AET,
+        "called-aet-mismatch",
+        f"The modality called AE title {called!r} but this PACS is {settings.ae_title!r}{hint}. "
+        f"Fix: set the PACS AE title on the modality to {settings.ae_title!r}.",
+        settings=settings,
+        detail={"expected": settings.ae_title, "actual": called},
+    )
+
+
+def _calling_node(registry: Registry, settings: ListenerSettings, node: Node | None,
+                  calling: str) -> Decision | None:
+    """3. the calling AE title is an enabled authorized node."""
     if node is None:
         miss = near_miss(calling, registry.node_titles())
         if miss:
@@ -160,7 +180,11 @@ def _decide(registry: Registry, calling: str, called: str, peer: str, slots: Ass
             f"Node {calling!r} is registered but disabled. Fix: enable it in the authorized nodes.",
             settings=settings, node=node, detail={"disabled": True},
         )
-    # 4. peer address is the node's host (resolved now)
+    return None
+
+
+def _peer_address(settings: ListenerSettings, node: Node, calling: str, peer: str) -> Decision | None:
+    """4. the peer address is the node's host (resolved now)."""
     try:
         addresses = resolve_host(node.host)
     except OSError as exc:
@@ -181,12 +205,22 @@ def _decide(registry: Registry, calling: str, called: str, peer: str, slots: Ass
             f"{peer}. Fix: correct the node's IP/host on the PACS, or send from the registered machine.",
             settings=settings, node=node, detail={"expected": sorted(addresses), "actual": peer},
         )
-    # 4b. the node's TLS settings against the port it came to (tlspolicy.py)
+    return None
+
+
+def _tls(settings: ListenerSettings, node: Node, peer: str, tls: dict[str, Any] | None,
+         tls_port: int | None) -> Decision | None:
+    """4b. the node's TLS settings against the port it came to (tlspolicy.py)."""
     problem = tls_problem(node, settings, peer, tls, tls_port)
-    if problem is not None:
-        rj, reason, message, detail = problem
-        return _reject(rj, reason, message, settings=settings, node=node, detail=detail)
-    # 5. simultaneous associations
+    if problem is None:
+        return None
+    rj, reason, message, detail = problem
+    return _reject(rj, reason, message, settings=settings, node=node, detail=detail)
+
+
+def _open_slots(settings: ListenerSettings, node: Node, calling: str, slots: AssociationSlots) -> Decision | None:
+    """5. simultaneous associations, then 5b. those of this node (max_associations_per_node; counted
+    always). Passing takes a slot (given back when the association ends)."""
     if not slots.try_take(settings.max_associations):
         return _reject(
             RJ_TOO_MANY,
@@ -196,7 +230,6 @@ def _decide(registry: Registry, calling: str, called: str, peer: str, slots: Ass
             f"or raise max_associations.",
             settings=settings, node=node, detail={"max_associations": settings.max_associations},
         )
-    # 5b. simultaneous associations of this node (max_associations_per_node; counted always)
     per_node = settings.max_associations_per_node
     if not slots.try_take_node(calling, per_node):
         slots.give_back()
@@ -208,5 +241,4 @@ def _decide(registry: Registry, calling: str, called: str, peer: str, slots: Ass
             f"send over fewer simultaneous associations, or raise max_associations_per_node (0 turns it off).",
             settings=settings, node=node, detail={"max_associations_per_node": per_node, "limit": "per-node"},
         )
-    return Decision(True, "accepted", f"Association accepted for {calling!r} from {peer}.",
-                    settings=settings, node=node)
+    return None

@@ -126,7 +126,19 @@ def reconcile(storage: Storage, registry: Registry, cutoff: float | None, rebuil
     t0 = time.monotonic()
     root = storage.root
     report = Report()
-    # -- the files ------------------------------------------------------------------
+    where = _scan(root, cutoff, report)
+    ops: list[indexops.Op] = []
+    _settle_duplicates(root, where, report, ops)
+    report.files = len(where)
+    _ensure_marks(storage, where, report)
+    _index(root, registry, where, rebuild, report, ops)
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _scan(root: Path, cutoff: float | None, report: Report) -> dict[str, list[tuple[str, str]]]:
+    """The files: SOP Instance UID -> [(study, series)] where a file of it is; orphan
+    temporary files (last written before ``cutoff``) removed on the way."""
     where: dict[str, list[tuple[str, str]]] = {}  # sop -> [(study, series)]
     for study_entry in os.scandir(root):
         name = study_entry.name
@@ -143,26 +155,38 @@ def reconcile(storage: Storage, registry: Registry, cutoff: float | None, rebuil
                 fname = f.name
                 if fname.startswith("."):
                     if fname.endswith(".tmp") and cutoff is not None:
-                        try:
-                            if f.stat(follow_symlinks=False).st_mtime < cutoff:
-                                os.unlink(f.path)
-                                report.orphans += 1
-                        except FileNotFoundError:
-                            pass
-                        except OSError as exc:
-                            LOG.warning("cannot remove %s: %s", f.path, exc)
+                        report.orphans += _remove_if_older(f, cutoff)
                     continue
                 if fname.endswith(".dcm") and valid_uid(fname[:-4]):
                     where.setdefault(fname[:-4], []).append((name, series))
-    ops: list[indexops.Op] = []
-    # -- duplicates: the newest wins ----------------------------------------------------
+    return where
+
+
+def _remove_if_older(f: os.DirEntry[str], cutoff: float) -> int:
+    """Remove a temporary file last written before ``cutoff``; 1 if it was removed."""
+    try:
+        if f.stat(follow_symlinks=False).st_mtime < cutoff:
+            os.unlink(f.path)
+            return 1
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        LOG.warning("cannot remove %s: %s", f.path, exc)
+    return 0
+
+
+def _settle_duplicates(root: Path, where: dict[str, list[tuple[str, str]]], report: Report,
+                       ops: list[indexops.Op]) -> None:
+    """Duplicates: the newest wins (``_settle``); ``where`` keeps one place per SOP."""
     for sop, places in where.items():
         if len(places) > 1:
             keep = _settle(root, sop, places, ops)
             report.duplicates += len(places) - 1
             where[sop] = [keep]
-    report.files = len(where)
-    # -- marks ------------------------------------------------------------------------------
+
+
+def _ensure_marks(storage: Storage, where: dict[str, list[tuple[str, str]]], report: Report) -> None:
+    """The SOP marks (sopmarks.py) of every file."""
     marks = storage.sop_marks
     for sop, [(study, series)] in where.items():
         try:
@@ -171,7 +195,11 @@ def reconcile(storage: Storage, registry: Registry, cutoff: float | None, rebuil
         except OSError as exc:  # e.g. a read-only volume: the marks are a cache, the next start makes them
             LOG.warning("cannot make the SOP marks (%s: %s); left for the next start", sop, exc)
             break
-    # -- the index ----------------------------------------------------------------------------
+
+
+def _index(root: Path, registry: Registry, where: dict[str, list[tuple[str, str]]], rebuild: bool,
+           report: Report, ops: list[indexops.Op]) -> None:
+    """The index: every file not in it (every file: ``rebuild``), written with ``ops`` in batches."""
     by_series: dict[tuple[str, str], list[str]] = {}
     for sop, [(study, series)] in where.items():
         by_series.setdefault((study, series), []).append(sop)
@@ -198,11 +226,9 @@ def reconcile(storage: Storage, registry: Registry, cutoff: float | None, rebuil
             report.added += 1
             if len(ops) >= _BATCH:
                 registry.apply_ops(ops)
-                ops = []
+                ops.clear()
     if ops:
         registry.apply_ops(ops)
-    report.seconds = time.monotonic() - t0
-    return report
 
 
 def _settle(root: Path, sop: str, places: list[tuple[str, str]], ops: list[indexops.Op]) -> tuple[str, str]:

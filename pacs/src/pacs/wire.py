@@ -18,7 +18,7 @@ and a read never allocates more than the cap; a dataset over the association's
 ``max_instance_bytes`` is aborted; whatever goes wrong -- a command set that
 cannot be decoded or lacks a field, an exception anywhere -- ends in an A-ABORT
 (source 2) and an association-aborted event with the reason in words
-(``Pacs._on_aborted`` reads ``assoc.lab_abort_reason`` / ``lab_abort_code``).
+(``AssociationHandlers.on_aborted`` reads ``assoc.lab_abort_reason`` / ``lab_abort_code``).
 
 PS3.8 §9.3: PDU header = type (1), reserved (1), length (4, big endian).
 P-DATA-TF item = length (4), presentation context ID (1), message control
@@ -56,8 +56,7 @@ from dicomlab.pdu import (
 )
 from dicomlab.pdu import HEADER_LENGTH as PDU_HEADER
 from dicomlab.pdu import Closed as PeerGone  # the connection closed under the data phase
-from dicomlab.pdu import recv_exact as _recv_exact
-from dicomlab.pdu import recv_up_to as recv_up_to  # server.py's reads, bounded the same way
+from dicomlab.pdu import recv_up_to as recv_up_to  # transport.py's reads, bounded the same way
 
 LOG = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class Abort(Exception):
 
 
 def mark_aborted(assoc: Any, words: str, reason: str = "") -> None:
-    """What the association-aborted event says (Pacs._on_aborted reads it)."""
+    """What the association-aborted event says (AssociationHandlers.on_aborted reads it)."""
     assoc.lab_abort_reason = words
     if reason:
         assoc.lab_abort_code = reason
@@ -204,15 +203,15 @@ class DataPhase:
         return (f", in the middle of a message ({uid or 'command set'}; {m.size} dataset bytes received, "
                 "discarded)")
 
+    def _check(self, pdu_type: int, length: int) -> None:
+        """The PDU rule (``check_pdu``), before the body is read: a PDU that breaks it is aborted."""
+        bad = check_pdu(pdu_type, length, self.max_pdu_in)
+        if bad is not None:
+            raise Abort(abort_pdu(bad[0]), f"Association aborted: {self._who()} {bad[1]}", REASON_PDU_INVALID)
+
     def _serve(self) -> None:
         while True:
-            header = _recv_exact(self.sock, PDU_HEADER)
-            pdu_type, length = codec.parse_header(header)
-            bad = check_pdu(pdu_type, length, self.max_pdu_in)
-            if bad is not None:
-                raise Abort(abort_pdu(bad[0]), f"Association aborted: {self._who()} {bad[1]}",
-                            REASON_PDU_INVALID)
-            body = _recv_exact(self.sock, length, self.max_pdu_in + PDU_HEADER)
+            pdu_type, body = codec.read_pdu(self.sock, self.max_pdu_in + PDU_HEADER, self._check)
             if pdu_type == 0x04:
                 self._p_data(memoryview(body))
             elif pdu_type == 0x05:  # A-RELEASE-RQ
