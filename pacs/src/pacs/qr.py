@@ -111,7 +111,7 @@ class LabQueryRetrieve(QueryRetrieveServiceClass):
 
 
 def _pacs_qr(assoc: Any) -> QueryRetrieve:
-    """The Q/R of the PACS serving ``assoc`` (server.py puts the Pacs on its association server)."""
+    """The Q/R of the PACS serving ``assoc`` (listener.py puts the Pacs on its association server)."""
     qr: QueryRetrieve = assoc._server.lab_pacs.qr
     return qr
 
