@@ -42,27 +42,3 @@ def test_a_broken_event_written_by_the_caller_is_said_and_the_rest_stored(redis_
     assert [f[b"message"].decode() for _i, f in client.xrange(keys.EVENTS)] == ["after"]
     assert "could not be stored" in out.getvalue()
 
-
-def test_background_events_of_a_busy_moment_share_round_trips(redis_url):
-    """Events emitted a millisecond apart (associations arriving) are stored in few round trips:
-    the writer lets a batch gather for LINGER_SECONDS after a quiet spell; every event is stored,
-    in order, and ``wait=True`` is not held back by the linger."""
-    import time
-
-    client = redis.Redis.from_url(redis_url)
-    client.delete(keys.EVENTS)
-    log = EventLog(client, "pacs", out=io.StringIO(), background=True)
-    assert log.LINGER_SECONDS > 0
-    round_trips = []
-    real_send = log._send
-    log._send = lambda batch: (round_trips.append(len(batch)), real_send(batch))[1]
-    for i in range(20):
-        log.emit("test-event", f"event {i}")
-        time.sleep(0.001)
-    assert log.flush(10)
-    assert [f[b"message"].decode() for _i, f in client.xrange(keys.EVENTS)] == [f"event {i}" for i in range(20)]
-    assert sum(round_trips) == 20 and len(round_trips) <= 10, round_trips
-    time.sleep(0.05)  # quiet again: the writer waits for the next event
-    log.emit("test-event", "queued")  # the writer now lingers with it
-    log.emit("test-event", "stored at once", wait=True)  # writes what is queued, then itself
-    assert [f[b"message"].decode() for _i, f in client.xrange(keys.EVENTS)][-2:] == ["queued", "stored at once"]

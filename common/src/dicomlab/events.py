@@ -48,7 +48,6 @@ class EventLog:
     BACKLOG = 10_000
     RETRY_SECONDS = 1.0
     ORPHAN_CHECK_SECONDS = 5.0  # how often a journal left by another (dead) process is looked for
-    LINGER_SECONDS = 0.01  # background events: how long the writer lets a batch gather
 
     def __init__(
         self,
@@ -182,18 +181,11 @@ class EventLog:
                     self._busy = bool(batch)
                 if batch:
                     self._write(batch)
-        waited = False
         with self._cv:
             if self._down:
                 self._cv.wait(max(0.0, self._next_try - time.monotonic()))
             elif not self._queue:
                 self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
-                waited = True
-        if waited and self.LINGER_SECONDS:
-            # The first event after a quiet spell: let the events of the next few associations
-            # join it, one round trip for them all, not one each (no lock is held meanwhile;
-            # ``emit(wait=True)`` writes everything queued itself and never waits on this).
-            time.sleep(self.LINGER_SECONDS)
         if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
             # a listener process that died (or stopped while Redis was away) left a journal
             self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
