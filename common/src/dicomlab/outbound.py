@@ -56,8 +56,29 @@ class _RecordingSocket(socket.socket):
             raise
 
 
+VALID_PDU_TYPES = range(0x01, 0x08)
+
+
 class _OutboundSocket(AssociationSocket):
-    """pynetdicom's requestor socket, with TCP_NODELAY and a recorded connect error."""
+    """pynetdicom's requestor socket, with TCP_NODELAY, a recorded connect error (on
+    ``raw_socket``), and what its reads met: ``read_error`` (the first OSError: a reset, a TLS
+    alert after the handshake) and ``unknown_pdu`` (the first byte of a PDU of unknown type,
+    e.g. 0x15/0x16, a TLS record on a plain association). pynetdicom only logs these."""
+
+    read_error: OSError | None = None
+    unknown_pdu: int | None = None
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        try:
+            data = super().recv(nr_bytes)
+        except OSError as exc:
+            if self.read_error is None:
+                self.read_error = exc
+            raise
+        # pynetdicom reads each PDU's type and length first (6 bytes), then its body
+        if nr_bytes == 6 and len(data) == 6 and data[0] not in VALID_PDU_TYPES and self.unknown_pdu is None:
+            self.unknown_pdu = data[0]
+        return data
 
     def _create_socket(self, address: AddressInformation) -> socket.socket:
         family = socket.AF_INET if address.is_ipv4 else socket.AF_INET6

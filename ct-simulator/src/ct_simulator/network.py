@@ -12,22 +12,23 @@ Three things live here:
   field, so a longer title goes on the wire cut to 16 characters, as DCMTK's
   storescu does; the cut is reported. Only an empty title and non-ASCII
   characters cannot be sent at all.
-- **Diagnosis.** pynetdicom reports a failed association only as flags; we
-  watch the connection (``EVT_CONN_OPEN``), the primitives received
-  (``EVT_ACSE_RECV``) and pynetdicom's transport error message to name the
-  failure as DESIGN.md does: rejected, connection refused, timed out,
-  unreachable, aborted.
+- **Diagnosis.** pynetdicom reports a failed association only as flags and
+  log lines; we watch the connection (``EVT_CONN_OPEN``), the primitives and
+  PDUs received, and what the association's own sockets recorded
+  (``dicomlab.outbound.OutboundAE``: the TCP connect's error, a read's error,
+  an unknown PDU type; ``dicomlab.tlsclient.OutboundContext``: the TLS
+  handshake's) to name the failure as DESIGN.md does: rejected, connection
+  refused, timed out, unreachable, aborted, TLS failure. No log text is read,
+  and importing this module attaches no log handler.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import ssl
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
 from dicomlab.dicom import Rejection
+from dicomlab.outbound import OutboundAE
+from dicomlab.tlsclient import OutboundContext
 
 from . import outcome
 from .outcome import Problem
@@ -84,48 +87,35 @@ def permit_ae_title(title: str) -> tuple[str, list[str]]:
     return wire, notes
 
 
-# -- what pynetdicom only logs, from the DUL thread ----------------------------
+# -- what pynetdicom only logs: read from our sockets instead (dicomlab.outbound) ------
 @dataclass
 class _Seen:
-    """Per association: the connect error's text, the exceptions pynetdicom logged (the TLS handshake's,
-    a read that failed: TLS 1.3 sends the verdict on a client certificate after the client's handshake),
-    and the first byte of a PDU of unknown type (0x15/0x16: a TLS record on a plain association)."""
+    """Per association, from its sockets: the TCP connect's error, the exceptions met (the TLS
+    handshake's; a read that failed -- TLS 1.3 sends the verdict on a client certificate after the
+    client's handshake), and the first byte of a PDU of unknown type (0x15/0x16: a TLS record on a
+    plain association)."""
 
-    connect_error: str = ""
+    connect_error: BaseException | None = None
     errors: list[BaseException] = field(default_factory=list)
     unknown_pdu: int | None = None
 
 
-_seen: "weakref.WeakKeyDictionary[Association, _Seen]" = weakref.WeakKeyDictionary()
-_UNKNOWN_PDU = re.compile(r"Unknown PDU type received '0x([0-9A-Fa-f]{2})'")
-
-
-class _ConnectErrorCapture(logging.Handler):
-    """Keeps, per association, what pynetdicom's DUL thread logged about its transport."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        assoc = getattr(threading.current_thread(), "assoc", None)
-        if assoc is None:
-            return
-        msg = record.getMessage()
-        seen = _seen.get(assoc)
-        if seen is None:
-            seen = _seen[assoc] = _Seen()
-        if msg.startswith("TCP Initialisation Error:"):
-            seen.connect_error = msg.split(":", 1)[1].strip()
-        m = _UNKNOWN_PDU.match(msg)
-        if m:
-            seen.unknown_pdu = int(m.group(1), 16)
-        if record.exc_info and isinstance(record.exc_info[1], BaseException):
-            seen.errors.append(record.exc_info[1])
-
-
-_capture = _ConnectErrorCapture(level=logging.ERROR)
-_pynetdicom_log = logging.getLogger("pynetdicom")
-if _capture not in _pynetdicom_log.handlers:
-    _pynetdicom_log.addHandler(_capture)
-    if _pynetdicom_log.getEffectiveLevel() > logging.ERROR:
-        _pynetdicom_log.setLevel(logging.ERROR)
+def _seen(ae: AE, tls_args: tuple[ssl.SSLContext, str] | None) -> _Seen:
+    """What the association's sockets recorded (``OutboundAE.last_socket`` and, with TLS, the
+    ``OutboundContext`` its ``SSLSocket`` came from)."""
+    seen = _Seen()
+    sock = getattr(ae, "last_socket", None)
+    raw = getattr(sock, "raw_socket", None)
+    seen.connect_error = getattr(raw, "connect_error", None)
+    ctx = tls_args[0] if tls_args else None
+    if isinstance(ctx, OutboundContext):
+        seen.connect_error = seen.connect_error or ctx.connect_error
+        seen.errors += [e for e in (ctx.handshake_error, ctx.read_error) if e is not None]
+    read_error = getattr(sock, "read_error", None)
+    if read_error is not None:
+        seen.errors.append(read_error)
+    seen.unknown_pdu = getattr(sock, "unknown_pdu", None)
+    return seen
 
 
 def quiet_pynetdicom(debug: bool = False) -> None:
@@ -222,11 +212,12 @@ def _associate(link: Link, contexts: list[PresentationContext],
         return None, outcome.unreachable(link.peer, str(exc))
     if assoc.is_established:
         return assoc, None
-    return None, _why_failed(link, contexts, assoc, watch, time.monotonic() - started, calling, called)
+    seen = _seen(ae, tls_args)
+    return None, _why_failed(link, contexts, assoc, watch, seen, time.monotonic() - started, calling, called)
 
 
 def _make_ae(link: Link, calling: str, contexts: list[PresentationContext]) -> AE:
-    ae = AE(ae_title=calling)
+    ae = OutboundAE(ae_title=calling)  # its sockets record what pynetdicom only logs
     ae.connection_timeout = link.connect_timeout
     ae.acse_timeout = link.acse_timeout
     ae.dimse_timeout = link.dimse_timeout
@@ -274,7 +265,7 @@ def _watch_handlers(link: Link, trace: Trace | None, watch: _Watch, calling: str
 
 
 def _why_failed(link: Link, contexts: list[PresentationContext], assoc: Association, watch: _Watch,
-                elapsed: float, calling: str, called: str) -> Problem:
+                seen: _Seen, elapsed: float, calling: str, called: str) -> Problem:
     """The named reason an association that was not established failed (DESIGN.md's table)."""
     tls_kind = None if link.tls is None else ("cert" if link.tls.presents_cert else "no-cert")
     if assoc.is_rejected and assoc.acceptor.primitive is not None:
@@ -291,18 +282,16 @@ def _why_failed(link: Link, contexts: list[PresentationContext], assoc: Associat
             asked = proposed.get(str(cx.abstract_syntax), cx)
             rejected.append((str(asked.abstract_syntax), [str(t) for t in asked.transfer_syntax], int(cx.result or 0)))
         return outcome.no_context(link.peer, rejected)
-    seen = _seen.get(assoc) or _Seen()
     tls_problem = _tls_problem(link, watch.connected, seen)
     if tls_problem is not None:
         return tls_problem
     if not watch.connected:
         error = seen.connect_error
-        low = error.lower()
-        if "refused" in low:
+        if isinstance(error, ConnectionRefusedError):
             return outcome.refused(link.peer)
-        if "timed out" in low or (not error and elapsed >= link.connect_timeout * 0.9):
+        if isinstance(error, TimeoutError) or (error is None and elapsed >= link.connect_timeout * 0.9):
             return outcome.connect_timed_out(link.peer, link.connect_timeout)
-        return outcome.unreachable(link.peer, error or "the connection failed")
+        return outcome.unreachable(link.peer, str(error) if error is not None else "the connection failed")
     if any(name in (A_ABORT.__name__, A_P_ABORT.__name__) for name in watch.received):
         problem = outcome.aborted(link.peer, "the peer", "during the association request")
         if link.tls is None and watch.rejection is None:
@@ -330,13 +319,8 @@ def _tls_problem(link: Link, connected: bool, seen: _Seen) -> Problem | None:
     exc = next((e for e in seen.errors if is_tls_error(e)), None)
     if exc is None:
         exc = next((e for e in seen.errors if isinstance(e, (ConnectionResetError, BrokenPipeError))), None)
-    if exc is None and not connected:
-        # pynetdicom logs a plain OSError of the handshake as text only
-        low = seen.connect_error.lower()
-        if "reset by peer" in low:
-            exc = ConnectionResetError(seen.connect_error)
-        elif "broken pipe" in low:
-            exc = BrokenPipeError(seen.connect_error)
+    if exc is None and not connected and isinstance(seen.connect_error, (ConnectionResetError, BrokenPipeError)):
+        exc = seen.connect_error  # the handshake's plain OSError (the peer closed during it)
     if exc is None:
         return None
     words = client_failure(exc, link.host, link.port, ca_file=link.tls.ca_in_use, mutual=link.tls.presents_cert)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomlab.tlsca import LabCA
+from dicomlab.tlsclient import OutboundContext
 
 OUTDATED_CIPHERS = "DEFAULT:@SECLEVEL=0"
 
@@ -67,7 +68,8 @@ class TlsSpec:
     expired_cert: bool = False
     cert_of: str | None = None
     outdated: bool = False
-    _ctx: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    _materials_made: tuple[str | None, str | None, str | None] | None = field(default=None, repr=False,
+                                                                               compare=False)
     _tmp: Any = field(default=None, repr=False, compare=False)
     ca_in_use: str | None = field(default=None, repr=False, compare=False)  # the CA file the context trusts
     notes: list[str] = field(default_factory=list, compare=False)
@@ -159,11 +161,13 @@ class TlsSpec:
         return ca, cert, key
 
     def context(self, calling_aet: str) -> ssl.SSLContext:
-        """The client context (made once)."""
-        if self._ctx is not None:
-            return self._ctx
-        ca, cert, key = self._materials(calling_aet)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        """A client context for one association (the files behind it are made once). An
+        ``OutboundContext`` (``dicomlab.tlsclient``): its socket records why a connect, a handshake or
+        a read after it failed -- pynetdicom only logs that -- for ``network`` to name."""
+        if self._materials_made is None:
+            self._materials_made = self._materials(calling_aet)
+        ca, cert, key = self._materials_made
+        ctx = OutboundContext(ssl.PROTOCOL_TLS_CLIENT)
         if self.outdated:
             why = outdated_unavailable()
             if why:
@@ -187,7 +191,6 @@ class TlsSpec:
             raise TlsSetupError(f"cannot load the TLS files ({ca or 'system CAs'}, {cert or 'no certificate'}): "
                                 f"{getattr(exc, 'strerror', None) or exc}") from exc
         self.ca_in_use = ca
-        self._ctx = ctx
         return ctx
 
     def tls_args(self, calling_aet: str, host: str) -> tuple[ssl.SSLContext, str]:
