@@ -192,3 +192,27 @@ def test_storescu_interop_reference(storescp, tmp_path):
     proc = subprocess.run([exe, "-aec", "STORESCP", "127.0.0.1", str(scp.port), *files], capture_output=True)
     assert proc.returncode == 0
     assert len(scp.files()) == 2
+
+
+
+def test_diagnosis_reads_no_log_text_and_importing_attaches_no_handler():
+    """One diagnoser (issue #15): importing the simulator leaves pynetdicom's logger as it was (a
+    fresh interpreter), and a refused connection is still named with pynetdicom's logger switched
+    off: the words come from the association's sockets, not from log records."""
+    import logging
+    import sys
+
+    check = ("import logging, pynetdicom; lg = logging.getLogger('pynetdicom'); before = (list(lg.handlers), lg.level); "
+             "import ct_simulator.network, ct_simulator.cli, ct_simulator.sender; "
+             "assert (list(lg.handlers), lg.level) == before, (lg.handlers, lg.level)")
+    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lg = logging.getLogger("pynetdicom")
+    was = lg.disabled
+    lg.disabled = True
+    try:
+        _assoc, problem = associate(Link("127.0.0.1", free_port()),
+                                    store_contexts("1.2.840.10008.5.1.4.1.1.2", DEFAULT_PROPOSAL))
+    finally:
+        lg.disabled = was
+    assert problem is not None and problem.kind == "connection-refused", problem
