@@ -113,26 +113,29 @@ class Bench(ClassicWorkloads):
             shutil.copy(log, dest / log.name)
         self.say(f"  logs kept in {dest}")
 
+    def measure_once(self, recv: Receiver, fn: Callable[[Receiver], Measure], name: str) -> Measure:
+        """Start ``recv`` fresh, measure ``fn`` on it, keep its logs as ``name``, stop it; a failure
+        to start or to measure is a Measure without a value that says why."""
+        m: Measure | None = None
+        try:
+            recv.start()
+            m = fn(recv)
+        except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
+            m = Measure(None, "", f"{type(exc).__name__}: {exc}"[:400])
+        finally:
+            self.keep_logs(recv, m, name)
+            recv.stop()
+        if m.note:
+            self.say(f"  {m.note}")
+        return m
+
     def measure(self, workload: str, fn: Callable[[Receiver], Measure], unit: str) -> None:
         runs: dict[str, list[Measure]] = {}
         repeat = 1 if workload == ACCEPT else self.ns.repeat
         for i in range(repeat):
             for key, make in self.receivers(workload):
-                recv = make()
-                m: Measure | None = None
                 self.say(f"{workload}: {self.label(key, workload)}" + (f" (run {i + 1}/{repeat})" if repeat > 1 else ""))
-                try:
-                    recv.start()
-                    m = fn(recv)
-                except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
-                    m = Measure(None, "", f"{type(exc).__name__}: {exc}"[:400])
-                finally:
-                    self.keep_logs(recv, m, f"{workload}-{key}-{i + 1}")
-                    recv.stop()
-                assert m is not None
-                runs.setdefault(key, []).append(m)
-                if m.note:
-                    self.say(f"  {m.note}")
+                runs.setdefault(key, []).append(self.measure_once(make(), fn, f"{workload}-{key}-{i + 1}"))
         for key, ms in runs.items():
             values = [m.value for m in ms if m.value is not None]
             med = _median(values)

@@ -151,24 +151,8 @@ class TlsBench:
         return TlsPacs(b.kids, b.work, nodes, pki, b.pacs_env)
 
     def _measure(self, workload: str, recv: Receiver, fn: Any, name: str, label: str) -> "Measure":
-        import subprocess
-
-        from .results import Measure
-
-        b = self.b
-        b.say(f"{workload}: {label}")
-        m: Measure | None = None
-        try:
-            recv.start()
-            m = fn(recv)
-        except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
-            m = Measure(None, "", f"{type(exc).__name__}: {exc}"[:400])
-        finally:
-            b.keep_logs(recv, m, name)
-            recv.stop()
-        if m.note:
-            b.say(f"  {m.note}")
-        return m
+        self.b.say(f"{workload}: {label}")
+        return self.b.measure_once(recv, fn, name)
 
     def _rows(self, workload: str, unit: str, keys: list[str], figures: dict[str, dict[str, list[float]]],
               last: dict[str, dict[str, "Measure"]]) -> None:

@@ -10,26 +10,15 @@ import subprocess
 import time
 
 import pytest
-from e2e_support import LabRun, run_end_to_end, run_make_scenarios, runtime
+from e2e_support import run_end_to_end, run_make_scenarios
 
 from ct_simulator.scenarios import catalogue
-from lab import need
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 # Dropped packets / host unreachable put a packet filter into the second container's network
 # namespace from the host (nsenter + iptables): root only.
 NEEDS_ROOT = ("dropped-packets", "host-unreachable")
-
-
-@pytest.fixture
-def compose_lab(tmp_path):
-    need(shutil.which("make") is not None, "make not found: install Debian's make")
-    need(runtime.docker_answers(), "no Docker engine answers: run `bash scripts/docker-engine.sh` as root")
-    need(runtime.compose_command() is not None, "no docker compose / docker-compose: run scripts/docker-engine.sh")
-    lab = LabRun("docker", tmp_path)
-    yield lab
-    lab.force_cleanup()
 
 
 def test_compose_lab_end_to_end(compose_lab):
