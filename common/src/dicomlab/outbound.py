@@ -146,17 +146,32 @@ def resolve(host: str, port: int) -> tuple[str, int]:
     return str(sockaddr[0]), int(family)
 
 
-def tls_failure(ae: AE, host: str, port: int) -> tuple[str, str] | None:
-    """(cause, sentence) when the association's TLS handshake failed, or the node closed the TLS
-    connection with an alert right after it (TLS 1.3 says "client certificate refused" then)."""
-    tls = getattr(getattr(ae, "last_socket", None), "tls_args", None)
+@dataclass
+class Recorded:
+    """What an association's sockets met, which pynetdicom only logs: the TCP connect's error
+    (plain, or the ``SSLSocket``'s), the TLS handshake's error or the alert read right after it
+    (TLS 1.3 says "client certificate refused" then), a failed read on the association socket,
+    and the first byte of a PDU of unknown type."""
+
+    connect_error: BaseException | None = None
+    tls_error: BaseException | None = None
+    read_error: OSError | None = None
+    unknown_pdu: int | None = None
+
+
+def recorded(ae: AE) -> Recorded:
+    """What the sockets of ``ae``'s last association recorded (an ``OutboundAE``; with TLS, an
+    ``OutboundContext`` made for that association)."""
+    sock = getattr(ae, "last_socket", None)
+    raw = getattr(sock, "raw_socket", None)
+    out = Recorded(connect_error=raw.connect_error if isinstance(raw, _RecordingSocket) else None,
+                   read_error=getattr(sock, "read_error", None), unknown_pdu=getattr(sock, "unknown_pdu", None))
+    tls = getattr(sock, "tls_args", None)
     ctx = tls[0] if tls else None
-    if not isinstance(ctx, OutboundContext):
-        return None
-    exc = ctx.handshake_error or ctx.read_error
-    if exc is None:
-        return None
-    return tlswords.client_side(exc, host, port)
+    if isinstance(ctx, OutboundContext):
+        out.connect_error = out.connect_error or ctx.connect_error  # with TLS, the connect is the SSLSocket's
+        out.tls_error = ctx.handshake_error or ctx.read_error
+    return out
 
 
 def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
@@ -174,17 +189,12 @@ def diagnose(ae: AE, assoc: Association, host: str, port: int, timeout: float,
                 (int(rj_result), int(src), int(reason)), None
         return "rejected", "association rejected: the node accepts none of the proposed presentation contexts", \
             None, None
-    failed_tls = tls_failure(ae, host, port)
-    if failed_tls is not None:
-        cause, words = failed_tls
+    seen = recorded(ae)
+    if seen.tls_error is not None:
+        cause, words = tlswords.client_side(seen.tls_error, host, port)
         return TLS_HANDSHAKE_FAILED, words, None, cause
-    raw = getattr(getattr(ae, "last_socket", None), "raw_socket", None)
-    connect_error: BaseException | None = raw.connect_error if isinstance(raw, _RecordingSocket) else None
-    tls = getattr(getattr(ae, "last_socket", None), "tls_args", None)
-    if connect_error is None and tls and isinstance(tls[0], OutboundContext):
-        connect_error = tls[0].connect_error  # with TLS, the connect is the SSLSocket's
-    if connect_error is not None:
-        kind, words = connect_words(connect_error, host, port, timeout)
+    if seen.connect_error is not None:
+        kind, words = connect_words(seen.connect_error, host, port, timeout)
         return kind, words, None, None
     if assoc.is_aborted:
         if time.perf_counter() - started >= timeout * 0.9:

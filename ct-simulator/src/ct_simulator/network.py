@@ -40,8 +40,7 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.presentation import PresentationContext
 
 from dicomlab.dicom import Rejection
-from dicomlab.outbound import OutboundAE
-from dicomlab.tlsclient import OutboundContext
+from dicomlab.outbound import OutboundAE, Recorded, recorded
 
 from . import outcome
 from .outcome import Problem
@@ -85,37 +84,6 @@ def permit_ae_title(title: str) -> tuple[str, list[str]]:
             if _config.VALIDATORS["AE"] is not _lab_ae_validator:
                 _config.VALIDATORS["AE"] = _lab_ae_validator
     return wire, notes
-
-
-# -- what pynetdicom only logs: read from our sockets instead (dicomlab.outbound) ------
-@dataclass
-class _Seen:
-    """Per association, from its sockets: the TCP connect's error, the exceptions met (the TLS
-    handshake's; a read that failed -- TLS 1.3 sends the verdict on a client certificate after the
-    client's handshake), and the first byte of a PDU of unknown type (0x15/0x16: a TLS record on a
-    plain association)."""
-
-    connect_error: BaseException | None = None
-    errors: list[BaseException] = field(default_factory=list)
-    unknown_pdu: int | None = None
-
-
-def _seen(ae: AE, tls_args: tuple[ssl.SSLContext, str] | None) -> _Seen:
-    """What the association's sockets recorded (``OutboundAE.last_socket`` and, with TLS, the
-    ``OutboundContext`` its ``SSLSocket`` came from)."""
-    seen = _Seen()
-    sock = getattr(ae, "last_socket", None)
-    raw = getattr(sock, "raw_socket", None)
-    seen.connect_error = getattr(raw, "connect_error", None)
-    ctx = tls_args[0] if tls_args else None
-    if isinstance(ctx, OutboundContext):
-        seen.connect_error = seen.connect_error or ctx.connect_error
-        seen.errors += [e for e in (ctx.handshake_error, ctx.read_error) if e is not None]
-    read_error = getattr(sock, "read_error", None)
-    if read_error is not None:
-        seen.errors.append(read_error)
-    seen.unknown_pdu = getattr(sock, "unknown_pdu", None)
-    return seen
 
 
 def quiet_pynetdicom(debug: bool = False) -> None:
@@ -212,7 +180,7 @@ def _associate(link: Link, contexts: list[PresentationContext],
         return None, outcome.unreachable(link.peer, str(exc))
     if assoc.is_established:
         return assoc, None
-    seen = _seen(ae, tls_args)
+    seen = recorded(ae)  # what its sockets met (pynetdicom only logs it)
     return None, _why_failed(link, contexts, assoc, watch, seen, time.monotonic() - started, calling, called)
 
 
@@ -265,7 +233,7 @@ def _watch_handlers(link: Link, trace: Trace | None, watch: _Watch, calling: str
 
 
 def _why_failed(link: Link, contexts: list[PresentationContext], assoc: Association, watch: _Watch,
-                seen: _Seen, elapsed: float, calling: str, called: str) -> Problem:
+                seen: Recorded, elapsed: float, calling: str, called: str) -> Problem:
     """The named reason an association that was not established failed (DESIGN.md's table)."""
     tls_kind = None if link.tls is None else ("cert" if link.tls.presents_cert else "no-cert")
     if assoc.is_rejected and assoc.acceptor.primitive is not None:
@@ -306,19 +274,19 @@ def _why_failed(link: Link, contexts: list[PresentationContext], assoc: Associat
                    "Read the PACS's log for this association.")
 
 
-def _tls_problem(link: Link, connected: bool, seen: _Seen) -> Problem | None:
+def _tls_problem(link: Link, connected: bool, seen: Recorded) -> Problem | None:
     """A failure that TLS explains: the handshake (or, TLS 1.3, the server's verdict on our certificate,
     read after it), or a plain association that met a TLS port."""
     if link.tls is None:
         if connected:
-            exc = next((e for e in seen.errors if isinstance(e, OSError)), None)
-            words = plain_on_tls_port(link.peer, seen.unknown_pdu, exc)
+            words = plain_on_tls_port(link.peer, seen.unknown_pdu, seen.read_error)
             if words is not None:
                 return outcome.tls_failed(link.peer, words)
         return None
-    exc = next((e for e in seen.errors if is_tls_error(e)), None)
+    met = [e for e in (seen.tls_error, seen.read_error) if e is not None]
+    exc = next((e for e in met if is_tls_error(e)), None)
     if exc is None:
-        exc = next((e for e in seen.errors if isinstance(e, (ConnectionResetError, BrokenPipeError))), None)
+        exc = next((e for e in met if isinstance(e, (ConnectionResetError, BrokenPipeError))), None)
     if exc is None and not connected and isinstance(seen.connect_error, (ConnectionResetError, BrokenPipeError)):
         exc = seen.connect_error  # the handshake's plain OSError (the peer closed during it)
     if exc is None:
