@@ -81,9 +81,9 @@ def _series_results(store: Store, studies: list[str], query: qido.Query) -> Resp
         except NotFound:
             continue
         for s in sorted(series_list, key=lambda s: (_num(s.get("series_number")), s["series_uid"])):
-            rec = {**srec, **qido.series_record(s)}
-            if qido.matches(query, rec):
-                found.append((study, s["series_uid"], qido.series_record(s)))
+            own = qido.series_record(s)
+            if qido.matches(query, {**srec, **own}):
+                found.append((study, s["series_uid"], own))
     return _json([_with_header(store, r, qido.SERIES_RETURN, qido.SERIES_ALL, query, st, se)
                   for st, se, r in query.page(found)], query)
 
