@@ -42,3 +42,46 @@ def test_a_broken_event_written_by_the_caller_is_said_and_the_rest_stored(redis_
     assert [f[b"message"].decode() for _i, f in client.xrange(keys.EVENTS)] == ["after"]
     assert "could not be stored" in out.getvalue()
 
+
+
+def _messages(client) -> list[str]:
+    return [f[b"message"].decode() for _i, f in client.xrange(keys.EVENTS)]
+
+
+def test_a_held_event_rides_with_the_next_one_in_one_round_trip(redis_url):
+    """An association's "accepted" and "C-ECHO answered" events are held for its end: three
+    events, one round trip, in order, and stored by the time the last one's is."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.EVENTS)
+    log = EventLog(client, "pacs", out=io.StringIO(), background=True)
+    log.HOLD_SECONDS = 30.0  # nothing but the next event may take them along
+    log.emit("test-event", "accepted", hold=True)
+    log.emit("test-event", "echo", hold=True)
+    assert _messages(client) == []  # held (30 s): not stored on their own
+    log.emit("test-event", "released")
+    assert log.flush(10)
+    assert _messages(client) == ["accepted", "echo", "released"]
+    assert log.rounds == 1
+
+
+def test_a_held_event_alone_is_stored_after_the_hold(redis_url):
+    from lab import wait_for
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.EVENTS)
+    log = EventLog(client, "pacs", out=io.StringIO(), background=True)
+    log.emit("test-event", "accepted", hold=True)  # and nothing after it: a long association
+    wait_for(lambda: _messages(client) == ["accepted"], timeout=10, what="the held event stored on its own")
+    log.emit("test-event", "later", hold=True)
+    log.emit("test-event", "stored", wait=True)  # a C-STORE's event takes what waits, in order
+    assert _messages(client) == ["accepted", "later", "stored"]
+
+
+def test_flush_takes_held_events(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.EVENTS)
+    log = EventLog(client, "pacs", out=io.StringIO(), background=True)
+    log.HOLD_SECONDS = 30.0
+    log.emit("test-event", "accepted", hold=True)
+    assert log.flush(10)
+    assert _messages(client) == ["accepted"]

@@ -43,11 +43,19 @@ class EventLog:
     again (and a journal left by a dead process, at start). When Redis answers,
     nothing is written to the journal. ``emit(..., wait=True)`` returns once its
     event is stored, journaled, or could not be.
+
+    ``emit(..., hold=True)``: an event in the middle of something (an association
+    accepted, a C-ECHO answered) waits for the next event that is not held (the
+    association's end, a stored instance) or at most ``HOLD_SECONDS``, so one round
+    trip stores them all; the order holds and ``flush`` takes held events too. An
+    association's events are in Redis as soon as before when the modality sees it
+    end: its last event is never held.
     """
 
     BACKLOG = 10_000
     RETRY_SECONDS = 1.0
     ORPHAN_CHECK_SECONDS = 5.0  # how often a journal left by another (dead) process is looked for
+    HOLD_SECONDS = 0.05  # the longest a held event waits for company (live logs stay live)
 
     def __init__(
         self,
@@ -73,18 +81,21 @@ class EventLog:
             self._journal_failed = False
             self._next_try = 0.0
             self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
+            self._urgent = False  # an event that is not held waits in the queue
+            self._held_since: float | None = None  # when the oldest held event was queued
             # a journal left by a dead process: replayed first, before anything new is stored
             self._down = journal is not None and journal.has_pending()
             self._writer = threading.Thread(target=self._write_loop, name="event-writer", daemon=True)
             self._writer.start()
 
     def emit(self, type: str, message: str, also: "Callable[[Any], None] | None" = None,
-             wait: bool = False, ops: "list[dict[str, Any]] | None" = None, **kw: Any) -> Event:
+             wait: bool = False, ops: "list[dict[str, Any]] | None" = None, hold: bool = False,
+             **kw: Any) -> Event:
         """Record one event; ``ops`` (index ops, ``dicomlab.indexops``) and ``also(pipeline)``
         (write-only commands, never journaled) go to Redis in the same round trip (e.g. the
         study index of a stored instance).
         ``Event.id`` is the stream id once stored; empty if Redis could not store it
-        (synchronous mode, or ``wait=True``) or not yet (background)."""
+        (synchronous mode, or ``wait=True``) or not yet (background). ``hold``: see the class."""
         ev = Event(type=type, message=message, source=kw.pop("source", self.source), **kw)
         if self._queue is not None:
             item = _Pending(ev, also, ops)
@@ -94,7 +105,12 @@ class EventLog:
             else:
                 with self._cv:
                     self._queue.append(item)
-                    self._cv.notify()
+                    if not hold:
+                        self._urgent = True
+                        self._cv.notify()
+                    elif self._held_since is None:
+                        self._held_since = time.monotonic()
+                        self._cv.notify()  # the writer sets its clock
             return ev
         stored = True
         if self.client is not None:
@@ -130,6 +146,7 @@ class EventLog:
             return True
         deadline = time.monotonic() + timeout
         with self._cv:
+            self._urgent = True  # held events too
             self._cv.notify_all()
             while self._queue or self._busy:
                 left = deadline - time.monotonic()
@@ -152,6 +169,7 @@ class EventLog:
         return self._queue is not None and self._down
 
     _busy = False
+    rounds = 0  # round trips made by the background writer and ``wait=True`` (tests, the bench)
     _outage = False  # Redis did not answer (as opposed to: a journal left by a dead process to replay)
 
     def _write_loop(self) -> None:
@@ -177,7 +195,7 @@ class EventLog:
                     self._next_try = time.monotonic() + self.RETRY_SECONDS
             else:
                 with self._cv:
-                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+                    batch = self._take(500) if self._due() else []
                     self._busy = bool(batch)
                 if batch:
                     self._write(batch)
@@ -186,12 +204,30 @@ class EventLog:
                 self._cv.wait(max(0.0, self._next_try - time.monotonic()))
             elif not self._queue:
                 self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
+            elif not self._due() and self._held_since is not None:
+                self._cv.wait(max(0.0, self._held_since + self.HOLD_SECONDS - time.monotonic()))
         if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
             # a listener process that died (or stopped while Redis was away) left a journal
             self._next_check = time.monotonic() + self.ORPHAN_CHECK_SECONDS
             if self.journal.has_pending():
                 with self._cv:
                     self._down = True
+
+    def _due(self) -> bool:
+        """The queue is to be written now: an event that is not held is in it, or the
+        oldest held one has waited long enough (called with ``_cv`` held)."""
+        return (self._urgent or self._held_since is None
+                or time.monotonic() - self._held_since >= self.HOLD_SECONDS)
+
+    def _take(self, most: int) -> "list[_Pending]":
+        """The queue's head, at most ``most`` events (``_cv`` held); once it is empty
+        nothing waits, held or not."""
+        assert self._queue is not None
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), most))]
+        if not self._queue:
+            self._urgent = False
+            self._held_since = None
+        return batch
 
     def _write_now(self, item: _Pending) -> None:
         """``emit(wait=True)``: what is queued, then this event, written by the caller's
@@ -205,8 +241,8 @@ class EventLog:
                     down = True
                 else:
                     down = False
-                    batch = [*self._queue, item]
-                    self._queue.clear()
+                    self._queue.append(item)
+                    batch = self._take(len(self._queue))
                     self._busy = True
             if down:
                 self._spill()
@@ -222,6 +258,7 @@ class EventLog:
             _commands(pipe, item.event.to_stream(), item.ops, self.maxlen, item.also)
             positions.append(len(pipe.command_stack) - 1)  # its XADD, the last of its writes
         results = pipe.execute()
+        self.rounds += 1
         for item, pos in zip(batch, positions, strict=True):
             entry_id = results[pos]
             item.event.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: "str | os.PathLike[str]") -> None:
     """Make a folder's entries (a rename, a new file or link) durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -173,7 +173,7 @@ class AssociationHandlers:
             reason, sentence = why_refused(abstract, tss, d.settings, d.node)
             self.pacs.events.emit(E.CONTEXT_REJECTED, sentence, level="warning", outcome="rejected", reason=reason,
                                   detail={"abstract_syntax": abstract, "transfer_syntaxes": tss,
-                                          "context_id": cx.context_id}, **s.who())
+                                          "context_id": cx.context_id}, hold=True, **s.who())
         accepted = [f"{uid_name(str(cx.abstract_syntax))} / {uid_name(str(cx.transfer_syntax[0]))}"
                     for cx in assoc.accepted_contexts]
         services = ", ".join(d.node.services) or "none"
@@ -187,6 +187,7 @@ class AssociationHandlers:
                                                            "request": request_detail(assoc, s.connected),
                                                            "tls": s.tls},
             ops=status_ops(s, "accepted"), **s.who(),
+            hold=True,  # stored with the association's next event (one round trip), at most 50 ms later
         )
         self.pacs.faults.announce(s, d.settings)
 

@@ -47,7 +47,7 @@ class EchoStore:
 
     def echo(self, s: Session) -> int:
         self.pacs.events.emit(E.ECHO_RECEIVED, f"C-ECHO from {s.calling!r} at {s.peer}: answered Success.",
-                                   outcome="success", **s.who())
+                                   outcome="success", hold=True, **s.who())
         return STATUS_SUCCESS
 
     def on_store(self, event: evt.Event) -> int:

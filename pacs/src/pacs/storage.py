@@ -87,6 +87,10 @@ class Storage:
         self.incoming = self.root / INCOMING
         self.incoming.mkdir(DIR_MODE, exist_ok=True)
         self.sop_marks = SopMarks(self.root, fsync)
+        self._root = str(self.root)
+        # series folders this process made or saw, so a C-STORE does not stat them again;
+        # one removed meanwhile (a study deleted through the admin API) is made again (_install)
+        self._folders: set[str] = set()
         # FILE_MODE whatever the umask: an fchmod per file only if the umask would take bits away
         umask = _umask()
         self._chmod_files = umask is None or FILE_MODE & ~umask != FILE_MODE
@@ -160,31 +164,42 @@ class Storage:
 
     def _install(self, tmp: Path, fd: int, meta: dict[str, str]) -> StoreResult:
         """A filled temporary file (open as ``fd``) made durable under its final name."""
-        folder = self.root / meta["study_uid"] / meta["series_uid"]
-        final = folder / f"{meta['sop_instance_uid']}.dcm"
-        if final.parent.parent.parent != self.root:  # belt and braces after the UID check
-            self._drop(tmp, fd)
+        study, series, sop = meta["study_uid"], meta["series_uid"], meta["sop_instance_uid"]
+        if any(not part or "/" in part or part in (".", "..") for part in (study, series, sop)):
+            self._drop(tmp, fd)  # belt and braces after the UID check
             return StoreResult(STATUS_CANNOT_UNDERSTAND, "Refused a path outside the storage root.", meta=meta)
+        folder = f"{self._root}/{study}/{series}"
+        final = f"{folder}/{sop}.dcm"
         try:
             if self.fsync:
                 os.fdatasync(fd)  # the data and the size; the rename is made durable below
             os.close(fd)
             fd = None  # type: ignore[assignment]
-            self._make_dirs(folder)
-            replaced = final.exists()
-            os.replace(tmp, final)  # atomic: .incoming and the series folder share the filesystem
+            if folder not in self._folders:
+                self._make_dirs(Path(folder))
+            replaced = os.path.exists(final)
+            try:
+                os.replace(tmp, final)  # atomic: .incoming and the series folder share the filesystem
+            except FileNotFoundError:  # the folder was removed since (a study deleted): again
+                self._folders.discard(folder)
+                self._make_dirs(Path(folder))
+                os.replace(tmp, final)
             if self.fsync:
                 fsync_dir(folder)
         except OSError as exc:
             self._drop(tmp, fd)
             return self._no_room(meta, exc)
-        previous = self.sop_marks.supersede(meta, final)  # the same SOP elsewhere: newest wins
-        meta["path"] = str(final)
-        return StoreResult(STATUS_SUCCESS, "stored", path=final, replaced=replaced or previous is not None,
+        path = Path(final)
+        previous = self.sop_marks.supersede(meta, path)  # the same SOP elsewhere: newest wins
+        meta["path"] = final
+        return StoreResult(STATUS_SUCCESS, "stored", path=path, replaced=replaced or previous is not None,
                            meta=meta, previous=previous)
 
     def _make_dirs(self, folder: Path) -> None:
+        if len(self._folders) > 10_000:
+            self._folders.clear()  # bounded: a long-running PACS sees many series
         if folder.is_dir():
+            self._folders.add(str(folder))
             return
         created = []
         p = folder
@@ -199,6 +214,7 @@ class Storage:
                 continue
             if self.fsync:
                 fsync_dir(d.parent)
+        self._folders.add(str(folder))
 
 
 class Spool:
