@@ -238,3 +238,26 @@ def test_part10_header_equals_pydicoms(aet, sop):
         buf.write(b"\x00" * 128 + b"DICM")
         write_file_meta_info(buf, meta, enforce_standard=True)
         assert part10_header(CT, sop, ts, aet) == buf.getvalue()
+
+
+def test_a_series_folder_removed_between_two_stores_is_made_again(redis_url, registry, tmp_path):
+    """The PACS remembers the series folders it made (no stat per C-STORE); a study removed
+    meanwhile (the admin API deletes its folder) must not make the next instance fail.
+    One listener process, so both associations meet the same memory."""
+    add_node(registry, "CT01")
+    pacs = PacsProcess(redis_url, tmp_path / "storage", extra_env={"PACS_WORKERS": "1"}).start()
+    try:
+        _store_remove_store(pacs)
+    finally:
+        pacs.stop()
+
+
+def _store_remove_store(pacs) -> None:
+    import shutil
+
+    study, series = generate_uid(), generate_uid()
+    assert send(pacs.port, [ct_dataset(study, series, 1)]) == [0]
+    shutil.rmtree(pacs.storage_dir / study)
+    second = ct_dataset(study, series, 2)
+    assert send(pacs.port, [second]) == [0]  # not 0xA700: the folder is made again
+    assert [p.name for p in (pacs.storage_dir / study / series).glob("*.dcm")] == [f"{second.SOPInstanceUID}.dcm"]
