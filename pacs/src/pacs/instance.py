@@ -84,14 +84,13 @@ def index_fields(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, s
     ds = None
     if transfer_syntax != EXPLICIT_VR_BE:
         if isinstance(fp, (bytes, bytearray, memoryview)):
-            walked = rawwalk.read(fp, implicit, _INDEX_TAG_SET, _LAST_INDEX_TAG)
-            ds = None if walked is None else walked[0]
+            ds = rawwalk.read(fp, implicit, _INDEX_TAG_SET, _LAST_INDEX_TAG)
         elif type(fp) is BytesIO:
             with fp.getbuffer() as buf:
-                walked = rawwalk.read(buf, implicit, _INDEX_TAG_SET, _LAST_INDEX_TAG, fp.tell())
-            if walked is not None:
-                ds = walked[0]
-                fp.seek(walked[1])  # where pydicom leaves the stream
+                elements = rawwalk.walk(buf, fp.tell(), implicit, _INDEX_TAG_SET, _LAST_INDEX_TAG)
+            if elements is not None:
+                fp.seek(elements[1])  # where pydicom leaves the stream
+                ds = rawwalk.dataset(elements[0], implicit)
     if ds is None:
         return index_fields_pydicom(fp, transfer_syntax, calling_aet)
     return _fields(ds, calling_aet)

@@ -96,10 +96,7 @@ def dataset(elements: dict[BaseTag, RawDataElement], implicit: bool) -> Dataset:
     return ds
 
 
-def read(buf: Any, implicit: bool, tags: frozenset[int] | None = None, last: int | None = None,
-         start: int = 0) -> tuple[Dataset, int] | None:
-    """``walk`` then ``dataset``: the Dataset and where pydicom's stream would stand, or ``None``."""
-    walked = walk(buf, start, implicit, tags, last)
-    if walked is None:
-        return None
-    return dataset(walked[0], implicit), walked[1]
+def read(buf: Any, implicit: bool, tags: frozenset[int] | None = None, last: int | None = None) -> Dataset | None:
+    """``walk`` from the start of ``buf``, then ``dataset``; ``None`` when the walker declines."""
+    walked = walk(buf, 0, implicit, tags, last)
+    return None if walked is None else dataset(walked[0], implicit)

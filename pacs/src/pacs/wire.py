@@ -130,10 +130,8 @@ def decode_command(raw: bytes | bytearray) -> Any:
     """A command set (implicit VR little endian) as the Dataset ``pynetdicom.dsutils.decode``
     makes of it: read by ``rawwalk`` (same elements, ~1/5 of the cost), or by ``decode`` itself
     when the walker declines (a malformed command set then fails there, as before)."""
-    walked = rawwalk.read(raw, True)
-    if walked is not None:
-        return walked[0]
-    return decode(BytesIO(bytes(raw)), True, True)
+    cs = rawwalk.read(raw, True)
+    return cs if cs is not None else decode(BytesIO(bytes(raw)), True, True)
 
 
 class _Message:
