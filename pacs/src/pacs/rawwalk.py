@@ -6,8 +6,9 @@ specific_tags=tags)`` returns -- the same ``RawDataElement`` tuples (tag, VR, le
 value_tell, is_implicit_VR, is_little_endian), converted by pydicom lazily and identically, the same
 original encoding and character set -- or ``None`` when it declines. It reads each element header with
 ``struct.unpack_from`` and makes no object for the elements it skips: for a CT slice read up to
-Instance Number (~100 elements) that is a fraction of ``read_dataset``'s cost (its generator reads and
-seeks a stream per element), and the same for a DIMSE command set (``tags=None``: every element).
+Instance Number (~100 elements) about 0.1 ms instead of pydicom's 0.27 ms (its generator reads and
+seeks a stream per element, a stop_when call each). A DIMSE command set (``tags=None``: every element)
+gains less: building the Dataset is most of its cost either way.
 
 It declines, and the caller runs pydicom's own path (exceptions and warnings included), for anything
 but the plain case: an undefined length (0xFFFFFFFF) before the stop, a VR pydicom does not know

@@ -128,8 +128,9 @@ def mark_aborted(assoc: Any, words: str, reason: str = "") -> None:
 
 def decode_command(raw: bytes | bytearray) -> Any:
     """A command set (implicit VR little endian) as the Dataset ``pynetdicom.dsutils.decode``
-    makes of it: read by ``rawwalk`` (same elements, ~1/5 of the cost), or by ``decode`` itself
-    when the walker declines (a malformed command set then fails there, as before)."""
+    makes of it: read by ``rawwalk`` (the same elements; a few microseconds less than ``decode``,
+    most of the command set's cost is pydicom converting the values read from it), or by
+    ``decode`` itself when the walker declines (a malformed command set then fails there, as before)."""
     cs = rawwalk.read(raw, True)
     return cs if cs is not None else decode(BytesIO(bytes(raw)), True, True)
 
