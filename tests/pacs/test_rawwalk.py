@@ -137,6 +137,13 @@ def test_declines_what_it_does_not_handle() -> None:
     assert rawwalk.read(raw[:200], False) is None  # an element running past the end
     assert rawwalk.read(raw, False, last=0x00200013) is not None
     assert rawwalk.read(raw.replace(b"UI", b"ui", 1), False) is None  # a VR pydicom does not know
+    # found by hypothesis: pydicom's generator converts (and fails on) a Specific Character Set that a
+    # second one replaces; the walker declines it, so the same ValueError comes out
+    twice = b"\x08\x00\x05\x00CS\x02\x00\x00\x01\x08\x00\x05\x00CS\x00\x00"
+    assert rawwalk.read(twice, False, instance._INDEX_TAG_SET) is None
+    assert_index_equal(twice, EXPLICIT_VR_LE, False)
+    with pytest.raises(ValueError, match="null"):
+        instance.index_fields(twice, EXPLICIT_VR_LE, "X")
     with pytest.raises(struct.error):  # pydicom's own error for a cut 4-byte length, via the fallback
         instance.index_fields(raw[:2] + b"\x00\x00OB\x00\x00\x01", EXPLICIT_VR_LE, "X")
 

@@ -13,7 +13,8 @@ gains less: building the Dataset is most of its cost either way.
 It declines, and the caller runs pydicom's own path (exceptions and warnings included), for anything
 but the plain case: an undefined length (0xFFFFFFFF) before the stop, a VR pydicom does not know
 (pydicom would guess implicit VR or a 2-byte length), a first element whose VR bytes contradict the
-transfer syntax (pydicom switches and warns), an element running past the end, an item delimiter.
+transfer syntax (pydicom switches and warns), an element running past the end, an item delimiter,
+a Specific Character Set that pydicom's generator fails to convert.
 
 Mirrors pydicom 3.0 ``filereader.data_element_generator`` (defined-length branch) and the tail of
 ``filereader.read_dataset`` (the Dataset, its character set); ``tests/pacs/test_rawwalk.py`` compares
@@ -30,6 +31,7 @@ from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_val
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.values import convert_string
 
 _IMPLICIT = Struct("<HHL").unpack_from  # group, element, 4-byte length
 _EXPLICIT = Struct("<HH2sH").unpack_from  # group, element, VR, 2-byte length (0 for the long VRs)
@@ -81,10 +83,22 @@ def walk(buf: Any, start: int, implicit: bool, tags: frozenset[int] | None = Non
             return None
         if tags is None or tag in tags:
             key = BaseTag(tag)
-            elements[key] = RawDataElement(key, vr, length, bytes(buf[at:at + length]) if length
-                                           else empty_value_for_VR(vr, raw=True), at, implicit, True)
+            value = bytes(buf[at:at + length]) if length else empty_value_for_VR(vr, raw=True)
+            if tag == _CHARSET and not _charset_converts(value):
+                return None
+            elements[key] = RawDataElement(key, vr, length, value, at, implicit, True)
         pos = at + length
     return elements, end  # pydicom's last read(8) takes what is left
+
+
+def _charset_converts(value: Any) -> bool:
+    """pydicom's generator converts every Specific Character Set it reads (a later one replaces
+    it, its warnings are logged each time): the same here, and decline if pydicom would fail on it."""
+    try:
+        convert_encodings(convert_string(value or b"", True))
+    except Exception:
+        return False
+    return True
 
 
 def dataset(elements: dict[BaseTag, RawDataElement], implicit: bool) -> Dataset:
