@@ -96,6 +96,28 @@ def index_fields(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, s
     return _fields(ds, calling_aet)
 
 
+class Pieces(list):  # type: ignore[type-arg]
+    """A received dataset as the P-DATA fragments it arrived in, never joined into one copy
+    (a 0.5 MB join cost ~10 % of a C-STORE's time in the PACS: a fresh allocation, its page
+    faults and the copy); written with one ``writev``."""
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self)
+
+
+def _head_fields(head: Any, transfer_syntax: str, calling_aet: str) -> dict[str, str] | None:
+    """``index_fields`` from the first fragment alone, when its elements reach past Instance
+    Number within it (the walker stopped on a later tag); None: not sure, read the whole."""
+    if transfer_syntax in (EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE):
+        return None
+    implicit = transfer_syntax == IMPLICIT_VR_LE
+    walked = rawwalk.walk(head, 0, implicit, _INDEX_TAG_SET, _LAST_INDEX_TAG)
+    if walked is None or walked[1] >= len(head):  # declined, or the fragment ended before the stop
+        return None
+    return _fields(rawwalk.dataset(walked[0], implicit), calling_aet)
+
+
 def index_fields_pydicom(fp: Any, transfer_syntax: str, calling_aet: str) -> dict[str, str]:
     """``index_fields`` by pydicom's ``read_dataset`` alone (the fallback, and the reference
     the tests compare ``rawwalk`` with)."""
@@ -139,13 +161,20 @@ def understand(source: Any, transfer_syntax: str, sop_class_uid: str, sop_instan
     """The index and path fields of a dataset (``source``: its bytes, or a file
     positioned at it), checked against the C-STORE request; or why not."""
     try:
-        if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
-            fp: Any = Inflated(chunks(source))
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            fp = source  # index_fields reads it in place
+        head = _head_fields(source[0], transfer_syntax, calling_aet) if isinstance(source, Pieces) and source \
+            else None
+        if head is not None:
+            meta = head
         else:
-            fp = ReadBound(source)
-        meta = index_fields(fp, transfer_syntax, calling_aet)
+            if isinstance(source, Pieces):
+                source = b"".join(source)  # the header runs past the first fragment (or is unusual)
+            if transfer_syntax == DEFLATED_EXPLICIT_VR_LE:
+                fp: Any = Inflated(chunks(source))
+            elif isinstance(source, (bytes, bytearray, memoryview)):
+                fp = source  # index_fields reads it in place
+            else:
+                fp = ReadBound(source)
+            meta = index_fields(fp, transfer_syntax, calling_aet)
     except HeaderTooLarge as exc:
         return StoreResult(
             STATUS_CANNOT_UNDERSTAND,

@@ -39,6 +39,7 @@ from dicomlab.files import fsync_dir
 
 from .instance import IMPLEMENTATION_CLASS_UID as IMPLEMENTATION_CLASS_UID  # re-exported (tests, reconcile)
 from .instance import IMPLEMENTATION_VERSION as IMPLEMENTATION_VERSION
+from .instance import Pieces as Pieces  # re-exported: the data phase hands these to store()
 from .instance import StoreResult as StoreResult
 from .instance import index_fields as index_fields
 from .instance import part10_header, understand
@@ -47,6 +48,7 @@ from .sopmarks import SopMarks
 
 LOG = logging.getLogger(__name__)
 
+_IOV_MAX = 1024
 INCOMING = ".incoming"  # temporary files, on the storage filesystem
 FILE_MODE = 0o640  # patient data: the owner writes, its group reads, nobody else
 DIR_MODE = 0o750
@@ -64,12 +66,22 @@ def _umask() -> int | None:
     return None
 
 
-def _write_all(fd: int, header: bytes, raw: bytes) -> None:
-    """One writev for header + dataset, finishing any short write (a full disk raises)."""
-    done = os.writev(fd, [header, raw])
-    data = memoryview(header + raw)[done:] if done < len(header) + len(raw) else memoryview(b"")
-    while data:
-        data = data[_write_some(fd, data):]
+def _write_all(fd: int, header: bytes, raw: Any) -> None:
+    """One writev for header + dataset (``raw``: bytes, or the fragments it came in), finishing
+    any short write (a full disk raises)."""
+    pieces = [header, *raw] if isinstance(raw, Pieces) else [header, raw]
+    if len(pieces) > _IOV_MAX:  # tiny PDUs: writev takes at most IOV_MAX buffers
+        pieces = [header, b"".join(pieces[1:])]
+    done = os.writev(fd, pieces)
+    for piece in pieces:
+        view = memoryview(piece)
+        if done >= len(view):
+            done -= len(view)
+            continue
+        view = view[done:]
+        done = 0
+        while view:
+            view = view[_write_some(fd, view):]
 
 
 def _write_some(fd: int, data: Any) -> int:
@@ -97,13 +109,13 @@ class Storage:
 
     def store(
         self,
-        raw: bytes,
+        raw: bytes | Pieces,
         transfer_syntax: str,
         sop_class_uid: str,
         sop_instance_uid: str,
         calling_aet: str = "",
     ) -> StoreResult:
-        """Store one received dataset (``raw``: its bytes as received)."""
+        """Store one received dataset (``raw``: its bytes as received, or the fragments they came in)."""
         meta = understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
         if isinstance(meta, StoreResult):
             return meta

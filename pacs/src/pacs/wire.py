@@ -59,6 +59,7 @@ from dicomlab.pdu import Closed as PeerGone  # the connection closed under the d
 from dicomlab.pdu import recv_up_to as recv_up_to  # transport.py's reads, bounded the same way
 
 from . import rawwalk
+from .instance import Pieces
 
 LOG = logging.getLogger(__name__)
 
@@ -329,7 +330,8 @@ class DataPhase:
         message_id = int(cs.MessageID)
         if int(cs.CommandField) == C_STORE_RQ:
             sop_instance = str(cs.AffectedSOPInstanceUID)
-            raw, m.spool = (m.spool, None) if m.spool is not None else (b"".join(m.data), None)
+            # the fragments as they came (storage writes them with one writev): no joined copy
+            raw, m.spool = (m.spool, None) if m.spool is not None else (Pieces(m.data), None)
             m.data = []
             status = self.store(self.assoc, raw, str(cx.transfer_syntax[0]), str(cx.abstract_syntax), sop_instance)
             pdu = response_pdu(context_id, 0x8001, message_id, str(cs.get("AffectedSOPClassUID", "")
