@@ -328,3 +328,51 @@ def test_mirrored_sources_unchanged() -> None:
             changed.append(name)
     assert not changed, (f"{changed} changed upstream: re-read pacs/rawwalk.py against them (and run this "
                          "file's equivalence tests), then update MIRRORED")
+
+
+_TEXT_CHARSETS = [None, "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 87", "ISO_IR 13", "GB18030", "ISO_IR 144", "GBK",
+             "ISO 2022 IR 149", "ISO 2022 IR 58", "ISO_IR 6", "ISO_IR 166", "ISO_IR 127", "ISO_IR 138",
+             "ISO 2022 IR 6\\ISO 2022 IR 87", "ISO 2022 IR 100", "ISO_IR 101"]
+_TEXT_KEYWORDS = [("PatientName", "PN"), ("PatientID", "LO"), ("StudyDescription", "LO"),
+                  ("SeriesDescription", "LO"), ("StudyID", "SH")]
+
+
+@settings(max_examples=600, deadline=None)
+@given(keyword_vr=st.sampled_from(_TEXT_KEYWORDS), charset=st.sampled_from(_TEXT_CHARSETS), implicit=st.booleans(),
+       value=st.one_of(st.binary(max_size=40), st.text(alphabet=st.characters(max_codepoint=127), max_size=40)
+                       .map(lambda t: t.encode("ascii")),
+                       st.sampled_from([b"DOE^JOHN", b"DOE^JOHN ", b"A^B==", b"=ABC", b"A^B^C^D^E", b"  X  \x00",
+                                        b"", b" ", b"\x00", b"ONE\\TWO", b"\x1b$B", b"A\tB\nC", b"Yen\x5cSign"])))
+def test_text_fast_path_equals_pydicom(keyword_vr, charset, implicit, value) -> None:
+    """``instance._text`` decodes plain ASCII itself; whatever the bytes, VR and character set,
+    it answers what pydicom's conversion answers (or fails where pydicom fails)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    keyword, vr = keyword_vr
+    tag = instance._TEXT_TAGS[keyword]
+    elements = {BaseTag(tag): RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value, 0,
+                                             implicit, True)}
+    if charset is not None:
+        cs = charset.encode()
+        elements[BaseTag(0x00080005)] = RawDataElement(BaseTag(0x00080005), None if implicit else "CS", len(cs),
+                                                       cs, 0, implicit, True)
+    outcomes = []
+    for read in (instance._text, instance._text_pydicom):
+        ds = rawwalk.dataset(dict(elements), implicit)  # a fresh Dataset each: pydicom converts in place
+        try:
+            outcomes.append(("ok", read(ds, keyword)))
+        except Exception as exc:  # noqa: BLE001 - compared, not hidden
+            outcomes.append(("error", type(exc).__name__))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_text_fast_path_is_taken_for_plain_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard: a plain ASCII name must not go through pydicom (or the speed is gone unnoticed)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    tag = BaseTag(0x00100010)
+    ds = rawwalk.dataset({tag: RawDataElement(tag, "PN", 8, b"DOE^JOHN", 0, False, True)}, False)
+    monkeypatch.setattr(Dataset, "__getattr__", lambda self, name: (_ for _ in ()).throw(AssertionError(name)))
+    assert instance._text(ds, "PatientName") == "DOE^JOHN"
