@@ -34,6 +34,8 @@ PINNED = "3.0.4"
 UPSTREAM: dict[str, tuple[str, str]] = {
     "pynetdicom.dul.DULServiceProvider.__init__": ("c82dafa9438ddf70685917cb15d2bfbc814aa0ad5233ffb0ae650faedc7570f0", "pacs/fastpath.py LabDUL.__init__ (super().__init__, then its queues ring a bell on put)"),
     "pynetdicom.dul.DULServiceProvider.run_reactor": ("e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803", "pacs/fastpath.py LabDUL._run (a copy of the loop) and LabDUL.run_reactor"),
+    "pynetdicom.dul.DULServiceProvider._decode_pdu": ("fc71dd1bf853e1ce79d29b11731a26a4f6ee9eb697026ad611f8fc91f8aa69c9", "pacs/fastpath.py LabDUL._decode_pdu (a copy that takes the A-ASSOCIATE-RQ rqcheck decoded)"),
+    "pynetdicom.fsm.AE_6": ("385d595ed49432afe80c0284b6355b03f83db8ed3e37caae6c30820bf7280b98", "pacs/rqcheck.py _decode_problem (AE-6 calls the request's to_primitive once: the primitive rqcheck made is used by one association)"),
     "pynetdicom.dul.DULServiceProvider.kill_dul": ("5ceccf8dd01c2072c377d18bb1be284941a345bd40f03bd1e03a864ab0817842", "pacs/fastpath.py LabDUL.kill_dul"),
     "pynetdicom.dul.DULServiceProvider.stop_dul": ("28a7e0be126e7b306369cc1b131daec8e907d21d0f5692930133b6599b8c6e5f", "pacs/fastpath.py LabDUL.stop_dul (a copy, woken instead of polled)"),
     "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive": ("5f99c86b14a15cefa87d914cda3591ec4d636d4c53a982e945ec9c1828c6e43f", "pacs/fastpath.py LabAssociation.__init__ put_message (a complete C-STORE request is put on msg_queue in the DUL thread: it sets LabDUL.reads_held)"),
@@ -77,7 +79,7 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "pynetdicom.service_class.StorageServiceClass.SCP": ("63afca7fc6c6e7ee6e6eb303dd6aa72c1e69dbfcb94dd91c9e90ea6d900a4c40", "pacs/spooling.py (the EVT_C_STORE handler reads event.dataset_path; SCP removes the file after it returns)"),
     "pynetdicom.events.Event.dataset_path": ("7eba7552ff800249a475c9789cd02b1c7e2e8f89208e91c71636b05fdcdb53b8", "pacs/spooling.py spool_event (the chunked dataset's temporary file)"),
     "pynetdicom.pdu.A_ASSOCIATE_RQ.decode": ("07098f2d8a4d45e4630f744c35eeddbd2faee19ef5cd257d72ab1f362ec013fa", "pacs/rqcheck.py rq_problem (the gate decodes each request with it before the hand-over)"),
-    "pynetdicom.pdu.A_ASSOCIATE_RQ.to_primitive": ("92cb1a8bedf659e5ed93aafac546740e080a9e94cae90b22e150f407e4c05019", "pacs/rqcheck.py rq_problem (raises on an even context ID, an unknown user identity type)"),
+    "pynetdicom.pdu.A_ASSOCIATE_RQ.to_primitive": ("92cb1a8bedf659e5ed93aafac546740e080a9e94cae90b22e150f407e4c05019", "pacs/rqcheck.py rq_problem (raises on an even context ID, an unknown user identity type); _decode_problem pins the decoded request's to_primitive to the primitive made there"),
     "pynetdicom.pdu_items.PresentationContextItemRQ.to_primitive": ("820a8752cc816f2ca5e462ee017c94de380b0afa0d90830e8c3b9d75a22597f6", "pacs/rqcheck.py rq_problem (a context without abstract syntax arrives as None)"),
     "pynetdicom.presentation.negotiate_as_acceptor": ("d5413f08f0ac7b32b2b95f629d88242be5785d4a37888a14c265e0c27452da05", "pacs/rqcheck.py rq_problem (checks what it raises on: no abstract syntax, no transfer syntax)"),
     "pynetdicom.service_class.QueryRetrieveServiceClass._move_scp": ("5c14d1be3d737befcc148893bcd529a03695e82f8f943f19b640ff4f32382742", "pacs/qr.py LabQueryRetrieve._move_scp (our own C-MOVE, not a copy: outbound association, counts, words)"),

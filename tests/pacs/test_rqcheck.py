@@ -99,3 +99,38 @@ def test_malformed_request_gets_an_abort_and_an_event(redis_url, registry, tmp_p
         assert echoscu(pacs.port, "CT01", "PACS").returncode == 0  # the listener goes on
     finally:
         assert pacs.stop() == 0
+
+
+def test_the_dul_takes_the_request_the_gate_decoded():
+    """A request not seen before is decoded once: the gate's check hands its decode (and the
+    primitive made from it) to the association's DUL, which does not decode the bytes again;
+    other bytes, or a request seen before (no decode handed over), are decoded as upstream."""
+    import socket as socketlib
+
+    from pynetdicom import AE
+
+    from pacs.fastpath import LabAssociation
+    from pacs.rqcheck import rq_check
+    from pacs.transport import FastSocket
+
+    pdu = rq(context(1), context(3), context(5))  # unique: context 5 is in no other test's request
+    problem, decoded = rq_check(pdu)
+    assert problem is None and decoded is not None
+    assert decoded.to_primitive() is decoded.to_primitive()  # the primitive made in the check
+    assert rq_check(pdu) == (None, None)  # seen before: the verdict, no decode to hand over
+
+    a, b = socketlib.socketpair()
+    try:
+        assoc = LabAssociation(AE(), "acceptor")
+        sock = FastSocket(assoc, client_socket=a)
+        assoc.set_socket(sock)
+        sock.predecoded = (pdu, decoded)
+        got, event = assoc.dul._decode_pdu(bytearray(pdu))
+        assert got is decoded and event == "Evt6"
+        assert sock.predecoded is None  # used once
+        again, event = assoc.dul._decode_pdu(bytearray(pdu))
+        assert again is not decoded and event == "Evt6"  # decoded afresh, as upstream
+        assert [cx.context_id for cx in again.to_primitive().presentation_context_definition_list] == [1, 3, 5]
+    finally:
+        a.close()
+        b.close()

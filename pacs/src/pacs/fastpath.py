@@ -46,7 +46,7 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dul import DULServiceProvider
+from pynetdicom.dul import _PDU_TYPES, DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
@@ -197,6 +197,20 @@ class LabDUL(DULServiceProvider):
                 os.write(self._wake_w, b"\0")
             except OSError:  # full: already rung
                 pass
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        """pynetdicom 3.0.4 ``DULServiceProvider._decode_pdu``, taking the A-ASSOCIATE-RQ the gate's
+        rqcheck already decoded (``FastSocket.predecoded``) when these are its bytes."""
+        pre = getattr(self.socket, "predecoded", None)
+        if pre is None:
+            return super()._decode_pdu(bytestream)
+        self.socket.predecoded = None  # type: ignore[union-attr]
+        b = bytes(bytestream)
+        if b != pre[0]:
+            return super()._decode_pdu(bytestream)
+        evt.trigger(self.assoc, evt.EVT_DATA_RECV, {"data": b})
+        evt.trigger(self.assoc, evt.EVT_PDU_RECV, {"pdu": pre[1]})
+        return pre[1], _PDU_TYPES[b[0:1]][1]
 
     def _idle_wait(self) -> None:
         # poll, not select: select fails (and this loop would spin) on a descriptor >= 1024,

@@ -52,7 +52,7 @@ from dicomlab.pdu import abort_pdu as a_abort  # an A-ABORT from the service pro
 
 from .counters import Counts
 from .notes import Notes
-from .rqcheck import rq_problem
+from .rqcheck import rq_check
 from .tls import Failed, Handshake
 
 LOG = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class PendingRequests:
     counts: Counts
     notes: Notes
     handed: dict[socket.socket, bytearray]
+    decoded: dict[socket.socket, tuple[bytes, Any]]
     since: dict[socket.socket, tuple[float, float]]
     _sel: selectors.BaseSelector
     _pending: dict[socket.socket, Pending]
@@ -203,12 +204,12 @@ class PendingRequests:
             self._check_header(p)
             if p.closing or len(p.buf) < p.need:
                 return
-        problem = rq_problem(bytes(p.buf))  # what pynetdicom would raise on rather than answer
+        problem, decoded = rq_check(bytes(p.buf))  # what pynetdicom would raise on rather than answer
         if problem is not None:
             self._abort(p, ABORT_INVALID_VALUE, f"its A-ASSOCIATE-RQ is malformed: {problem}; {HINT}",
                         {"pdu_type": 1, "length": len(p.buf) - 6})
             return
-        self._hand_over(p)
+        self._hand_over(p, decoded)
 
     def _check_header(self, p: Pending) -> None:
         pdu_type, length = codec.parse_header(p.buf)
@@ -294,16 +295,20 @@ class PendingRequests:
         except OSError:
             pass
 
-    def _hand_over(self, p: Pending) -> None:
-        """The request is complete: to pynetdicom, on the association thread pool."""
+    def _hand_over(self, p: Pending, decoded: Any = None) -> None:
+        """The request is complete: to pynetdicom, on the association thread pool (``decoded``: the
+        request as rqcheck decoded it, or None)."""
         self._forget(p)
         try:
             p.sock.setblocking(True)
             self.handed[p.sock] = p.buf
+            if decoded is not None:
+                self.decoded[p.sock] = (bytes(p.buf), decoded)
             self.since[p.sock] = (p.since, time.time())
             p.server.process_request(p.sock, p.address)
         except Exception:
             LOG.exception("hand-over to the association thread")
             self.handed.pop(p.sock, None)
+            self.decoded.pop(p.sock, None)
             self.since.pop(p.sock, None)
             p.sock.close()

@@ -41,6 +41,7 @@ class FastSocket(AssociationSocket):
     asks ``ready`` and _read_pdu_data then reads ``recv(6)`` and ``recv(length)``."""
 
     preread: bytearray | None = None
+    predecoded: tuple[bytes, Any] | None = None  # (those bytes, the A_ASSOCIATE_RQ rqcheck decoded): LabDUL
 
     @property
     def ready(self) -> bool:
@@ -95,6 +96,7 @@ class LabRequestHandler(RequestHandler):
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         sock = FastSocket(assoc, client_socket=self.request)
         sock.preread = self.server.lab_gate.handed.pop(self.request, None)  # type: ignore[attr-defined]
+        sock.predecoded = self.server.lab_gate.decoded.pop(self.request, None)  # type: ignore[attr-defined]
         assoc.lab_connected = self.server.lab_gate.since.pop(self.request, None)  # type: ignore[attr-defined]
         assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
