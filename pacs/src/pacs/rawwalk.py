@@ -24,10 +24,10 @@ both against pydicom for many datasets and hashes those two functions, so a pydi
 from __future__ import annotations
 
 from struct import Struct
-from typing import Any
+from typing import Any, cast
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
@@ -83,7 +83,7 @@ def walk(buf: Any, start: int, implicit: bool, tags: frozenset[int] | None = Non
             return None
         if tags is None or tag in tags:
             key = BaseTag(tag)
-            value = bytes(buf[at:at + length]) if length else empty_value_for_VR(vr, raw=True)
+            value: Any = bytes(buf[at:at + length]) if length else empty_value_for_VR(vr, raw=True)
             if tag == _CHARSET and not _charset_converts(value):
                 return None
             elements[key] = RawDataElement(key, vr, length, value, at, implicit, True)
@@ -103,7 +103,7 @@ def _charset_converts(value: Any) -> bool:
 
 def dataset(elements: dict[BaseTag, RawDataElement], implicit: bool) -> Dataset:
     """The Dataset ``read_dataset`` makes of these elements (top level, little endian)."""
-    ds = Dataset(elements, parent_encoding=default_encoding)
+    ds = Dataset(cast("dict[BaseTag, DataElement | RawDataElement]", elements), parent_encoding=default_encoding)
     encoding: Any = default_encoding
     if _CHARSET in elements:
         encoding = convert_encodings(convert_raw_data_element(elements[BaseTag(_CHARSET)]).value)
