@@ -33,7 +33,7 @@ from .target import ECHO_SECONDS, ENGINES, Resources, Target, tracebacks
 
 OUT = Path("build/fuzz")
 ENDINGS = ("A-RELEASE-RP", "A-ABORT", "A-ASSOCIATE-RJ")
-WARM_ASSOCIATIONS = 64  # the PACS keeps up to 64 idle threads per pool (fastpath.ThreadReuse.KEEP_IDLE)
+WARM_ASSOCIATIONS = 64  # the PACS keeps up to 64 idle threads per pool (threadreuse.ThreadReuse.KEEP_IDLE)
 
 
 def _sent_abort(case: c.Case) -> bool:

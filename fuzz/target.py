@@ -38,7 +38,7 @@ ECHO_SECONDS = 1.0
 THREADS, FDS, RSS = 8, 16, 64 * 1024 * 1024
 SETTLE = 10.0
 # Above the warm-up's 64 held associations (fuzz/run.py): the PACS's thread pools are at their
-# ceiling (fastpath.ThreadReuse.KEEP_IDLE) before the baseline, so growth past it is threads held.
+# ceiling (threadreuse.ThreadReuse.KEEP_IDLE) before the baseline, so growth past it is threads held.
 MAX_ASSOCIATIONS = 100
 
 

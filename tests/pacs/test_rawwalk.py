@@ -350,7 +350,7 @@ def test_text_fast_path_equals_pydicom(keyword_vr, charset, implicit, value) -> 
     from pydicom.tag import BaseTag
 
     keyword, vr = keyword_vr
-    tag = instance._TEXT_TAGS[keyword]
+    tag = instance._TEXT[keyword][0]
     elements = {BaseTag(tag): RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value, 0,
                                              implicit, True)}
     if charset is not None:

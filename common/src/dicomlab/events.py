@@ -204,7 +204,8 @@ class EventLog:
                 self._cv.wait(max(0.0, self._next_try - time.monotonic()))
             elif not self._queue:
                 self._cv.wait(None if self.journal is None else self.ORPHAN_CHECK_SECONDS)
-            elif not self._due() and self._held_since is not None:
+            elif not self._due():  # only held events: until the oldest has waited HOLD_SECONDS
+                assert self._held_since is not None  # (_due is True without one)
                 self._cv.wait(max(0.0, self._held_since + self.HOLD_SECONDS - time.monotonic()))
         if self.journal is not None and not self._down and time.monotonic() >= self._next_check:
             # a listener process that died (or stopped while Redis was away) left a journal

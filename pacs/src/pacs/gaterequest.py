@@ -204,12 +204,13 @@ class PendingRequests:
             self._check_header(p)
             if p.closing or len(p.buf) < p.need:
                 return
-        problem, decoded = rq_check(bytes(p.buf))  # what pynetdicom would raise on rather than answer
+        raw = bytes(p.buf)
+        problem, decoded = rq_check(raw)  # what pynetdicom would raise on rather than answer
         if problem is not None:
             self._abort(p, ABORT_INVALID_VALUE, f"its A-ASSOCIATE-RQ is malformed: {problem}; {HINT}",
                         {"pdu_type": 1, "length": len(p.buf) - 6})
             return
-        self._hand_over(p, decoded)
+        self._hand_over(p, None if decoded is None else (raw, decoded))
 
     def _check_header(self, p: Pending) -> None:
         pdu_type, length = codec.parse_header(p.buf)
@@ -295,15 +296,15 @@ class PendingRequests:
         except OSError:
             pass
 
-    def _hand_over(self, p: Pending, decoded: Any = None) -> None:
-        """The request is complete: to pynetdicom, on the association thread pool (``decoded``: the
-        request as rqcheck decoded it, or None)."""
+    def _hand_over(self, p: Pending, decoded: tuple[bytes, Any] | None = None) -> None:
+        """The request is complete: to pynetdicom, on the association thread pool (``decoded``: its
+        bytes and the request rqcheck decoded from them, or None)."""
         self._forget(p)
         try:
             p.sock.setblocking(True)
             self.handed[p.sock] = p.buf
             if decoded is not None:
-                self.decoded[p.sock] = (bytes(p.buf), decoded)
+                self.decoded[p.sock] = decoded
             self.since[p.sock] = (p.since, time.time())
             p.server.process_request(p.sock, p.address)
         except Exception:

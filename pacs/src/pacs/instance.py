@@ -59,11 +59,8 @@ class StoreResult:
         return self.status == STATUS_SUCCESS
 
 
-_TEXT_TAGS = {"PatientName": 0x00100010, "PatientID": 0x00100020, "StudyDescription": 0x00081030,
-              "SeriesDescription": 0x0008103E, "StudyID": 0x00200010}
-_TEXT_VRS = (None, "PN", "LO", "SH")  # None: implicit VR, the dictionary's (PN, LO, SH for these)
-_TEXT_VRS_OF = {"PatientName": "PN", "PatientID": "LO", "StudyDescription": "LO", "SeriesDescription": "LO",
-                "StudyID": "SH"}
+_TEXT = {"PatientName": (0x00100010, "PN"), "PatientID": (0x00100020, "LO"), "StudyDescription": (0x00081030, "LO"),
+         "SeriesDescription": (0x0008103E, "LO"), "StudyID": (0x00200010, "SH")}  # keyword: tag, VR
 _PLAIN_NAME_ENCODINGS = {"iso8859", "latin_1", "UTF8", "iso8859_2", "iso8859_3", "iso8859_4", "iso_ir_126",
                          "iso_ir_127", "iso_ir_138", "iso_ir_144", "iso_ir_148", "iso_ir_166", "shift_jis",
                          "GB18030", "GBK"}
@@ -75,14 +72,14 @@ def _text(ds: Any, keyword: str) -> str:
     set DICOM has, so it is decoded here, without pydicom's DataElement, validation and
     PersonName (~0.1 ms per C-STORE for the five); a name with component groups ("=") is left
     to pydicom's PersonName. ``tests/pacs/test_rawwalk.py`` compares them."""
-    elem = ds.get_item(_TEXT_TAGS[keyword])
-    if type(elem) is RawDataElement and elem.VR in _TEXT_VRS:
+    tag, vr = _TEXT[keyword]
+    elem = ds.get_item(tag)
+    if type(elem) is RawDataElement and elem.VR in (None, vr):  # None: implicit VR, the dictionary's
         raw = elem.value
         if (type(raw) is bytes and raw.isascii() and b"\\" not in raw and b"\x1b" not in raw
-                and (_TEXT_VRS_OF[keyword] != "PN" or _plain_names(ds, raw))):
+                and (vr != "PN" or _plain_names(ds, raw))):
             return raw.rstrip(b"\x00 ").decode("ascii")
-    value = getattr(ds, keyword, "")
-    return "" if value is None else str(value)
+    return _text_pydicom(ds, keyword)
 
 
 def _plain_names(ds: Any, raw: bytes) -> bool:

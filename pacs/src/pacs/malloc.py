@@ -2,7 +2,7 @@
 
 glibc gives threads their own malloc arenas (up to 8 per core by default) and
 keeps freed memory in each of them. The PACS runs every association on pooled
-threads (fastpath.ThreadReuse keeps 64 idle per pool), so after a burst of
+threads (threadreuse.ThreadReuse keeps 64 idle per pool), so after a burst of
 concurrent associations each arena holds its own high-water mark of freed
 memory: `make fuzz` saw the RSS grow by 60-75 MiB over 10,000 cases before it
 levelled off, with nothing leaked. Two remedies, both standard glibc:

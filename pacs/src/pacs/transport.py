@@ -25,8 +25,9 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from .fastpath import LabAssociation, ThreadReuse
+from .fastpath import LabAssociation
 from .guard import PduGuard
+from .threadreuse import ThreadReuse
 from .wire import recv_up_to
 
 if TYPE_CHECKING:
