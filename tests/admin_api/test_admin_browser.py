@@ -247,7 +247,10 @@ def test_verbose_shows_pdu_detail_live(page, gunicorn_server, pacs, registry):
     login(page, gunicorn_server)
     page.check("#scp-verbose")
     page.click("#scp-form button[type=submit]")
-    expect(page.locator("#log-lines li[data-type=settings-changed]")).to_contain_text("verbose off → on")
+    changed = page.locator("#log-lines li[data-type=settings-changed]")
+    # Two lines: the admin API's (the stored change) and the PACS's (applied), in either order.
+    expect(changed.filter(has_text="verbose off → on")).to_have_count(1)
+    expect(changed.filter(has_text="Verbose logging on")).to_have_count(1)
     echoscu(pacs, "CT01")
     expect(page.locator("#log-lines li[data-type=association-accepted]").first).to_be_visible()
     expect(page.locator("#log-lines li[data-type=pdu]").first).to_be_visible()

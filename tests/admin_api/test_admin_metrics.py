@@ -148,6 +148,24 @@ def test_open_associations_and_a_dead_worker(metrics_pacs, registry):
         a.abort()
 
 
+def test_a_listener_process_starting_does_not_fail_the_scrape(metrics_pacs, tmp_path):
+    """A listener process (re)started by the supervisor creates its multiprocess file empty and
+    sizes it a moment later; a scrape in between got a 500 (prometheus_client cannot read an
+    empty file). The moment is made to last: an empty file of a process id that is alive."""
+    before = scrape(metrics_pacs.metrics_url)
+    prom = tmp_path / "prom"
+    empty = [prom / f"counter_{os.getpid()}.db", prom / f"gauge_livesum_{os.getpid()}.db"]
+    for f in empty:
+        f.touch()
+    try:
+        after = scrape(metrics_pacs.metrics_url)
+    finally:
+        for f in empty:
+            f.unlink()
+    assert value(after, "dicomlab_pacs_open_associations") == value(before, "dicomlab_pacs_open_associations")
+    assert {n for n, _ in after} == {n for n, _ in before}
+
+
 def _listener_pids(supervisor: int, metrics_port: int) -> list[int]:
     """The supervisor's children but the metrics process (the one holding the metrics socket)."""
     inode = next(line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]

@@ -25,24 +25,32 @@ HEAP = 64 * 1024 * 1024  # a glibc arena's heap: a 64 MiB-aligned reservation of
 
 
 def arena_heaps(pid: int) -> int:
-    """Non-main malloc arenas of a process, counted from /proc/PID/maps: each is a 64 MiB-aligned
-    anonymous reservation of 64 MiB (its used part rw-p, the rest ---p)."""
+    """Non-main malloc arenas of a process, counted from /proc/PID/maps and /proc/PID/mem.
+
+    Each heap of a non-main arena is a 64 MiB-aligned anonymous reservation of 64 MiB (its used
+    part rw-p, the rest ---p) that starts with glibc's ``heap_info``, whose first word is the
+    arena it belongs to (``ar_ptr``). An arena that outgrows its first heap gets a second one with
+    the same ``ar_ptr``: heaps are counted once per arena."""
     regions = []
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         parts = line.split()
         if len(parts) > 5:  # a named mapping (a file, [stack], [heap]): not an arena
             continue
         lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        regions.append((lo, hi))
-    heaps = 0
-    for lo, _hi in regions:
-        if lo % HEAP == 0:
+        regions.append((lo, hi, parts[1]))
+    arenas = set()
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for lo, _hi, perms in regions:
+            if lo % HEAP or not perms.startswith("rw"):
+                continue
             end = lo
-            for a, b in regions:  # the reservation may be split in rw-p + ---p
+            for a, b, _p in regions:  # the reservation may be split in rw-p + ---p
                 if a == end and b - lo <= HEAP:
                     end = b
-            heaps += end - lo == HEAP
-    return heaps
+            if end - lo == HEAP:
+                mem.seek(lo)
+                arenas.add(int.from_bytes(mem.read(8), sys.byteorder))
+    return len(arenas)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +111,35 @@ sys.stdin.readline()
                 assert heaps > 1, "with 8 arenas allowed, 12 allocating threads use more than two"
         finally:
             p.communicate("\n", timeout=30)
+
+
+def test_an_arena_grown_past_one_heap_counts_once():
+    """One thread keeping 100 MB in pieces malloc serves from its arena (under the mmap
+    threshold): the arena takes a second 64 MiB heap, and is still one arena (a slow CI run grew
+    one this way and the count by heaps said two)."""
+    code = r"""
+import threading, sys, os
+sys.path.insert(0, sys.argv[1])
+from pacs import malloc
+malloc.limit_arenas()
+keep = []
+t = threading.Thread(target=lambda: keep.extend(bytearray(100_000) for _ in range(1000)))
+t.start(); t.join()
+print(os.getpid(), flush=True)
+sys.stdin.readline()
+"""
+    src = str(Path(__file__).resolve().parents[2] / "pacs" / "src")
+    p = subprocess.Popen([sys.executable, "-c", code, src], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env={"PATH": "/usr/bin:/bin"})
+    try:
+        assert p.stdout is not None
+        pid = int(p.stdout.readline())
+        aligned = [line for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                   if len(line.split()) <= 5 and int(line.split("-")[0], 16) % HEAP == 0]
+        assert len(aligned) >= 2, aligned  # two heaps...
+        assert arena_heaps(pid) == 1  # ...of one arena
+    finally:
+        p.communicate("\n", timeout=30)
 
 
 def test_trim_runs_at_most_once_per_interval():

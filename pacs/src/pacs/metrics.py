@@ -237,13 +237,38 @@ def _forget_dead(folder: str) -> None:
             pass
 
 
+def _written(folder: str) -> list[str]:
+    """The multiprocess files a scrape can read. A listener process starting (one restarted by
+    the supervisor) creates its file empty and only then sizes it; prometheus_client's reader
+    fails on an empty file (struct.error, a 500 for the scrape). An empty file holds no value
+    yet, so it is left out until it is sized."""
+    out = []
+    for f in Path(folder).glob("*.db"):
+        try:
+            if f.stat().st_size >= 8:  # the used-size word and its padding
+                out.append(str(f))
+        except FileNotFoundError:  # a dead process's live gauge, removed meanwhile
+            continue
+    return out
+
+
+def _collector(folder: str) -> Any:
+    from prometheus_client import multiprocess
+
+    class Collector(multiprocess.MultiProcessCollector):
+        def collect(self) -> Any:
+            return self.merge(_written(folder), accumulate=True)  # type: ignore[no-untyped-call]
+
+    return Collector(None, folder)  # type: ignore[no-untyped-call]
+
+
 def _app(journal: Path) -> Any:
-    from prometheus_client import CollectorRegistry, multiprocess
+    from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import make_wsgi_app
 
     folder = os.environ[PROM_DIR_ENV]
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, folder)  # type: ignore[no-untyped-call]
+    registry.register(_collector(folder))
     registry.register(_JournalCollector(journal))
     metrics_app = make_wsgi_app(registry)
 
