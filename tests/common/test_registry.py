@@ -140,3 +140,39 @@ def test_light_index_updates_keep_the_counts(registry):
     s = registry.get_study("1.2.9")
     assert s["instances"] == 4 and s["series"] == 1 and s["patient_name"] == "A^B"
     assert s["series_list"][0]["instance_count"] == 4 and s["series_list"][0]["series_number"] == "2"
+
+
+def test_the_authorization_snapshot_survives_a_dropped_connection(registry):
+    """Each association thread reads the snapshot on a connection of its own (redisio.py). A
+    connection Redis dropped (a restart, a client kill) is replaced and the reads asked again:
+    the next association is checked, not refused as "registry unavailable"."""
+    import threading
+
+    registry.seed_listener(ListenerSettings())
+    registry.add_node(Node(ae_title="CT01", host="127.0.0.1", port=11113))
+    settings, node = registry.authorization_snapshot("CT01")
+    assert node is not None and node.ae_title == "CT01" and settings.ae_title
+    conn, fresh = registry._own.get()
+    assert not fresh
+    host, port = conn._sock.getsockname()[:2]
+    registry.client.client_kill(f"{host}:{port}")
+    assert registry.authorization_snapshot("CT01")[1] == node
+    assert conn._sock.getsockname()[:2] != (host, port)  # on a new connection
+    # another thread has its own connection
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(registry._own.get()))
+    t.start()
+    t.join()
+    assert seen[0][1] and seen[0][0] is not registry._own.get()[0]
+
+
+def test_the_authorization_snapshot_fails_closed_when_redis_is_gone():
+    from lab import RedisServer
+
+    server = RedisServer().start()
+    reg = Registry(connect(server.url))
+    reg.seed_listener(ListenerSettings())
+    assert reg.authorization_snapshot("CT01")[1] is None
+    server.stop()
+    with pytest.raises(RegistryUnavailable):
+        reg.authorization_snapshot("CT01")

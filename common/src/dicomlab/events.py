@@ -9,7 +9,6 @@ and what to do about it.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from . import keys
 from .eventrecord import Event as Event  # re-exported: the record every reader uses
 from .eventrecord import _commands, _now, _Pending
 from .eventtypes import *  # noqa: F403 - the type and reason names, re-exported
+from .redisio import OwnConnection
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -86,6 +86,8 @@ class EventLog:
             self._held_since: float | None = None  # when the oldest held event was queued
             # a journal left by a dead process: replayed first, before anything new is stored
             self._down = journal is not None and journal.has_pending()
+            # the writer's own connection (only used under _write_lock): redisio.py
+            self._redis = OwnConnection(client)
             self._writer = threading.Thread(target=self._write_loop, name="event-writer", daemon=True)
             self._writer.start()
 
@@ -259,43 +261,11 @@ class EventLog:
         for item in batch:
             _commands(pipe, item.event.to_stream(), item.ops, self.maxlen, item.also)
             positions.append(len(pipe.command_stack) - 1)  # its XADD, the last of its writes
-        results = self._round_trip([args for args, _options in pipe.command_stack])
+        results = self._redis.round_trip([args for args, _options in pipe.command_stack])
         self.rounds += 1
         for item, pos in zip(batch, positions, strict=True):
             entry_id = results[pos]
             item.event.id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-    _conn: Any = None  # the writer's own connection to Redis (_round_trip)
-    _conn_pid = 0
-
-    def _round_trip(self, commands: "list[tuple[Any, ...]]") -> "list[Any]":
-        """Send the commands and read their replies, on a connection of the writer's own (only
-        ever used under ``_write_lock``): what ``Pipeline.execute`` does, less its per-call
-        work (pool checkout, retry wrapper, reset), which was half of a round trip's CPU.
-        No retry: a connection error raises at once, and the batch goes to the journal (stored
-        from there, in order, once Redis answers). Replies are read to the last even after an
-        error reply, so the connection stays in step; then the first error raises."""
-        assert self.client is not None
-        conn = self._conn
-        if conn is None or self._conn_pid != os.getpid():  # none yet, or inherited across a fork
-            conn = self._conn = self.client.connection_pool.make_connection()
-            self._conn_pid = os.getpid()
-        replies: list[Any] = []
-        error: redis.ResponseError | None = None
-        try:
-            conn.send_packed_command(conn.pack_commands(commands))
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-                    error = error or exc
-        except BaseException:
-            conn.disconnect()  # half a conversation: the next round starts on a fresh connection
-            raise
-        if error is not None:
-            raise error
-        return replies
 
     def _write(self, batch: "list[_Pending]") -> bool:
         """Store the batch; on failure it goes back in front of the queue (and to the journal)."""

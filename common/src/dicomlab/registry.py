@@ -21,6 +21,7 @@ from . import indexops, keys
 from .aetitle import check_ae_title
 from .errors import Conflict, NotFound, RegistryUnavailable, ValidationError
 from .events import Event
+from .redisio import OwnConnection, as_dict
 from .settings import ListenerSettings, Node
 
 
@@ -49,6 +50,7 @@ def _registry_errors() -> Iterator[None]:
 class Registry:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._own = OwnConnection(client, per_thread=True)
         self.seeded = False  # the last seed_listener stored a setting Redis did not have
 
     # -- health ---------------------------------------------------------
@@ -99,11 +101,10 @@ class Registry:
     def authorization_snapshot(self, calling_aet: str) -> tuple[ListenerSettings, Node | None]:
         """Listener settings and the calling node, read fresh in one round trip."""
         title = calling_aet.strip(" ")
-        with _registry_errors():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(keys.SCP)
-            pipe.hgetall(keys.node(title))
-            scp_raw, node_raw = pipe.execute()
+        with _registry_errors():  # on the thread's own connection: one association = one thread (redisio.py)
+            scp_raw, node_raw = map(as_dict, self._own.round_trip([("HGETALL", keys.SCP),
+                                                                   ("HGETALL", keys.node(title))],
+                                                                  reads_only=True))
         if not scp_raw:
             # Redis answered but lost its state (restarted empty): nothing can be checked.
             raise RegistryUnavailable("the registry has no listener settings (was Redis restarted empty?)")
