@@ -114,10 +114,12 @@ def test_the_dul_takes_the_request_the_gate_decoded():
     from pacs.transport import FastSocket
 
     pdu = rq(context(1), context(3), context(5))  # unique: context 5 is in no other test's request
-    problem, decoded = rq_check(pdu)
-    assert problem is None and decoded is not None
+    problem, decoded, shared = rq_check(pdu)
+    assert problem is None and decoded is not None and shared is not None
     assert decoded.to_primitive() is decoded.to_primitive()  # the primitive made in the check
-    assert rq_check(pdu) == (None, None)  # seen before: the verdict, no decode to hand over
+    assert shared is not decoded.to_primitive()  # the cache's own (pynetdicom may change the DUL's)
+    again = rq_check(pdu)
+    assert again[:2] == (None, None) and again[2] is shared  # seen before: no decode to hand over
 
     a, b = socketlib.socketpair()
     try:

@@ -46,6 +46,12 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
+def failed_decision(exc: Exception) -> Decision:
+    """Fail closed: an exception while deciding is a rejection, as transient."""
+    return Decision(False, "registry-unavailable", f"Internal error while checking the association "
+                    f"({type(exc).__name__}: {exc}); refused as transient.", rejection=RJ_REGISTRY_UNAVAILABLE)
+
+
 class AssociationHandlers:
     """The association handlers of one listener process (``Pacs.associations``)."""
 
@@ -63,13 +69,13 @@ class AssociationHandlers:
                                       f"A-ASSOCIATE-RQ ({type(rq).__name__}); is it speaking DICOM?",
                                       level="warning", reason="malformed-request", **s.who())
                 return
-            s.calling, s.called = str(rq.calling_ae_title).strip(" "), str(rq.called_ae_title).strip(" ")
-            s.tls = transport(assoc.dul.socket.socket if assoc.dul.socket is not None else None)
-            d = decide(self.pacs.registry, s.calling, s.called, s.peer, self.pacs.slots, tls=s.tls,
-                       tls_port=self.pacs.tls_port)
-            s.decision = d
+            if getattr(assoc, "lab_predecided", False):  # decided by the direct accept (direct.py)
+                d = s.decision
+                assert d is not None
+            else:
+                s.tls = transport(assoc.dul.socket.socket if assoc.dul.socket is not None else None)
+                d = self.decide(s, rq)
             if d.accepted:
-                s.counted = True
                 assert d.settings is not None and d.node is not None
                 assoc.acceptor.ae_title = d.settings.ae_title
                 assoc.acceptor.supported_contexts = contexts_for(d.settings, d.node, rq)
@@ -78,8 +84,7 @@ class AssociationHandlers:
                         self.verbose_requested(assoc, rq, s)
                     except Exception:  # verbose output must never change the decision
                         LOG.exception("verbose logging")
-                elif (not d.settings.faults() and self.pacs.wire and not proposes_commitment(rq)
-                      and not proposes_qr(rq)):  # Storage Commitment, Q/R: pynetdicom's loops
+                elif self.on_the_wire(d, rq):
                     # the data phase on the socket (wire.py)
                     assoc.dul.wire = self.pacs.echostore.wire_runner(s)  # type: ignore[attr-defined]
                 return
@@ -90,11 +95,27 @@ class AssociationHandlers:
             self.reject(assoc, s, d)
         except Exception as exc:  # fail closed
             LOG.exception("EVT_REQUESTED")
-            d = Decision(False, "registry-unavailable", f"Internal error while checking the association "
-                         f"({type(exc).__name__}: {exc}); refused as transient.", rejection=RJ_REGISTRY_UNAVAILABLE)
-            s.decision = d
+            s.decision = d = failed_decision(exc)
             if not assoc.is_rejected:
                 self.reject(assoc, s, d)
+
+    def decide(self, s: Session, rq: A_ASSOCIATE) -> Decision:
+        """The policy's decision on the request (policy.py; ``s.tls`` set), kept in the session;
+        an accepted association takes its slot (``s.counted``)."""
+        s.calling, s.called = str(rq.calling_ae_title).strip(" "), str(rq.called_ae_title).strip(" ")
+        d = decide(self.pacs.registry, s.calling, s.called, s.peer, self.pacs.slots, tls=s.tls,
+                   tls_port=self.pacs.tls_port)
+        s.decision = d
+        if d.accepted:
+            s.counted = True
+        return d
+
+    def on_the_wire(self, d: Decision, rq: A_ASSOCIATE) -> bool:
+        """An accepted association whose data phase runs on the socket (wire.py): nothing special
+        (no verbose, no fault, no Storage Commitment or Q/R: those run in pynetdicom's loops)."""
+        assert d.settings is not None
+        return (not d.settings.verbose and not d.settings.faults() and self.pacs.wire
+                and not proposes_commitment(rq) and not proposes_qr(rq))
 
     def reject(self, assoc: Any, s: Session, d: Decision) -> None:
         assert d.rejection is not None

@@ -75,6 +75,11 @@ def serve(url: str, storage: Storage, env: EnvConfig, ns: argparse.Namespace) ->
         print(f"pacs: configuration error: PACS_FASTPATH is 0 or 1, not {fastpath!r}", file=sys.stderr)
         return 2
     ns.fastpath = fastpath == "1"
+    direct = os.environ.get("PACS_DIRECT_ACCEPT", "1").strip() or "1"
+    if direct not in ("0", "1"):
+        print(f"pacs: configuration error: PACS_DIRECT_ACCEPT is 0 or 1, not {direct!r}", file=sys.stderr)
+        return 2
+    ns.direct = direct == "1"
     malloc.limit_arenas()  # before any thread: pooled threads each keeping an arena's freed memory (malloc.py)
 
     try:
@@ -174,7 +179,7 @@ def _serve(url: str, storage: Storage, seed: ListenerSettings, ns: argparse.Name
     pacs = Pacs(registry, events, storage, seed, bind=ns.bind, shutdown_grace=ns.shutdown_grace,
                 tls_folder=ns.tls_folder, slots=slots, worker=worker, shared_ports=ports,
                 inherited_socket=listen_socket, shared_load=load, fastpath=ns.fastpath,  # type: ignore[arg-type]
-                pending=pending)
+                direct=ns.direct, pending=pending)
     reconciler = Reconciler(storage, registry, events, pacs._stop) if pacs.primary else None
     pacs.on_registry_back = reconciler and reconciler.request  # Redis back (or back empty): reconcile again
     try:

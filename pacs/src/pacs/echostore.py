@@ -116,27 +116,29 @@ class EchoStore:
 
     # -- the data phase on the socket (wire.py), for associations with nothing special ----
     def wire_runner(self, s: Session) -> Any:
-        assert s.decision is not None and s.decision.settings is not None
-        settings = s.decision.settings
+        """The data phase run by pynetdicom's DUL thread once the association is established."""
 
         def run(dul: Any) -> None:
-            assoc = dul.assoc
-            self.pacs.associations.accepted(assoc)  # the association-accepted event goes first
-            sock = dul.socket.socket
-            phase = DataPhase(
-                assoc, sock,
-                echo=lambda a: self.echo(s),
-                store=lambda a, raw, ts, sop_class, sop_instance: self.counted_store(s, raw, ts, sop_class,
-                                                                                     sop_instance),
-                max_pdu_in=self.pacs.ae.maximum_pdu_size, idle_timeout=self.pacs.ae.network_timeout,
-                spool=lambda ts, sop_class, sop_instance: self.pacs.storage.spool(ts, sop_class, sop_instance,
-                                                                                  s.calling),
-                spool_threshold=settings.spool_threshold_bytes, max_instance_bytes=settings.max_instance_bytes,
-            )
-            phase.run()
+            self.pacs.associations.accepted(dul.assoc)  # the association-accepted event goes first
+            self.data_phase(dul.assoc, dul.socket.socket, s)
             dul.socket.socket = None
             dul.socket._is_connected = False
         return run
+
+    def data_phase(self, assoc: Any, sock: Any, s: Session) -> None:
+        """The data phase on the socket (wire.py), until the association ends; closes the socket."""
+        assert s.decision is not None and s.decision.settings is not None
+        settings = s.decision.settings
+        DataPhase(
+            assoc, sock,
+            echo=lambda a: self.echo(s),
+            store=lambda a, raw, ts, sop_class, sop_instance: self.counted_store(s, raw, ts, sop_class,
+                                                                                 sop_instance),
+            max_pdu_in=self.pacs.ae.maximum_pdu_size, idle_timeout=self.pacs.ae.network_timeout,
+            spool=lambda ts, sop_class, sop_instance: self.pacs.storage.spool(ts, sop_class, sop_instance,
+                                                                              s.calling),
+            spool_threshold=settings.spool_threshold_bytes, max_instance_bytes=settings.max_instance_bytes,
+        ).run()
 
     def counted_store(self, s: Session, raw: bytes | Spool, ts: str, sop_class: str, sop_instance: str) -> int:
         s.stores += 1

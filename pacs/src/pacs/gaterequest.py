@@ -93,6 +93,7 @@ class PendingRequests:
     notes: Notes
     handed: dict[socket.socket, bytearray]
     decoded: dict[socket.socket, tuple[bytes, Any]]
+    primitives: dict[socket.socket, Any]
     since: dict[socket.socket, tuple[float, float]]
     _sel: selectors.BaseSelector
     _pending: dict[socket.socket, Pending]
@@ -205,12 +206,12 @@ class PendingRequests:
             if p.closing or len(p.buf) < p.need:
                 return
         raw = bytes(p.buf)
-        problem, decoded = rq_check(raw)  # what pynetdicom would raise on rather than answer
+        problem, decoded, primitive = rq_check(raw)  # what pynetdicom would raise on rather than answer
         if problem is not None:
             self._abort(p, ABORT_INVALID_VALUE, f"its A-ASSOCIATE-RQ is malformed: {problem}; {HINT}",
                         {"pdu_type": 1, "length": len(p.buf) - 6})
             return
-        self._hand_over(p, None if decoded is None else (raw, decoded))
+        self._hand_over(p, None if decoded is None else (raw, decoded), primitive)
 
     def _check_header(self, p: Pending) -> None:
         pdu_type, length = codec.parse_header(p.buf)
@@ -296,20 +297,24 @@ class PendingRequests:
         except OSError:
             pass
 
-    def _hand_over(self, p: Pending, decoded: tuple[bytes, Any] | None = None) -> None:
+    def _hand_over(self, p: Pending, decoded: tuple[bytes, Any] | None = None, primitive: Any = None) -> None:
         """The request is complete: to pynetdicom, on the association thread pool (``decoded``: its
-        bytes and the request rqcheck decoded from them, or None)."""
+        bytes and the request rqcheck decoded from them, or None; ``primitive``: rqcheck's shared,
+        read-only primitive of the request, for the direct accept)."""
         self._forget(p)
         try:
             p.sock.setblocking(True)
             self.handed[p.sock] = p.buf
             if decoded is not None:
                 self.decoded[p.sock] = decoded
+            if primitive is not None:
+                self.primitives[p.sock] = primitive
             self.since[p.sock] = (p.since, time.time())
             p.server.process_request(p.sock, p.address)
         except Exception:
             LOG.exception("hand-over to the association thread")
             self.handed.pop(p.sock, None)
             self.decoded.pop(p.sock, None)
+            self.primitives.pop(p.sock, None)
             self.since.pop(p.sock, None)
             p.sock.close()

@@ -85,6 +85,7 @@ class Pacs:
         inherited_socket: socket.socket | None = None,
         shared_load: Any = None,
         fastpath: bool = True,
+        direct: bool = True,
         pending: Counts | None = None,
         tls_folder: str | None = None,
     ) -> None:
@@ -102,6 +103,7 @@ class Pacs:
         # fastpath False (PACS_FASTPATH=0): pynetdicom's stock Association and DUL loops throughout
         self.fastpath = fastpath
         self.wire = wire and fastpath  # serve plain data phases on the socket (wire.py)
+        self.direct = direct and self.wire  # accept plain associations without pynetdicom's (direct.py)
         self._share_port(worker, shared_ports, inherited_socket, shared_load)
         self._start_state(seed)
         self.gate = Gate(self, pending if pending is not None else SharedCounts(1).row(0))
@@ -281,6 +283,9 @@ class Pacs:
     @staticmethod
     def _abort_now(assoc: Any) -> None:
         """A-ABORT an association from another thread, whichever loop serves it."""
+        if hasattr(assoc, "abort_now"):  # a DirectAssociation (direct.py)
+            assoc.abort_now()
+            return
         dul = assoc.dul
         if getattr(dul, "wire", None) is not None and dul.is_alive():
             sock = dul.socket.socket if dul.socket is not None else None

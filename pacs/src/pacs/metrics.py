@@ -24,6 +24,7 @@ What is measured, and where (as few hooks as possible):
   stored, store latency (durable on disk and indexed or journaled: what the modality
   waits for before its Success).
 - ``open_associations`` (``Pacs._publish_load``): associations open in the process.
+- ``direct_accept`` (``direct.serve``): associations accepted without pynetdicom's Association.
 - The journal depth is read at scrape time by the metrics process itself: the entries
   waiting in ``<storage>/.journal/*.jsonl`` (one line each).
 """
@@ -79,6 +80,8 @@ class _Metrics:
         self.bytes = Counter("dicomlab_pacs_stored_bytes", "Dataset bytes of the instances stored")
         self.latency = Histogram("dicomlab_pacs_store_seconds", "C-STORE time from the whole dataset received to "
                                  "the status (durable on disk, indexed or journaled)", buckets=STORE_BUCKETS)
+        self.direct = Counter("dicomlab_pacs_direct_accepts", "Associations accepted by the direct accept "
+                              "(pacs/direct.py, without pynetdicom's Association): part of the accepted ones")
         self.open = Gauge("dicomlab_pacs_open_associations", "Associations open (negotiating or in their data "
                           "phase), all listener processes", multiprocess_mode="livesum")
         self.backlog = Gauge("dicomlab_pacs_event_backlog", "Events waiting in memory to be written to Redis, all "
@@ -182,6 +185,11 @@ def timed_store(store: Callable[..., int]) -> Callable[..., int]:
         return status
 
     return timed
+
+
+def direct_accept() -> None:
+    if _metrics is not None:
+        _metrics.direct.inc()
 
 
 def open_associations(n: int) -> None:

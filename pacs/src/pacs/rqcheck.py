@@ -30,14 +30,16 @@ from collections import OrderedDict
 from threading import Lock
 
 from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from dicomlab.text import safe_text
 
 # A modality sends the same A-ASSOCIATE-RQ, byte for byte, every time (its AE titles, contexts
 # and UIDs do not change), and the verdict depends on the bytes alone: it is kept for the last
-# CACHE_SIZE distinct requests, by digest (a hostile peer's 64 KiB requests cost 32 bytes each).
+# CACHE_SIZE distinct requests, by digest (a hostile peer's 64 KiB requests cost 32 bytes each),
+# with the request's primitive for the direct accept (direct.py), which only reads it.
 CACHE_SIZE = 512
-_verdicts: "OrderedDict[bytes, str | None]" = OrderedDict()
+_verdicts: "OrderedDict[bytes, tuple[str | None, A_ASSOCIATE | None]]" = OrderedDict()
 _verdicts_lock = Lock()
 
 
@@ -46,22 +48,26 @@ def rq_problem(pdu: bytes) -> str | None:
     return rq_check(pdu)[0]
 
 
-def rq_check(pdu: bytes) -> tuple[str | None, A_ASSOCIATE_RQ | None]:
-    """``rq_problem``, and the decoded request when this call decoded it (a request not seen
+def rq_check(pdu: bytes) -> tuple[str | None, A_ASSOCIATE_RQ | None, A_ASSOCIATE | None]:
+    """``rq_problem``; the decoded request when this call decoded it (a request not seen
     before): the DUL takes it instead of decoding the same bytes again (``fastpath.LabDUL``;
     with a modality's ~100 storage contexts a decode and its UID checks are ~15 % of an
-    8-modality ingest's time). Its ``to_primitive`` answers the primitive made here."""
+    8-modality ingest's time), its ``to_primitive`` answering the primitive made here; and that
+    primitive, shared by every request with these bytes: to be read, never changed (direct.py)."""
     key = hashlib.blake2b(pdu, digest_size=32).digest()
     with _verdicts_lock:
         if key in _verdicts:
             _verdicts.move_to_end(key)
-            return _verdicts[key], None
+            verdict, primitive = _verdicts[key]
+            return verdict, None, primitive
     verdict, rq = _decode_problem(pdu)
+    # a primitive of the cache's own: pynetdicom may change the one the DUL takes
+    primitive = A_ASSOCIATE_RQ.to_primitive(rq) if rq is not None else None
     with _verdicts_lock:
-        _verdicts[key] = verdict
+        _verdicts[key] = (verdict, primitive)
         if len(_verdicts) > CACHE_SIZE:
             _verdicts.popitem(last=False)
-    return verdict, rq
+    return verdict, rq, primitive
 
 
 def _decode_problem(pdu: bytes) -> tuple[str | None, A_ASSOCIATE_RQ | None]:

@@ -25,6 +25,7 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from . import direct
 from .fastpath import LabAssociation
 from .guard import PduGuard
 from .threadreuse import ThreadReuse
@@ -87,6 +88,11 @@ class LabRequestHandler(RequestHandler):
     faster socket reads, no per-association copy of every supported context, and
     tracking of the association until it ends (slot count, clean shutdown)."""
 
+    # what the gate read and decoded of the request (handle takes them from the gate)
+    lab_preread: bytearray | None = None
+    lab_predecoded: tuple[bytes, Any] | None = None
+    lab_connected: tuple[float, float] | None = None
+
     def _create_association(self) -> LabAssociation:
         # pynetdicom's RequestHandler._create_association, with FastSocket, and without
         # deep-copying the server's contexts: EVT_REQUESTED sets each association's.
@@ -96,9 +102,9 @@ class LabRequestHandler(RequestHandler):
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         sock = FastSocket(assoc, client_socket=self.request)
-        sock.preread = self.server.lab_gate.handed.pop(self.request, None)  # type: ignore[attr-defined]
-        sock.predecoded = self.server.lab_gate.decoded.pop(self.request, None)  # type: ignore[attr-defined]
-        assoc.lab_connected = self.server.lab_gate.since.pop(self.request, None)  # type: ignore[attr-defined]
+        sock.preread = self.lab_preread
+        sock.predecoded = self.lab_predecoded
+        assoc.lab_connected = self.lab_connected  # type: ignore[attr-defined]
         assoc.set_socket(sock)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.lab_pacs.sentinel_title  # type: ignore[attr-defined]
@@ -117,11 +123,29 @@ class LabRequestHandler(RequestHandler):
 
     def handle(self) -> None:
         pacs: Pacs = self.server.lab_pacs  # type: ignore[attr-defined]
+        gate = self.server.lab_gate  # type: ignore[attr-defined]
         try:
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        self.lab_preread, self.lab_predecoded = gate.handed.pop(self.request, None), gate.decoded.pop(self.request, None)
+        self.lab_connected = gate.since.pop(self.request, None)
+        primitive = gate.primitives.pop(self.request, None)
+        decided = None
+        if pacs.direct and not getattr(self.server, "lab_tls", None) and direct.plain_request(primitive):
+            quick = direct.DirectAssociation(pacs, primitive, self.request, self.local, self.remote,
+                                             self.server._handlers, self.lab_connected)
+            pacs.track(quick)
+            try:
+                if direct.serve(pacs, quick):
+                    return
+                decided, quick.lab_session = quick.lab_session, None  # pynetdicom takes it, decided
+            finally:
+                pacs.untrack(quick)
+            self.lab_predecoded = None  # its primitive is the one rqcheck shares: pynetdicom decodes its own
         assoc = self._create_association()
+        if decided is not None:
+            assoc.lab_session, assoc.lab_predecided = decided, True  # type: ignore[attr-defined]
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         pacs.track(assoc)
         try:
