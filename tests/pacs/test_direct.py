@@ -140,6 +140,9 @@ def test_the_events_are_the_same(sides):
                                        "association-released", "association-rejected"]
 
 
+ACCEPTED = "dicomlab_pacs_associations_total[('outcome', 'accepted'), ('reason', 'accepted')]"
+
+
 def test_the_direct_path_is_taken_only_when_on(tmp_path_factory):
     """The PACS counts the associations it accepted directly (/metrics): an echo association
     and a store are, with the direct accept on; none is with it off; a refused node is not."""
@@ -167,8 +170,7 @@ def test_the_direct_path_is_taken_only_when_on(tmp_path_factory):
                 return {s.name + str(sorted(s.labels.items())): s.value
                         for fam in text_string_to_metric_families(text) for s in fam.samples}
 
-            accepted = "dicomlab_pacs_associations_total[('outcome', 'accepted'), ('reason', 'accepted')]"
-            got = wait_for(lambda: (c := counts()).get(accepted) == 2 and c, what="two accepted associations")
+            got = wait_for(lambda: (c := counts()).get(ACCEPTED) == 2 and c, what="two accepted associations")
             assert got.get("dicomlab_pacs_direct_accepts_total[]") == (2 if direct else 0)
         finally:
             pacs.stop()
