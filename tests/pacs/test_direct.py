@@ -144,8 +144,9 @@ ACCEPTED = "dicomlab_pacs_associations_total[('outcome', 'accepted'), ('reason',
 
 
 def test_the_direct_path_is_taken_only_when_on(tmp_path_factory):
-    """The PACS counts the associations it accepted directly (/metrics): an echo association
-    and a store are, with the direct accept on; none is with it off; a refused node is not."""
+    """The PACS counts the associations it accepted directly (/metrics): two echo associations
+    (the second request's primitive is the one kept from the first) and a store are, with the
+    direct accept on; none is with it off; a refused node is not."""
     import requests
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -162,6 +163,7 @@ def test_the_direct_path_is_taken_only_when_on(tmp_path_factory):
             "PACS_METRICS_DIR": str(tmp / str(direct) / "prom")}).start()
         try:
             assert echoscu(pacs.port, "CT01", "PACS").returncode == 0
+            assert echoscu(pacs.port, "CT01", "PACS").returncode == 0  # the same bytes: the kept primitive
             exchange(pacs.port, REQUESTS["CT, explicit then implicit"])
             assert echoscu(pacs.port, "STRANGER", "PACS").returncode != 0
 
@@ -170,8 +172,8 @@ def test_the_direct_path_is_taken_only_when_on(tmp_path_factory):
                 return {s.name + str(sorted(s.labels.items())): s.value
                         for fam in text_string_to_metric_families(text) for s in fam.samples}
 
-            got = wait_for(lambda: (c := counts()).get(ACCEPTED) == 2 and c, what="two accepted associations")
-            assert got.get("dicomlab_pacs_direct_accepts_total[]") == (2 if direct else 0)
+            got = wait_for(lambda: (c := counts()).get(ACCEPTED) == 3 and c, what="three accepted associations")
+            assert got.get("dicomlab_pacs_direct_accepts_total[]") == (3 if direct else 0)
         finally:
             pacs.stop()
             redis.stop()

@@ -114,12 +114,11 @@ def test_the_dul_takes_the_request_the_gate_decoded():
     from pacs.transport import FastSocket
 
     pdu = rq(context(1), context(3), context(5))  # unique: context 5 is in no other test's request
-    problem, decoded, shared = rq_check(pdu)
-    assert problem is None and decoded is not None and shared is not None
+    problem, decoded, own, key = rq_check(pdu)
+    assert problem is None and decoded is not None and own is not None
     assert decoded.to_primitive() is decoded.to_primitive()  # the primitive made in the check
-    assert shared is not decoded.to_primitive()  # the cache's own (pynetdicom may change the DUL's)
-    again = rq_check(pdu)
-    assert again[:2] == (None, None) and again[2] is shared  # seen before: no decode to hand over
+    assert own is not decoded.to_primitive()  # one for the direct accept (pynetdicom may change the DUL's)
+    assert rq_check(pdu)[:3] == (None, None, None)  # seen before: no decode to hand over, none kept
 
     a, b = socketlib.socketpair()
     try:
@@ -136,3 +135,24 @@ def test_the_dul_takes_the_request_the_gate_decoded():
     finally:
         a.close()
         b.close()
+
+
+def test_only_accepted_requests_are_kept_and_at_most_known_size(monkeypatch):
+    """The direct accept keeps the primitive of a request it accepted (``remember``) for the next
+    request with the same bytes; nothing else is kept (an unauthorized peer cannot fill the
+    cache with 64 KiB requests), and at most KNOWN_SIZE are."""
+    from pacs import rqcheck
+
+    monkeypatch.setattr(rqcheck, "_verdicts", type(rqcheck._verdicts)())
+    monkeypatch.setattr(rqcheck, "_known", type(rqcheck._known)())
+    monkeypatch.setattr(rqcheck, "KNOWN_SIZE", 3)
+    pdus = [rq(*(context(2 * i + 1) for i in range(n))) for n in range(1, 6)]
+    firsts = [rqcheck.rq_check(p) for p in pdus]
+    assert all(rqcheck.rq_check(p).primitive is None for p in pdus)  # decoded once, not kept
+    for checked in firsts:
+        rqcheck.remember(checked.key, checked.primitive)
+    kept = [rqcheck.rq_check(p).primitive for p in pdus]
+    assert kept[:2] == [None, None] and kept[2:] == [c.primitive for c in firsts[2:]]  # the last 3
+    assert len(kept[4].presentation_context_definition_list) == 5
+    rqcheck.remember(b"\0" * 32, firsts[0].primitive)  # a digest the verdicts do not know: not kept
+    assert len(rqcheck._known) == 3

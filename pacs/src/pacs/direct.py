@@ -8,8 +8,8 @@ CPU an echo association costs the PACS (py-spy). For an association that needs n
 it -- the request is plain and the data phase runs on the socket anyway (wire.py) --
 this module does the same work directly, in the connection's own thread:
 
-1. the request: the primitive the gate's check already decoded (rqcheck.py, shared
-   between requests with the same bytes, only read here), with pynetdicom's own
+1. the request: the primitive the gate's check decoded (rqcheck.py; once accepted, kept for
+   the next request with the same bytes, and only read here), with pynetdicom's own
    ``ServiceUser`` for the requestor's and the acceptor's parameters;
 2. the decision: the same policy call (``AssociationHandlers.decide``);
 3. the negotiation: pynetdicom's ``negotiate_as_acceptor`` on the same supported contexts
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR, MODE_REQUESTOR
@@ -52,7 +52,7 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from dicomlab.events import REASON_INTERNAL_ERROR
 from dicomlab.pdu import ABORT_NOT_SPECIFIED, SOURCE_USER, abort, abort_pdu
 
-from . import metrics
+from . import metrics, rqcheck
 from .associations import failed_decision
 from .contexts import contexts_for
 from .session import Session, session
@@ -68,7 +68,7 @@ PLAIN_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification, Im
 A_ABORT_USER = abort(SOURCE_USER, 0)
 
 
-def plain_request(rq: Any) -> bool:
+def plain_request(rq: Any) -> TypeGuard[A_ASSOCIATE]:
     """A request the direct accept can take: the DICOM application context, and no user
     information item but maximum length and the implementation class UID / version name."""
     return (isinstance(rq, A_ASSOCIATE) and str(rq.application_context_name) == DICOM_APPLICATION_CONTEXT
@@ -84,9 +84,10 @@ class DirectAssociation:
     mode = MODE_ACCEPTOR
 
     def __init__(self, pacs: Pacs, rq: A_ASSOCIATE, sock: socket.socket, local: Any, remote: Any,
-                 handlers: dict[Any, Any], connected: tuple[float, float] | None) -> None:
+                 handlers: dict[Any, Any], connected: tuple[float, float] | None, key: bytes = b"") -> None:
         self.ae = pacs.ae
         self.rq = rq
+        self.rq_key = key  # the request's digest (rqcheck): its primitive is kept once accepted
         self.sock = sock
         self._handlers = handlers  # the server's, bound as pynetdicom binds them (LabRequestHandler)
         self.requestor = ServiceUser(self, MODE_REQUESTOR)  # type: ignore[arg-type]
@@ -175,6 +176,7 @@ def serve(pacs: Pacs, assoc: DirectAssociation) -> bool:
     except OSError:  # the peer went away: untrack says it ended without release or abort
         return True
     assoc.is_established = True
+    rqcheck.remember(assoc.rq_key, rq)  # the next request with these bytes is not decoded again
     metrics.direct_accept()
     handlers.accepted(assoc)
     pacs.echostore.data_phase(assoc, assoc.sock, s)

@@ -78,7 +78,7 @@ class Gate(PendingRequests):
         self.counts = counts
         self.handed: dict[socket.socket, bytearray] = {}  # read by LabRequestHandler: the request's bytes
         self.decoded: dict[socket.socket, tuple[bytes, Any]] = {}  # ... and the request rqcheck decoded
-        self.primitives: dict[socket.socket, Any] = {}  # ... its shared primitive (direct.py reads it)
+        self.primitives: dict[socket.socket, Any] = {}  # ... (its primitive, digest): direct.py reads it
         # read by LabRequestHandler, for the ladder: when the connection came, when its request was complete
         self.since: dict[socket.socket, tuple[float, float]] = {}
         self.notes = Notes(pacs.events.emit)

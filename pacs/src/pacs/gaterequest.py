@@ -206,12 +206,14 @@ class PendingRequests:
             if p.closing or len(p.buf) < p.need:
                 return
         raw = bytes(p.buf)
-        problem, decoded, primitive = rq_check(raw)  # what pynetdicom would raise on rather than answer
+        checked = rq_check(raw)  # what pynetdicom would raise on rather than answer
+        problem, decoded = checked.problem, checked.decoded
         if problem is not None:
             self._abort(p, ABORT_INVALID_VALUE, f"its A-ASSOCIATE-RQ is malformed: {problem}; {HINT}",
                         {"pdu_type": 1, "length": len(p.buf) - 6})
             return
-        self._hand_over(p, None if decoded is None else (raw, decoded), primitive)
+        self._hand_over(p, None if decoded is None else (raw, decoded),
+                        None if checked.primitive is None else (checked.primitive, checked.key))
 
     def _check_header(self, p: Pending) -> None:
         pdu_type, length = codec.parse_header(p.buf)
@@ -299,8 +301,8 @@ class PendingRequests:
 
     def _hand_over(self, p: Pending, decoded: tuple[bytes, Any] | None = None, primitive: Any = None) -> None:
         """The request is complete: to pynetdicom, on the association thread pool (``decoded``: its
-        bytes and the request rqcheck decoded from them, or None; ``primitive``: rqcheck's shared,
-        read-only primitive of the request, for the direct accept)."""
+        bytes and the request rqcheck decoded from them, or None; ``primitive``: rqcheck's read-only
+        primitive of the request and its digest, for the direct accept)."""
         self._forget(p)
         try:
             p.sock.setblocking(True)

@@ -28,6 +28,7 @@ import hashlib
 import warnings
 from collections import OrderedDict
 from threading import Lock
+from typing import NamedTuple
 
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -36,38 +37,60 @@ from dicomlab.text import safe_text
 
 # A modality sends the same A-ASSOCIATE-RQ, byte for byte, every time (its AE titles, contexts
 # and UIDs do not change), and the verdict depends on the bytes alone: it is kept for the last
-# CACHE_SIZE distinct requests, by digest (a hostile peer's 64 KiB requests cost 32 bytes each),
-# with the request's primitive for the direct accept (direct.py), which only reads it.
+# CACHE_SIZE distinct requests, by digest (a hostile peer's 64 KiB requests cost 32 bytes each).
 CACHE_SIZE = 512
-_verdicts: "OrderedDict[bytes, tuple[str | None, A_ASSOCIATE | None]]" = OrderedDict()
+_verdicts: "OrderedDict[bytes, str | None]" = OrderedDict()
 _verdicts_lock = Lock()
+# The decoded requests of associations the direct accept accepted (direct.py, ``remember``),
+# kept for the next request with the same bytes: only accepted ones (an unauthorized peer
+# cannot fill it), at most KNOWN_SIZE (a request's primitive may take a few hundred KiB).
+KNOWN_SIZE = 64
+_known: "OrderedDict[bytes, A_ASSOCIATE]" = OrderedDict()
+
+
+class Checked(NamedTuple):
+    problem: str | None  # what is wrong with the request, in words; None: fine
+    decoded: A_ASSOCIATE_RQ | None  # decoded by this call (bytes not seen before), for the DUL
+    primitive: A_ASSOCIATE | None  # a primitive of the request to be read only: direct.py
+    key: bytes  # the request's digest
 
 
 def rq_problem(pdu: bytes) -> str | None:
     """What is wrong with this A-ASSOCIATE-RQ (the whole PDU, header included), in words; None: fine."""
-    return rq_check(pdu)[0]
+    return rq_check(pdu).problem
 
 
-def rq_check(pdu: bytes) -> tuple[str | None, A_ASSOCIATE_RQ | None, A_ASSOCIATE | None]:
+def rq_check(pdu: bytes) -> Checked:
     """``rq_problem``; the decoded request when this call decoded it (a request not seen
     before): the DUL takes it instead of decoding the same bytes again (``fastpath.LabDUL``;
     with a modality's ~100 storage contexts a decode and its UID checks are ~15 % of an
-    8-modality ingest's time), its ``to_primitive`` answering the primitive made here; and that
-    primitive, shared by every request with these bytes: to be read, never changed (direct.py)."""
+    8-modality ingest's time), its ``to_primitive`` answering the primitive made here; and a
+    primitive of the request for the direct accept, only read there: one of its own when it
+    was decoded here (pynetdicom may change the DUL's), or the one ``remember`` kept."""
     key = hashlib.blake2b(pdu, digest_size=32).digest()
     with _verdicts_lock:
         if key in _verdicts:
             _verdicts.move_to_end(key)
-            verdict, primitive = _verdicts[key]
-            return verdict, None, primitive
+            known = _known.get(key)
+            if known is not None:
+                _known.move_to_end(key)
+            return Checked(_verdicts[key], None, known, key)
     verdict, rq = _decode_problem(pdu)
-    # a primitive of the cache's own: pynetdicom may change the one the DUL takes
-    primitive = A_ASSOCIATE_RQ.to_primitive(rq) if rq is not None else None
     with _verdicts_lock:
-        _verdicts[key] = (verdict, primitive)
+        _verdicts[key] = verdict
         if len(_verdicts) > CACHE_SIZE:
             _verdicts.popitem(last=False)
-    return verdict, rq, primitive
+    return Checked(verdict, rq, A_ASSOCIATE_RQ.to_primitive(rq) if rq is not None else None, key)
+
+
+def remember(key: bytes, primitive: A_ASSOCIATE) -> None:
+    """The request with digest ``key`` was accepted (direct.py): keep its primitive for the next."""
+    with _verdicts_lock:
+        if key in _verdicts:  # still known as sound
+            _known[key] = primitive
+            _known.move_to_end(key)
+            if len(_known) > KNOWN_SIZE:
+                _known.popitem(last=False)
 
 
 def _decode_problem(pdu: bytes) -> tuple[str | None, A_ASSOCIATE_RQ | None]:

@@ -130,11 +130,11 @@ class LabRequestHandler(RequestHandler):
             pass
         self.lab_preread, self.lab_predecoded = gate.handed.pop(self.request, None), gate.decoded.pop(self.request, None)
         self.lab_connected = gate.since.pop(self.request, None)
-        primitive = gate.primitives.pop(self.request, None)
+        primitive, key = gate.primitives.pop(self.request, None) or (None, b"")
         decided = None
         if pacs.direct and not getattr(self.server, "lab_tls", None) and direct.plain_request(primitive):
             quick = direct.DirectAssociation(pacs, primitive, self.request, self.local, self.remote,
-                                             self.server._handlers, self.lab_connected)
+                                             self.server._handlers, self.lab_connected, key)
             pacs.track(quick)
             try:
                 if direct.serve(pacs, quick):
@@ -142,7 +142,7 @@ class LabRequestHandler(RequestHandler):
                 decided, quick.lab_session = quick.lab_session, None  # pynetdicom takes it, decided
             finally:
                 pacs.untrack(quick)
-            self.lab_predecoded = None  # its primitive is the one rqcheck shares: pynetdicom decodes its own
+            self.lab_predecoded = None  # its primitive may be the one rqcheck keeps: pynetdicom decodes its own
         assoc = self._create_association()
         if decided is not None:
             assoc.lab_session, assoc.lab_predecided = decided, True  # type: ignore[attr-defined]
