@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from dicomdata import CT, as_file, ct_dataset
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -224,9 +225,12 @@ def test_workers_do_not_outlive_a_killed_supervisor(redis_url, registry, tmp_pat
     wait_for(lambda: not port_open(pacs.port), timeout=5, what="the port closed")
 
 
-def test_sigterm_aborts_an_idle_association_after_the_grace(redis_url, registry, tmp_path):
-    """An association that never releases holds the PACS only for PACS_SHUTDOWN_GRACE."""
-    pacs = PacsProcess(redis_url, tmp_path / "st", extra_env={"PACS_SHUTDOWN_GRACE": "1"}).start()
+@pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-accept", "pynetdicom-accept"])
+def test_sigterm_aborts_an_idle_association_after_the_grace(redis_url, registry, tmp_path, direct):
+    """An association that never releases holds the PACS only for PACS_SHUTDOWN_GRACE, whichever
+    accept served it (listener.Pacs._abort_now: a DirectAssociation or pynetdicom's)."""
+    pacs = PacsProcess(redis_url, tmp_path / "st",
+                       extra_env={"PACS_SHUTDOWN_GRACE": "1", "PACS_DIRECT_ACCEPT": direct}).start()
     add_node(registry, "CT01")
     ae = AE(ae_title="CT01")
     ae.add_requested_context(CT, [ExplicitVRLittleEndian])

@@ -50,13 +50,13 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 from dicomlab.events import REASON_INTERNAL_ERROR
-from dicomlab.pdu import ABORT_NOT_SPECIFIED, SOURCE_USER, abort, abort_pdu
+from dicomlab.pdu import ABORT_NOT_SPECIFIED, abort_pdu
 
 from . import metrics, rqcheck
 from .associations import failed_decision
 from .contexts import contexts_for
 from .session import Session, session
-from .wire import abort_and_close, mark_aborted
+from .wire import abort_and_close, abort_from_elsewhere, mark_aborted
 
 if TYPE_CHECKING:
     from .listener import Pacs
@@ -65,7 +65,6 @@ LOG = logging.getLogger(__name__)
 
 DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 PLAIN_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification, ImplementationVersionNameNotification)
-A_ABORT_USER = abort(SOURCE_USER, 0)
 
 
 def plain_request(rq: Any) -> TypeGuard[A_ASSOCIATE]:
@@ -112,11 +111,7 @@ class DirectAssociation:
     def abort_now(self) -> None:
         """A-ABORT (service user) from another thread (shutdown): the data phase's read fails
         and records the abort."""
-        try:
-            self.sock.sendall(A_ABORT_USER)
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        abort_from_elsewhere(self.sock)
 
     # evt.trigger sets ``abort`` to one of these while a notification handler runs
     _abort_nonblocking = _abort_blocking = abort = abort_now

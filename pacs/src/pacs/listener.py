@@ -46,7 +46,7 @@ from .spooling import discard_partial, receive_chunked
 from .storage import Storage
 from .tlslistener import TlsListener
 from .transport import LabRequestHandler, LabServer, SharedPortServer, _inherited_server_class
-from .wire import A_ABORT_USER
+from .wire import abort_from_elsewhere
 
 LOG = logging.getLogger(__name__)
 
@@ -290,11 +290,7 @@ class Pacs:
         if getattr(dul, "wire", None) is not None and dul.is_alive():
             sock = dul.socket.socket if dul.socket is not None else None
             if sock is not None:
-                try:
-                    sock.sendall(A_ABORT_USER)
-                    sock.shutdown(socket.SHUT_RDWR)  # the data phase's read fails: it records the abort
-                except OSError:
-                    pass
+                abort_from_elsewhere(sock)
             return
         assoc.abort()
 

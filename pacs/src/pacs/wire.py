@@ -83,6 +83,16 @@ def response_pdu(context_id: int, command_field: int, message_id: int, sop_class
     return codec.p_data(context_id, codec.COMMAND | codec.LAST, command)
 
 
+def abort_from_elsewhere(sock: socket.socket) -> None:
+    """A-ABORT (service user) an association whose data phase runs in another thread (at
+    shutdown): the A-ABORT goes out, and that thread's read fails, so it records the abort."""
+    try:
+        sock.sendall(A_ABORT_USER)
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def abort_and_close(sock: socket.socket, pdu: bytes, linger: float = 2.0) -> None:
     """Send an A-ABORT, then wait briefly for the peer to close (PS3.8 Sta13, as the
     ARTIM timer would), reading whatever it still sends into a small buffer, and

@@ -34,7 +34,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); stopStream(); askToken(); });
   $("#scp-form").addEventListener("submit", saveScp);
-  $("#scp-form").addEventListener("input", () => { scpEdited = true; });
+  $("#scp-form").addEventListener("input", scpInput);
   $("#node-form").addEventListener("submit", submitNode);
   $("#node-cancel").addEventListener("click", resetNodeForm);
   $("#sim-form").addEventListener("submit", sendStudy);

@@ -4,8 +4,15 @@
 
 // ------------------------------------------------------------------ listener
 // A refresh (an event about the listener) never overwrites what the administrator is typing:
-// while the form has unsaved edits, only the status lines are refreshed.
+// while the form has unsaved edits, only the status lines are refreshed. An edit made while a
+// save is on its way (scpEdits counts them) is not one the save sent, so it stays unsaved.
 let scpEdited = false;
+let scpEdits = 0;
+
+function scpInput() {
+  scpEdited = true;
+  scpEdits += 1;
+}
 
 async function loadScp() {
   const r = await api("GET", "/api/scp");
@@ -48,7 +55,19 @@ function showScpStatus(s) {
 
 async function saveScp(ev) {
   ev.preventDefault();
+  // One save at a time: the button is disabled until the saved settings are read back.
+  const button = $("#scp-form button[type=submit]");
+  button.disabled = true;
+  try {
+    await saveScpNow();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function saveScpNow() {
   clearErrors("scp");
+  const sent = scpEdits;
   const body = {
     ae_title: $("#scp-ae_title").value,
     port: numberOrText($("#scp-port").value),
@@ -64,6 +83,6 @@ async function saveScp(ev) {
   };
   const r = await api("PATCH", "/api/scp", body);
   if (!r.ok) { showErrors("scp", r); return; }
-  scpEdited = false;
+  if (scpEdits === sent) scpEdited = false;
   await loadScp();
 }
