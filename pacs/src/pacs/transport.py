@@ -142,7 +142,8 @@ class LabRequestHandler(RequestHandler):
                 decided, quick.lab_session = quick.lab_session, None  # pynetdicom takes it, decided
             finally:
                 pacs.untrack(quick)
-            self.lab_predecoded = None  # its primitive may be the one rqcheck keeps: pynetdicom decodes its own
+            # a request decoded now (lab_predecoded) was not kept by rqcheck.remember, which only a
+            # direct accept calls: pynetdicom takes its decode and its primitive, read by the decision
         assoc = self._create_association()
         if decided is not None:
             assoc.lab_session, assoc.lab_predecided = decided, True  # type: ignore[attr-defined]
