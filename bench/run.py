@@ -161,6 +161,10 @@ class Bench(ClassicWorkloads):
             self.rows.append(floor.measure(self.work, self.series, self.ns.repeat))
         if "concurrent" in w:
             self.measure(CONCURRENT, self.concurrent, "images/s")
+            from . import floor
+
+            self.say("the durable-write floor with one writer per modality at once")
+            self.rows.append(floor.measure_concurrent(self.work, self.studies, self.ns.repeat))
         if "accept" in w:
             self.measure(ACCEPT, self.accept, "assoc/s")
         if "sim" in w:

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the repository root: the fuzzer's wire helpers (fuzz/) and the bench's modules (bench/), which
+# some tests import, whichever test runs first (tests/bench alone is not the package bench)
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from lab import PacsProcess, RedisServer  # noqa: E402
 

@@ -53,6 +53,10 @@ def test_bench_runs_and_prints_one_table(tmp_path: Path) -> None:
 
     floor = rows[("single-association ingest", FLOOR)]  # the write path alone, and the ceiling it leaves
     assert floor["value"] > 0 and "4 files" in floor["detail"] and "× storescp" in floor["detail"]
+    from bench.floor import SUBJECT_CONCURRENT
+
+    floor = rows[("concurrent modalities", SUBJECT_CONCURRENT)]  # one writer per modality at once
+    assert floor["value"] > 0 and "writers x" in floor["detail"] and "× storescp --fork" in floor["detail"]
     assert (out / "results.md").read_text().count("\n| ") >= 12
     # the profiles ran (py-spy installed by `make bench`); their hot spots are listed
     assert [p["workload"] for p in data["profiles"]] == ["single-association ingest", "association accept rate"]

@@ -9,16 +9,10 @@ with ``PACS_FASTPATH=0`` in the environment, which every PACS process a test sta
 
 from __future__ import annotations
 
-import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-
-from lab import ROOT
-
-if str(ROOT) not in sys.path:  # the fuzzer's wire helpers (fuzz/) serve the hostile-peer tests too
-    sys.path.insert(0, str(ROOT))
 
 # Not here: the fuzz smoke and regression tests and test_dataphase's engine cases choose their
 # engines themselves (socket, loops and stock, each with its own expectations), and

@@ -179,6 +179,47 @@ def test_the_direct_path_is_taken_only_when_on(tmp_path_factory):
             redis.stop()
 
 
+def test_a_request_whose_primitive_was_pushed_out_still_goes_direct(tmp_path):
+    """rqcheck keeps the primitives of the last KNOWN_SIZE (64) requests accepted directly, and the
+    verdicts of the last 512. A modality whose primitive was pushed out by 64 others is still
+    known as sound: its request is decoded again on the association thread and accepted directly
+    (it went to pynetdicom for good before, as long as its verdict was kept). A refused request
+    sent twice gets the same A-ASSOCIATE-RJ both times (the second from the same decode)."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from lab import free_port
+    from pacs.rqcheck import KNOWN_SIZE
+
+    redis = RedisServer().start()
+    registry = Registry(connect(redis.url))
+    add_node(registry, "CT01")
+    port = free_port()
+    pacs = PacsProcess(redis.url, tmp_path / "storage", extra_env={
+        "PACS_DIRECT_ACCEPT": "1", "PACS_WORKERS": "1", "PACS_METRICS_PORT": str(port),
+        "PACS_METRICS_DIR": str(tmp_path / "prom")}).start()
+    try:
+        first = rq(context(1, VERIFICATION, IMPLICIT))
+        assert exchange(pacs.port, first)[0] == 0x02
+        for n in range(KNOWN_SIZE):  # 64 other requests (their maximum PDU differs) push it out
+            assert exchange(pacs.port, rq(context(1, VERIFICATION, IMPLICIT), max_pdu=20000 + 2 * n))[0] == 0x02
+        assert exchange(pacs.port, first)[0] == 0x02
+        stranger = rq(context(1, VERIFICATION, IMPLICIT), calling=b"STRANGER")
+        refused = [exchange(pacs.port, stranger) for _ in range(2)]
+        assert refused[0] == refused[1] and refused[0][0] == 0x03
+
+        def direct_accepts() -> float | None:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            found = [s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                     if s.name == "dicomlab_pacs_direct_accepts_total"]
+            return found[0] if found else None
+
+        wait_for(lambda: direct_accepts() == KNOWN_SIZE + 2, what=f"{KNOWN_SIZE + 2} direct accepts")
+    finally:
+        pacs.stop()
+        redis.stop()
+
+
 def test_what_is_not_plain_still_goes_through_pynetdicom(sides):
     """A request with a user identity item (and one with a role selection item) is not plain:
     pynetdicom answers it (its user identity response, its role selection) on both sides."""

@@ -158,3 +158,22 @@ def test_only_accepted_requests_are_kept_and_at_most_known_size(monkeypatch):
     assert len(kept[4].presentation_context_definition_list) == 5
     rqcheck.remember(b"\0" * 32, firsts[0].primitive)  # a digest the verdicts do not know: not kept
     assert len(rqcheck._known) == 3
+
+
+def test_a_sound_request_is_decoded_again_when_its_primitive_is_not_kept():
+    """``decode_again``: the association thread's decode of a request the gate knew as sound by
+    its digest: a fresh decode and its primitive (the same one), and the digest; None for bytes
+    that do not decode."""
+    import hashlib
+
+    from pacs.rqcheck import decode_again, rq_check
+
+    pdu = rq(context(1), context(3), context(7))  # unique: context 7 is in no other test's request
+    first = rq_check(pdu)
+    got = decode_again(pdu)
+    assert got is not None and got.problem is None and got.key == first.key
+    assert got.key == hashlib.blake2b(pdu, digest_size=32).digest()
+    assert got.decoded is not None and got.decoded is not first.decoded
+    assert got.primitive is got.decoded.to_primitive()  # made once, for whichever takes it
+    assert [cx.context_id for cx in got.primitive.presentation_context_definition_list] == [1, 3, 7]
+    assert decode_again(rq(context(2))) is None  # an even context ID: pynetdicom's decode raises

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -55,6 +56,7 @@ DEFAULT_TRANSFER_SYNTAXES = [
 ]
 
 
+@lru_cache(maxsize=1024)  # bounded: UIDs come from the network; ~130 per storescu association
 def uid_name(uid: str) -> str:
     """'CT Image Storage (1.2.840.10008.5.1.4.1.1.2)' for a known UID, else the UID."""
     name = SOP_CLASS_NAMES.get(uid) or TRANSFER_SYNTAX_NAMES.get(uid)

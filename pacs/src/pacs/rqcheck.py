@@ -86,6 +86,18 @@ def rq_check(pdu: bytes) -> Checked:
     return Checked(verdict, rq, rq.to_primitive() if rq is not None else None, key)
 
 
+def decode_again(pdu: bytes) -> Checked | None:
+    """A request ``rq_check`` knows as sound but whose primitive is not kept (no direct accept
+    remembered it, or it was pushed out of the KNOWN_SIZE kept): decoded again on the association
+    thread, not in the gate's one thread, so that the direct accept can take it (and keep it) and
+    pynetdicom, if it takes it, does not decode it a second time. None: it does not decode now
+    (cannot happen for the same bytes; then pynetdicom decodes and answers as it would)."""
+    verdict, rq = _decode_problem(pdu)
+    if verdict is not None or rq is None:
+        return None
+    return Checked(None, rq, rq.to_primitive(), hashlib.blake2b(pdu, digest_size=32).digest())
+
+
 def remember(key: bytes, primitive: A_ASSOCIATE) -> None:
     """The request with digest ``key`` was accepted (direct.py): keep its primitive for the next."""
     with _verdicts_lock:

@@ -25,7 +25,7 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from . import direct
+from . import direct, rqcheck
 from .fastpath import LabAssociation
 from .guard import PduGuard
 from .threadreuse import ThreadReuse
@@ -132,7 +132,14 @@ class LabRequestHandler(RequestHandler):
         self.lab_connected = gate.since.pop(self.request, None)
         primitive, key = gate.primitives.pop(self.request, None) or (None, b"")
         decided = None
-        if pacs.direct and not getattr(self.server, "lab_tls", None) and direct.plain_request(primitive):
+        directly = pacs.direct and not getattr(self.server, "lab_tls", None)
+        if directly and primitive is None and self.lab_predecoded is None and self.lab_preread is not None:
+            # a sound request the gate knew by its digest, its primitive not kept: decoded here, once
+            again = rqcheck.decode_again(bytes(self.lab_preread))
+            if again is not None:
+                primitive, key = again.primitive, again.key
+                self.lab_predecoded = (bytes(self.lab_preread), again.decoded)
+        if directly and direct.plain_request(primitive):
             quick = direct.DirectAssociation(pacs, primitive, self.request, self.local, self.remote,
                                              self.server._handlers, self.lab_connected, key)
             pacs.track(quick)
