@@ -78,10 +78,13 @@ class ClassicWorkloads:
         self.studies = [sorted(d.rglob("*.dcm")) for d in sorted(conc_dir.iterdir()) if d.is_dir()]
 
     # workloads ------------------------------------------------------------------------------------
-    def storescu(self, calling: str, recv: Receiver, files: list[Path], log: Path) -> subprocess.Popen[bytes]:
+    def storescu(self, calling: str, recv: Receiver, files: list[Path], log: Path,
+                 nagle: bool = False) -> subprocess.Popen[bytes]:
+        """``nagle``: storescu as Debian builds it runs without TCP_NODELAY (Nagle's algorithm on);
+        the other workloads set it, as a modality tuned for DICOM does."""
         argv = [tool("storescu"), "-aet", calling, "-aec", recv.ae_title, "-to", "30", "-ta", "30", "-td", "120",
                 *recv.storescu_args, "127.0.0.1", str(recv.port), *map(str, files)]
-        return self.kids.start(argv, log=log, env=dcmtk_env())
+        return self.kids.start(argv, log=log, env=dcmtk_env(TCP_NODELAY="0") if nagle else dcmtk_env())
 
     def _stored(self, recv: Receiver, expected: int) -> int:
         try:
@@ -89,11 +92,17 @@ class ClassicWorkloads:
         except TimeoutError:
             return recv.stored()
 
-    def single(self, recv: Receiver) -> Measure:
+    def single_nagle(self, recv: Receiver) -> Measure:
+        """The single-association ingest from a storescu that keeps Nagle's algorithm on: each
+        C-STORE's last segment waits for the receiver's ACK, so a receiver that delays its ACKs
+        costs the modality up to 40 ms per image."""
+        return self.single(recv, nagle=True)
+
+    def single(self, recv: Receiver, nagle: bool = False) -> Measure:
         files = self.series
         log = recv.work / "storescu.txt"
         started = time.perf_counter()
-        proc = self.storescu(SENDER_AE, recv, files, log)
+        proc = self.storescu(SENDER_AE, recv, files, log, nagle=nagle)
         rc = proc.wait(timeout=600)
         elapsed = time.perf_counter() - started
         stored = self._stored(recv, len(files))

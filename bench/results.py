@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SINGLE = "single-association ingest"
+NAGLE = "single association, Nagle on at the modality"
 CONCURRENT = "concurrent modalities"
 ACCEPT = "association accept rate"
 SIM_GEN = "simulator generation"
@@ -63,7 +64,8 @@ def judge(rows: list[Row]) -> None:
         return row.value / base.value
 
     for r in rows:
-        base = {SINGLE: "DCMTK storescp", CONCURRENT: "DCMTK storescp --fork", ACCEPT: "DCMTK storescp",
+        base = {SINGLE: "DCMTK storescp", NAGLE: "DCMTK storescp", CONCURRENT: "DCMTK storescp --fork",
+                ACCEPT: "DCMTK storescp",
                 SIM_SEND: "DCMTK storescu -> storescp"}.get(r.workload)
         if base:
             r.ratio = ratio(r, find(rows, r.workload, base))
@@ -78,6 +80,10 @@ def judge(rows: list[Row]) -> None:
         else:
             pacs.target += " (no Orthanc figure)"
         pacs.met = all(checks) if pacs.value is not None else False
+    pacs = find(rows, NAGLE, "PACS (ours)")
+    if pacs:  # ours, not issue 10's: a modality that keeps Nagle on is served as well as storescp serves it
+        pacs.target = "≥ 0.55× storescp (the lab's own target)"
+        pacs.met = pacs.ratio is not None and pacs.ratio >= 0.55
     pacs = find(rows, CONCURRENT, "PACS (ours)")
     if pacs:
         pacs.target = "≥ 0.55× storescp --fork"

@@ -48,10 +48,23 @@ from . import hostile, tlsbench
 from .classic import ClassicWorkloads
 from .procs import Children
 from .receivers import ROOT, NodeSpec, Orthanc, PacsReceiver, Receiver, Storescp, ensure
-from .results import ACCEPT, CONCURRENT, ECHO_AE, SENDER_AE, SIM_GEN, SIM_SEND, SINGLE, Measure, Row, _median, judge
+from .results import (
+    ACCEPT,
+    CONCURRENT,
+    ECHO_AE,
+    NAGLE,
+    SENDER_AE,
+    SIM_GEN,
+    SIM_SEND,
+    SINGLE,
+    Measure,
+    Row,
+    _median,
+    judge,
+)
 
-WORKLOADS = ("single", "concurrent", "accept", "sim", "profile", "tls", *hostile.WORKLOADS)
-GROUPS = {"hostile": hostile.WORKLOADS, "classic": ("single", "concurrent", "accept", "sim", "profile"),
+WORKLOADS = ("single", "nagle", "concurrent", "accept", "sim", "profile", "tls", *hostile.WORKLOADS)
+GROUPS = {"hostile": hostile.WORKLOADS, "classic": ("single", "nagle", "concurrent", "accept", "sim", "profile"),
           "tls": ("tls",)}
 
 
@@ -151,7 +164,7 @@ class Bench(ClassicWorkloads):
     def run(self) -> int:
         self.check_tools()
         w = self.ns.workloads
-        if set(w) & {"single", "concurrent", "sim", "profile", "tls"}:
+        if set(w) & {"single", "nagle", "concurrent", "sim", "profile", "tls"}:
             self.generate()
         if "single" in w:
             self.measure(SINGLE, self.single, "images/s")
@@ -159,6 +172,8 @@ class Bench(ClassicWorkloads):
 
             self.say("the durable-write floor (the PACS's write path alone, on this disk)")
             self.rows.append(floor.measure(self.work, self.series, self.ns.repeat))
+        if "nagle" in w:
+            self.measure(NAGLE, self.single_nagle, "images/s")
         if "concurrent" in w:
             self.measure(CONCURRENT, self.concurrent, "images/s")
             from . import floor
@@ -176,7 +191,7 @@ class Bench(ClassicWorkloads):
             self.profiles = [profile_pacs(self, SINGLE, self.single, "pacs-profile"),
                              profile_pacs(self, ACCEPT, self.accept, "pacs-accept-profile")]
         hostile.Hostile(self).run()
-        order = [SINGLE, CONCURRENT, ACCEPT, SIM_GEN, SIM_SEND, *tlsbench.ORDER, *hostile.ORDER]
+        order = [SINGLE, NAGLE, CONCURRENT, ACCEPT, SIM_GEN, SIM_SEND, *tlsbench.ORDER, *hostile.ORDER]
         self.rows.sort(key=lambda r: order.index(r.workload))  # stable: receivers keep their order
         judge(self.rows)
         from . import floor

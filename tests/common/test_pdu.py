@@ -287,3 +287,37 @@ def test_read_pdu_checks_the_header_and_caps_the_body_before_reading_it():
         assert pdu.recv_up_to(a, 6) == b""
     finally:
         a.close()
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair: (client, server)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        client = socket.create_connection(srv.getsockname())
+        server, _ = srv.accept()
+    return client, server
+
+
+@pytest.mark.skipif(pdu.TCP_QUICKACK is None, reason="TCP_QUICKACK is Linux's")
+def test_read_pdu_asks_for_an_immediate_ack_only_when_told():
+    """``read_pdu(quickack=True)`` leaves the socket acknowledging at once (the kernel's quickack
+    mode, read back with getsockopt); without it, a socket put in delayed-ACK mode stays there."""
+    client, server = _tcp_pair()
+    try:
+        assert pdu.quickack_applies(server)
+        for quick in (True, False, True):
+            server.setsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK, 0)  # delayed ACKs, as after an answer
+            assert server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == 0
+            client.sendall(pdu.RELEASE_RQ)
+            assert pdu.read_pdu(server, quickack=quick) == (0x05, bytearray(4))
+            assert server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == int(quick)
+    finally:
+        client.close()
+        server.close()
+    a, b = socket.socketpair()  # not TCP: nothing to ask
+    try:
+        assert not pdu.quickack_applies(a)
+    finally:
+        a.close()
+        b.close()

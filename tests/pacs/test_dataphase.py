@@ -449,3 +449,49 @@ def test_reads_are_capped_before_allocation():
         assert recv_up_to(a, 6, cap=6) == b"abc"
     finally:
         a.close()
+
+
+@pytest.mark.skipif(pdu.TCP_QUICKACK is None, reason="TCP_QUICKACK is Linux's")
+@pytest.mark.parametrize("on", [True, False], ids=["quickack", "off"])
+def test_the_data_phase_acknowledges_each_pdu_at_once(on, monkeypatch):
+    """The socket data phase asks the kernel for an immediate ACK after each PDU it reads, so a
+    modality that keeps Nagle's algorithm on is not held by the delayed ACK (about 40 ms per
+    C-STORE: README "Speed"). Real code on a real loopback TCP connection, in this process: the
+    socket is put in delayed-ACK mode, a P-DATA-TF (the first fragment of a command) arrives, and
+    once the data phase has taken it the socket is in quickack mode (with wire.QUICKACK off, not)."""
+    import threading
+    from types import SimpleNamespace
+
+    from pacs import wire
+
+    monkeypatch.setattr(wire, "QUICKACK", on)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        client = socket.create_connection(srv.getsockname())
+        server, _ = srv.accept()
+    assoc = SimpleNamespace(accepted_contexts=[SimpleNamespace(context_id=1)],
+                            requestor=SimpleNamespace(maximum_length=0))
+    phase = wire.DataPhase(assoc, server, echo=lambda a: 0, store=lambda *a: 0, max_pdu_in=MAX_PDU,
+                           idle_timeout=10)
+    ended: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            phase._serve()
+        except BaseException as exc:  # noqa: BLE001 - the client closes: PeerGone, as expected
+            ended.append(exc)
+
+    t = threading.Thread(target=serve, daemon=True)
+    try:
+        server.setsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK, 0)
+        t.start()
+        fragment = b"\x00\x00\x00\x00"  # of a command set: more to come (not the last fragment)
+        client.sendall(pdu.pdu(pdu.P_DATA_TF, struct.pack(">IBB", len(fragment) + 2, 1, 0x01) + fragment))
+        wait_for(lambda: phase.msg.command == fragment, what="the data phase to take the fragment")
+        assert server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == int(on)
+    finally:
+        client.close()
+        t.join(10)
+        server.close()
+    assert ended and isinstance(ended[0], wire.PeerGone)
