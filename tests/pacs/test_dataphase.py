@@ -455,8 +455,8 @@ def test_reads_are_capped_before_allocation():
 @pytest.mark.parametrize("on", [True, False], ids=["quickack", "off"])
 def test_the_data_phase_acknowledges_each_pdu_at_once(on, monkeypatch):
     """The socket data phase asks the kernel for an immediate ACK after each PDU it reads, so a
-    modality that keeps Nagle's algorithm on is not held by the delayed ACK (about 40 ms per
-    C-STORE: README "Speed"). Real code on a real loopback TCP connection, in this process: the
+    modality that keeps Nagle's algorithm on is not held by the delayed ACK (up to 40 ms; README,
+    "How the PACS is built for speed"). Real code on a real loopback TCP connection, in this process: the
     socket is put in delayed-ACK mode, a P-DATA-TF (the first fragment of a command) arrives, and
     once the data phase has taken it the socket is in quickack mode (with wire.QUICKACK off, not)."""
     import threading
@@ -495,3 +495,41 @@ def test_the_data_phase_acknowledges_each_pdu_at_once(on, monkeypatch):
         t.join(10)
         server.close()
     assert ended and isinstance(ended[0], wire.PeerGone)
+
+
+@pytest.mark.skipif(pdu.TCP_QUICKACK is None, reason="TCP_QUICKACK is Linux's")
+@pytest.mark.parametrize("on", [True, False], ids=["quickack", "off"])
+def test_pynetdicom_loops_acknowledge_each_pdu_at_once_too(on, monkeypatch):
+    """Under pynetdicom's own loops (verbose, refusal and fault modes, Storage Commitment, Q/R, both
+    engines) the PACS reads through ``FastSocket.recv`` and its PDU guard: the guard asks for the
+    immediate ACK after each PDU body too. Real code on a real loopback TCP connection."""
+    from types import SimpleNamespace
+
+    from pacs import wire
+    from pacs.guard import PduGuard
+
+    monkeypatch.setattr(wire, "QUICKACK", on)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        client = socket.create_connection(srv.getsockname())
+        server, _ = srv.accept()
+    try:
+        assoc = SimpleNamespace(dul=SimpleNamespace(state_machine=SimpleNamespace(current_state="Sta6")),
+                                acceptor=SimpleNamespace(maximum_length=MAX_PDU), lab_session=None)
+        guard = PduGuard(assoc)
+        server.setsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK, 0)
+        fragment = b"\x00\x00\x00\x00"
+        client.sendall(pdu.pdu(pdu.P_DATA_TF, struct.pack(">IBB", len(fragment) + 2, 1, 0x01) + fragment))
+
+        def read(n: int) -> bytearray:
+            return pdu.recv_up_to(server, n)
+
+        header = guard.recv(server, 6, read)
+        assert header[0] == 0x04 and server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == 0
+        body = guard.recv(server, struct.unpack(">I", header[2:6])[0], read)
+        assert bytes(body[6:]) == fragment
+        assert server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == int(on)
+    finally:
+        client.close()
+        server.close()

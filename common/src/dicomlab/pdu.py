@@ -184,18 +184,23 @@ def read_pdu(sock: socket.socket, cap: int | None = None,
     to acknowledge at once. A sender that keeps Nagle's algorithm on (Debian's DCMTK does unless
     ``TCP_NODELAY=1`` is set) holds the last small segment of each message until everything before
     it is acknowledged, and a receiver that delays its ACK (Linux does, up to 40 ms, once it answers
-    each message) makes every C-STORE wait for that timer: ~35 images/s instead of ~250 here. The
-    kernel clears the flag by itself, hence once per PDU (one system call)."""
+    each message) makes C-STOREs wait for that timer (measured in README, "How the PACS is built for speed"). The kernel
+    clears the flag by itself, hence once per PDU (one system call)."""
     pdu_type, length = parse_header(recv_exact(sock, HEADER_LENGTH))
     if check is not None:
         check(pdu_type, length)
     body = recv_exact(sock, length, cap)
     if quickack:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)  # type: ignore[arg-type]
-        except OSError:  # closed under us: the next read says so
-            pass
+        ack_now(sock)
     return pdu_type, body
+
+
+def ack_now(sock: socket.socket) -> None:
+    """Ask the kernel to acknowledge what arrived at once (TCP_QUICKACK; ``quickack_applies``)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)  # type: ignore[arg-type]
+    except OSError:  # closed under us: the next read says so
+        pass
 
 
 # -- A-ASSOCIATE-RQ/AC/RJ -------------------------------------------------------------------------

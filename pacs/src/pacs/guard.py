@@ -13,6 +13,10 @@ recorded on the association (the association-aborted event says it), the socket
 is closed and the read fails, which pynetdicom's state machine takes as a
 closed transport (Evt17 -> AA-4: A-P-ABORT to the association, which ends).
 The A-ASSOCIATE-RQ itself (before negotiation) is left to the connection gate.
+
+Each PDU read is acknowledged at once (TCP_QUICKACK), as in the socket data phase
+(``dicomlab.pdu.read_pdu``): a modality that keeps Nagle's algorithm on is not held
+by the delayed ACK in these modes either.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dicomlab.events import REASON_INSTANCE_TOO_LARGE, REASON_PDU_INVALID
 from dicomlab.pdu import ABORT_NOT_SPECIFIED, abort_pdu, check_pdu
 from dicomlab.pdu import HEADER_LENGTH as PDU_HEADER
 
+from . import wire
 from .wire import abort_and_close, mark_aborted, who
 
 BEFORE_NEGOTIATION = ("Sta1", "Sta2")  # no A-ASSOCIATE-RQ read yet
@@ -38,6 +43,7 @@ class PduGuard:
         self.assoc = assoc
         self._next_body: tuple[int, int] | None = None  # (type, length) of the PDU whose header was read
         self._data_bytes = 0  # dataset bytes of the DIMSE message being received
+        self._quickack: bool | None = None  # each PDU acknowledged at once (wire.QUICKACK), once known
 
     def _active(self) -> bool:
         dul = getattr(self.assoc, "dul", None)
@@ -64,6 +70,10 @@ class PduGuard:
             self._refuse(sock, abort_pdu(ABORT_NOT_SPECIFIED), "was read out of step (internal error)",
                          REASON_PDU_INVALID)
         body = read(length)
+        if self._quickack is None:
+            self._quickack = wire.QUICKACK and codec.quickack_applies(sock)
+        if self._quickack:  # as the socket data phase does: a modality that keeps Nagle on
+            codec.ack_now(sock)
         if pdu_type == 0x04:
             self._count(sock, body)
         return body

@@ -68,7 +68,7 @@ A_ABORT_UNEXPECTED_PDU = abort_pdu(ABORT_UNEXPECTED_PDU)  # provider, unexpected
 A_ABORT_INVALID = abort_pdu(ABORT_INVALID_PARAMETER)  # provider, invalid PDU parameter
 A_ABORT_USER = codec.abort(codec.SOURCE_USER, ABORT_NOT_SPECIFIED)
 # Each PDU read is acknowledged at once (``codec.read_pdu``'s quickack): a modality that keeps
-# Nagle's algorithm on is then not held ~40 ms per C-STORE by the delayed ACK (README "Speed").
+# Nagle's algorithm on is then not held by the delayed ACK (README, "How the PACS is built for speed").
 QUICKACK = True
 
 
