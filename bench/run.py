@@ -4,11 +4,14 @@ Workloads (DCMTK storescu is the sender unless said otherwise; every receiver is
 with empty storage, for every measurement; ratios are to DCMTK measured in this same run):
 
 1. single-association ingest: one storescu sends the whole series (``--slices`` CT images) in one
-   association; images/s = images / storescu's wall time (process start to exit).
+   association; images/s = images / storescu's wall time (process start to exit). Then the
+   durable-write floor: the series written the PACS's way, no DICOM (bench/floor.py).
+   ``nagle``: the same from a storescu without TCP_NODELAY (Nagle's algorithm on, as Debian
+   builds DCMTK), the row "single association, Nagle on at the modality".
 2. concurrent modalities: ``--modalities`` storescu processes at once, each its own AE title
    (each registered on our PACS) and its own study of ``--images-per-modality`` images;
    aggregate images/s = all images / wall time from the first start to the last exit.
-   DCMTK's anchor is ``storescp --fork``.
+   DCMTK's anchor is ``storescp --fork``. Then its durable-write floor, one writer per study.
 3. association accept rate: ``--accept-clients`` processes, each looping for ``--accept-seconds``
    over a raw socket: pre-encoded A-ASSOCIATE-RQ (Verification), C-ECHO-RQ, A-RELEASE-RQ, each
    on a new TCP connection; completed associations/s (bench/echo_client.py).
