@@ -182,10 +182,10 @@ def read_pdu(sock: socket.socket, cap: int | None = None,
 
     ``quickack`` (a TCP socket, ``quickack_applies``): once the PDU is read, the kernel is told
     to acknowledge at once. A sender that keeps Nagle's algorithm on (Debian's DCMTK does unless
-    ``TCP_NODELAY=1`` is set) holds the last small segment of each message until everything before
-    it is acknowledged, and a receiver that delays its ACK (Linux does, up to 40 ms, once it answers
-    each message) makes C-STOREs wait for that timer (measured in README, "How the PACS is built for speed"). The kernel
-    clears the flag by itself, hence once per PDU (one system call)."""
+    ``TCP_NODELAY=1`` is set) holds the last small segment of each message until everything
+    before it is acknowledged, and a receiver that delays its ACK (Linux does, up to 40 ms, once
+    it answers each message) makes C-STOREs wait for that timer (measured: README, "How the PACS
+    is built for speed"). The kernel clears the flag by itself, hence once per PDU (one call)."""
     pdu_type, length = parse_header(recv_exact(sock, HEADER_LENGTH))
     if check is not None:
         check(pdu_type, length)
