@@ -97,7 +97,8 @@ def annotate(rows: list[Row]) -> None:
             continue
         # a receiver that answers after the write path spends at least 1/floor s per image on it,
         # plus what it cannot overlap: receiving the instance (storescp's whole time per image).
-        # With 8 at once on 2 cores both are mostly CPU, so the same sum is the estimate there.
+        # Exact for one association (the modality waits for each answer); for 8 at once only an
+        # estimate: part of the write path waits for the disk, and other associations can fill that.
         ceiling = 1.0 / (1.0 / floor.value + 1.0 / scp.value)
         floor.detail += (f"; a receiver that keeps the durability rule reaches at most ~{ceiling:.0f} images/s "
                          f"here = {ceiling / scp.value:.2f}× {dcmtk.removeprefix('DCMTK ')} "

@@ -59,6 +59,16 @@ def listens(host: str, port: int) -> bool:
         return False
 
 
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair: (client, server)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        client = socket.create_connection(srv.getsockname())
+        server, _ = srv.accept()
+    return client, server
+
+
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
     wait_until(lambda: listens(host, port), timeout, interval=0.02, what=f"something to listen on {host}:{port}")
 

@@ -289,21 +289,13 @@ def test_read_pdu_checks_the_header_and_caps_the_body_before_reading_it():
         a.close()
 
 
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    """A connected loopback TCP pair: (client, server)."""
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        client = socket.create_connection(srv.getsockname())
-        server, _ = srv.accept()
-    return client, server
-
-
 @pytest.mark.skipif(pdu.TCP_QUICKACK is None, reason="TCP_QUICKACK is Linux's")
 def test_read_pdu_asks_for_an_immediate_ack_only_when_told():
     """``read_pdu(quickack=True)`` leaves the socket acknowledging at once (the kernel's quickack
     mode, read back with getsockopt); without it, a socket put in delayed-ACK mode stays there."""
-    client, server = _tcp_pair()
+    from lab import tcp_pair
+
+    client, server = tcp_pair()
     try:
         assert pdu.quickack_applies(server)
         for quick in (True, False, True):

@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 from test_wire import read_pdu
 
 from dicomlab import pdu
-from lab import PacsProcess, add_node, echoscu, events_of, need, wait_for
+from lab import PacsProcess, add_node, echoscu, events_of, need, tcp_pair, wait_for
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT = "1.2.840.10008.1.2"
@@ -465,11 +465,7 @@ def test_the_data_phase_acknowledges_each_pdu_at_once(on, monkeypatch):
     from pacs import wire
 
     monkeypatch.setattr(wire, "QUICKACK", on)
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        client = socket.create_connection(srv.getsockname())
-        server, _ = srv.accept()
+    client, server = tcp_pair()
     assoc = SimpleNamespace(accepted_contexts=[SimpleNamespace(context_id=1)],
                             requestor=SimpleNamespace(maximum_length=0))
     phase = wire.DataPhase(assoc, server, echo=lambda a: 0, store=lambda *a: 0, max_pdu_in=MAX_PDU,
@@ -509,11 +505,7 @@ def test_pynetdicom_loops_acknowledge_each_pdu_at_once_too(on, monkeypatch):
     from pacs.guard import PduGuard
 
     monkeypatch.setattr(wire, "QUICKACK", on)
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        client = socket.create_connection(srv.getsockname())
-        server, _ = srv.accept()
+    client, server = tcp_pair()
     try:
         assoc = SimpleNamespace(dul=SimpleNamespace(state_machine=SimpleNamespace(current_state="Sta6")),
                                 acceptor=SimpleNamespace(maximum_length=MAX_PDU), lab_session=None)

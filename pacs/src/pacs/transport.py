@@ -135,10 +135,11 @@ class LabRequestHandler(RequestHandler):
         directly = pacs.direct and not getattr(self.server, "lab_tls", None)
         if directly and primitive is None and self.lab_predecoded is None and self.lab_preread is not None:
             # a sound request the gate knew by its digest, its primitive not kept: decoded here, once
-            again = rqcheck.decode_again(bytes(self.lab_preread))
+            raw = bytes(self.lab_preread)
+            again = rqcheck.decode_again(raw)
             if again is not None:
                 primitive, key = again.primitive, again.key
-                self.lab_predecoded = (bytes(self.lab_preread), again.decoded)
+                self.lab_predecoded = (raw, again.decoded)
         if directly and direct.plain_request(primitive):
             quick = direct.DirectAssociation(pacs, primitive, self.request, self.local, self.remote,
                                              self.server._handlers, self.lab_connected, key)
