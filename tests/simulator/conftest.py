@@ -44,18 +44,19 @@ class StoreSCP:
 
 @pytest.fixture
 def storescp(tmp_path):
-    """Factory: ``storescp(*options)`` starts DCMTK's storescp (TCP_NODELAY=1) on a free port."""
+    """Factory: ``storescp(*options, nodelay=True)`` starts DCMTK's storescp on a free port, with
+    TCP_NODELAY=1 (``nodelay=False``: Nagle's algorithm on, as Debian builds DCMTK)."""
     exe = need_tool("storescp", "dcmtk")
     started: list[StoreSCP] = []
 
-    def start(*options: str) -> StoreSCP:
+    def start(*options: str, nodelay: bool = True) -> StoreSCP:
         port = free_port()
         out = tmp_path / f"storescp-{port}"
         out.mkdir()
         log = tmp_path / f"storescp-{port}.log"
         with open(log, "wb") as fh:
             proc = subprocess.Popen([exe, "-aet", "STORESCP", "-od", str(out), "-v", *options, str(port)],
-                                    stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"})
+                                    stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": str(int(nodelay))})
         scp = StoreSCP(proc, port, out, log)
         started.append(scp)
         wait_port("127.0.0.1", port)

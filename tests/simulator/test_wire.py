@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from io import BytesIO
 
 import pydicom
+import pytest
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode, encode
@@ -18,6 +23,7 @@ from ct_simulator.network import Link
 from ct_simulator.sender import SendOptions, send
 from ct_simulator.syntaxes import encode_bytes
 from ct_simulator.wire import c_store_rq, frame, parse_command
+from lab import need, need_tool, wait_until
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 UID = "1.2.826.0.1.3680043.8.498.1"
@@ -124,3 +130,59 @@ def test_no_answer_within_the_dimse_timeout(storescp, capsys):
     out = capsys.readouterr().out
     assert rc == outcome.EXIT_TIMED_OUT, out
     assert "to the C-STORE of instance 1 within 1 s (DIMSE timeout)" in out
+
+
+
+def _delayed_acks(ns: str) -> int:
+    """TcpExt DelayedACKs of network namespace ``ns``: ACKs its kernel sent when the delayed-ACK
+    timer fired (up to 40 ms after the segment), its own count, whatever else runs on the machine."""
+    text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/netstat"], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    head, values = text[0].split(), text[1].split()
+    assert head[0] == "TcpExt:"
+    return int(dict(zip(head, values, strict=True))["DelayedACKs"])
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("on", [True, False], ids=["quickack", "off"])
+def test_the_answers_of_a_nagle_storescp_wait_for_no_delayed_ack(on, tmp_path):
+    """A storescp with Nagle's algorithm on (as Debian builds DCMTK) writes each C-STORE-RSP in small
+    segments and holds each until the one before is acknowledged. The simulator asks for an
+    immediate ACK once a C-STORE is written and after each PDU it reads (``wire.QUICKACK``), so no
+    answer waits for the delayed-ACK timer. Counted, not timed: the real simulator and the real
+    storescp in a network namespace of their own, whose kernel counts the ACKs its timer sent.
+    With ``wire.QUICKACK`` off the same send makes one per instance (the check can fail)."""
+    exe = need_tool("storescp", "dcmtk")
+    need(os.geteuid() == 0 and shutil.which("ip") is not None,
+         "needs root and ip (iproute2) for a network namespace: run as root, as CI does")
+    ns, port, slices = f"dlab-dack-{os.getpid()}", 11104, 20
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    scp = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        out = tmp_path / "in"
+        out.mkdir()
+        scp = subprocess.Popen(["ip", "netns", "exec", ns, exe, "-aet", "STORESCP", "-od", str(out), str(port)],
+                               env={**os.environ, "TCP_NODELAY": "0"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT)
+        send = ("import sys; from ct_simulator import wire; from ct_simulator.cli import main; "
+                f"wire.QUICKACK = {on}; sys.exit(main(sys.argv[1:]))")
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", send, *_send(port, "--slices", str(slices))]
+        wait_until(lambda: subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                           f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
+                                          capture_output=True).returncode == 0, 15, interval=0.2,
+                   what="storescp to listen in the namespace")
+        before = _delayed_acks(ns)
+        sent = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        after = _delayed_acks(ns)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert len(list(out.iterdir())) == slices
+        if on:
+            assert after - before <= 2, f"{after - before} delayed ACKs for {slices} C-STOREs"
+        else:
+            assert after - before >= slices // 2, f"only {after - before} delayed ACKs: the check cannot tell"
+    finally:
+        if scp is not None:
+            scp.terminate()
+            scp.wait(10)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
