@@ -182,9 +182,21 @@ class PacsProcess:
 
 
 # -- DCMTK peers ------------------------------------------------------------------
-def dcmtk_env() -> dict[str, str]:
-    """DCMTK with TCP_NODELAY (Debian's default is Nagle: ~30x slower on loopback)."""
-    return {**os.environ, "TCP_NODELAY": "1"}
+def dcmtk_env(nodelay: bool = True) -> dict[str, str]:
+    """DCMTK with TCP_NODELAY (Debian's default is Nagle: ~30x slower on loopback);
+    ``nodelay=False``: Nagle's algorithm on, as Debian builds it."""
+    return {**os.environ, "TCP_NODELAY": str(int(nodelay))}
+
+
+def delayed_acks(netns: str | None = None) -> int:
+    """The kernel's TcpExt DelayedACKs of this network namespace (or of ``netns``): ACKs sent when
+    the delayed-ACK timer fired, up to 40 ms after a segment came. A count, not a timing: how often
+    a peer that keeps Nagle's algorithm on was made to wait."""
+    argv = ["cat", "/proc/net/netstat"] if netns is None else ["ip", "netns", "exec", netns, "cat", "/proc/net/netstat"]
+    lines = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
+    head, values = lines[0].split(), lines[1].split()
+    assert head[0] == "TcpExt:", head[:1]
+    return int(dict(zip(head, values, strict=True))["DelayedACKs"])
 
 
 def echoscu(port: int, calling: str, called: str, host: str = "127.0.0.1",

@@ -9,7 +9,7 @@ import pytest
 from pydicom import dcmread
 from test_qr import QR, make_study, store
 
-from lab import add_node, dcmtk_env, events_of, free_port, need_tool, wait_for, wait_port
+from lab import PacsProcess, add_node, dcmtk_env, delayed_acks, events_of, free_port, need_tool, wait_for, wait_port
 
 
 @pytest.fixture
@@ -87,3 +87,49 @@ def test_getscu(pacs, stored, registry, tmp_path):
     assert got == sorted(d.SOPInstanceUID for d in roe)
     ev = wait_for(lambda: events_of(registry, "get-finished"), what="get-finished")
     assert ev[0].outcome == "success"
+
+
+@pytest.mark.parametrize("quickack", ["1", "0"], ids=["quickack", "off"])
+def test_retrieves_to_peers_that_keep_nagle_wait_for_no_delayed_ack(quickack, redis_url, registry, tmp_path):
+    """A C-MOVE destination (storescp) and a C-GET SCU (getscu) that keep Nagle's algorithm on, as
+    Debian builds DCMTK, answer each C-STORE sub-operation in small segments and hold each until the
+    one before is acknowledged. The PACS asks for an immediate ACK after each PDU it sends and reads
+    (outbound associations: ``dicomlab.outbound``; under pynetdicom's loops: ``transport.FastSocket``).
+    Counted, not timed: the kernel's delayed ACKs over each retrieve of 40 instances, about one per
+    instance with ``PACS_QUICKACK=0`` (the check can fail), a few at most with it (other traffic on
+    the machine counts too)."""
+    movescu, getscu, storescp = (need_tool(t, "dcmtk") for t in ("movescu", "getscu", "storescp"))
+    pacs = PacsProcess(redis_url, tmp_path / "storage", extra_env={"PACS_QUICKACK": quickack}).start()
+    dest = None
+    try:
+        add_node(registry, "CT01")
+        add_node(registry, "WS01", services=QR)
+        study = make_study(40, "DOE^JANE", "20240115")
+        store(pacs.port, study)
+        port = free_port()
+        moved, got = tmp_path / "moved", tmp_path / "got"
+        moved.mkdir()
+        got.mkdir()
+        dest = subprocess.Popen([storescp, "--aetitle", "STORESCP", "--output-directory", str(moved), str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dcmtk_env(nodelay=False))
+        wait_port("127.0.0.1", port)
+        add_node(registry, "STORESCP", port=port, services=("C-ECHO",))
+        key = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study[0].StudyInstanceUID}"]
+        waited = {}
+        for what, argv in (("C-MOVE", [movescu, "-S", "-aet", "WS01", "-aec", "PACS", "-aem", "STORESCP"]),
+                           ("C-GET", [getscu, "-S", "-aet", "WS01", "-aec", "PACS", "-od", str(got)])):
+            before = delayed_acks()
+            r = subprocess.run([*argv, *key, "127.0.0.1", str(pacs.port)], capture_output=True, text=True,
+                               env=dcmtk_env(nodelay=False), timeout=120)
+            waited[what] = delayed_acks() - before
+            assert r.returncode == 0, r.stderr
+        assert len(list(moved.iterdir())) == len(list(got.iterdir())) == len(study)
+        if quickack == "1":
+            assert waited["C-MOVE"] < 20 and waited["C-GET"] < 20, waited
+        else:
+            assert waited["C-MOVE"] >= 20 and waited["C-GET"] >= 20, f"{waited}: the check cannot tell"
+    finally:
+        if dest is not None:
+            dest.terminate()
+            dest.wait(10)
+        pacs.stop()

@@ -23,7 +23,7 @@ from ct_simulator.network import Link
 from ct_simulator.sender import SendOptions, send
 from ct_simulator.syntaxes import encode_bytes
 from ct_simulator.wire import c_store_rq, frame, parse_command
-from lab import need, need_tool, wait_until
+from lab import delayed_acks, need, need_tool, wait_until
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 UID = "1.2.826.0.1.3680043.8.498.1"
@@ -133,16 +133,6 @@ def test_no_answer_within_the_dimse_timeout(storescp, capsys):
 
 
 
-def _delayed_acks(ns: str) -> int:
-    """TcpExt DelayedACKs of network namespace ``ns``: ACKs its kernel sent when the delayed-ACK
-    timer fired (up to 40 ms after the segment), its own count, whatever else runs on the machine."""
-    text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/netstat"], capture_output=True,
-                          text=True, check=True).stdout.splitlines()
-    head, values = text[0].split(), text[1].split()
-    assert head[0] == "TcpExt:"
-    return int(dict(zip(head, values, strict=True))["DelayedACKs"])
-
-
 @pytest.mark.netns
 @pytest.mark.parametrize("on", [True, False], ids=["quickack", "off"])
 def test_the_answers_of_a_nagle_storescp_wait_for_no_delayed_ack(on, tmp_path):
@@ -172,9 +162,9 @@ def test_the_answers_of_a_nagle_storescp_wait_for_no_delayed_ack(on, tmp_path):
                                            f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
                                           capture_output=True).returncode == 0, 15, interval=0.2,
                    what="storescp to listen in the namespace")
-        before = _delayed_acks(ns)
+        before = delayed_acks(ns)
         sent = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        after = _delayed_acks(ns)
+        after = delayed_acks(ns)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert len(list(out.iterdir())) == slices
         if on:

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 
+from dicomlab import outbound
 from dicomlab.errors import LabError, RegistryUnavailable
 from dicomlab.events import WORKER_EXITED, EventLog
 from dicomlab.journal import Journal
@@ -17,7 +18,7 @@ from dicomlab.registry import Registry, connect
 from dicomlab.settings import EnvConfig, ListenerSettings
 from dicomlab.tlsca import ensure_lab
 
-from . import malloc, metrics
+from . import malloc, metrics, wire
 from .counters import Counts, SharedCounts
 from .listener import Pacs
 from .policy import AssociationSlots
@@ -80,6 +81,11 @@ def serve(url: str, storage: Storage, env: EnvConfig, ns: argparse.Namespace) ->
         print(f"pacs: configuration error: PACS_DIRECT_ACCEPT is 0 or 1, not {direct!r}", file=sys.stderr)
         return 2
     ns.direct = direct == "1"
+    quickack = os.environ.get("PACS_QUICKACK", "1").strip() or "1"
+    if quickack not in ("0", "1"):
+        print(f"pacs: configuration error: PACS_QUICKACK is 0 or 1, not {quickack!r}", file=sys.stderr)
+        return 2
+    wire.QUICKACK = outbound.QUICKACK = quickack == "1"  # before the fork: every worker's
     malloc.limit_arenas()  # before any thread: pooled threads each keeping an arena's freed memory (malloc.py)
 
     try:

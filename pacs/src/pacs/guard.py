@@ -16,7 +16,10 @@ The A-ASSOCIATE-RQ itself (before negotiation) is left to the connection gate.
 
 Each PDU read is acknowledged at once (TCP_QUICKACK), as in the socket data phase
 (``dicomlab.pdu.read_pdu``): a modality that keeps Nagle's algorithm on is not held
-by the delayed ACK in these modes either.
+by the delayed ACK in these modes either. So is each PDU sent (``transport.FastSocket.send``):
+a C-GET SCU that keeps Nagle on (getscu as Debian builds it) writes each C-STORE-RSP of
+the sub-operations in small segments, each held until the one before is acknowledged
+(measured: 40 instances in 2.0 s, 52 delayed ACKs; 0.2 s with getscu's TCP_NODELAY=1).
 """
 
 from __future__ import annotations
@@ -70,13 +73,18 @@ class PduGuard:
             self._refuse(sock, abort_pdu(ABORT_NOT_SPECIFIED), "was read out of step (internal error)",
                          REASON_PDU_INVALID)
         body = read(length)
-        if self._quickack is None:
-            self._quickack = wire.QUICKACK and codec.quickack_applies(sock)
-        if self._quickack:  # as the socket data phase does: a modality that keeps Nagle on
-            codec.ack_now(sock)
+        self.ack_now(sock)  # as the socket data phase does: a modality that keeps Nagle on
         if pdu_type == 0x04:
             self._count(sock, body)
         return body
+
+    def ack_now(self, sock: socket.socket) -> None:
+        """An immediate ACK of what arrived (TCP_QUICKACK), unless ``wire.QUICKACK`` is off: after
+        each PDU read, and after each PDU sent (``transport.FastSocket.send``)."""
+        if self._quickack is None:
+            self._quickack = wire.QUICKACK and codec.quickack_applies(sock)
+        if self._quickack:
+            codec.ack_now(sock)
 
     def _count(self, sock: socket.socket, body: bytearray) -> None:
         limit = self._max_instance_bytes()

@@ -62,13 +62,23 @@ class FastSocket(AssociationSocket):
             self.event_queue.put("Evt17")  # Evt17: transport connection closed
             return False
 
+    def _guard(self) -> PduGuard:
+        guard: PduGuard | None = getattr(self, "pdu_guard", None)
+        if guard is None:
+            guard = self.pdu_guard = PduGuard(self.assoc)
+        return guard
+
     def recv(self, nr_bytes: int) -> bytearray:
         # the peer closed: what came is returned, as pynetdicom does. After the
         # A-ASSOCIATE-RQ, every PDU length is checked before it is read (guard.py).
-        guard = getattr(self, "pdu_guard", None)
-        if guard is None:
-            guard = self.pdu_guard = PduGuard(self.assoc)
-        return guard.recv(cast(socket.socket, self.socket), nr_bytes, self._read)
+        return self._guard().recv(cast(socket.socket, self.socket), nr_bytes, self._read)
+
+    def send(self, bytestream: bytes) -> None:
+        """pynetdicom's send (a failure is its Evt17), then an immediate ACK of what arrives next
+        (guard.py: a C-GET SCU that keeps Nagle on answers in small segments)."""
+        super().send(bytestream)
+        if self.socket is not None:
+            self._guard().ack_now(self.socket)
 
     def _read(self, nr_bytes: int) -> bytearray:
         """``nr_bytes``: the gate's pre-read bytes (the A-ASSOCIATE-RQ) first, then the socket."""
