@@ -67,8 +67,9 @@ A_RELEASE_RP = codec.RELEASE_RP
 A_ABORT_UNEXPECTED_PDU = abort_pdu(ABORT_UNEXPECTED_PDU)  # provider, unexpected PDU
 A_ABORT_INVALID = abort_pdu(ABORT_INVALID_PARAMETER)  # provider, invalid PDU parameter
 A_ABORT_USER = codec.abort(codec.SOURCE_USER, ABORT_NOT_SPECIFIED)
-# Each PDU read is acknowledged at once (``codec.read_pdu``'s quickack): a modality that keeps
-# Nagle's algorithm on is then not held by the delayed ACK (README, "How the PACS is built for speed").
+# Each PDU read is acknowledged at once (``codec.read_pdu``'s quickack), and so is what comes
+# right after each answer sent: a modality that keeps Nagle's algorithm on is then not held by
+# the delayed ACK (README, "How the PACS is built for speed"). PACS_QUICKACK=0 turns it off.
 QUICKACK = True
 
 
@@ -355,6 +356,8 @@ class DataPhase:
             pdu = response_pdu(context_id, 0x8030, message_id, str(cs.get("AffectedSOPClassUID", "")
                                                                      or cx.abstract_syntax), status)
         self.sock.sendall(pdu)
+        if self.quickack:  # the next request's first segment acknowledged as it arrives (QUICKACK)
+            codec.ack_now(self.sock)
 
     def _ended(self, words: str) -> None:
         """The peer ended it (A-ABORT, or the connection closed): record why."""
