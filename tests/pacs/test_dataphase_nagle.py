@@ -7,10 +7,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from dicomdata import as_file
 from pydicom.uid import ExplicitVRLittleEndian
 from test_qr import make_study
 
-from dicomdata import as_file
 from lab import PacsProcess, add_node, dcmtk_env, delayed_acks, need_tool
 
 
