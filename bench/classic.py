@@ -20,7 +20,20 @@ from typing import TYPE_CHECKING
 
 from .procs import Children, dcmtk_env, poll
 from .receivers import ROOT, Receiver, Storescp, tool
-from .results import ECHO_AE, ECHO_CLIENT, SENDER_AE, SIM_GEN, SIM_SEND, Measure, Row, _median, _tail
+from .results import (
+    ECHO_AE,
+    ECHO_CLIENT,
+    SENDER_AE,
+    SIM_GEN,
+    SIM_NAGLE,
+    SIM_SEND,
+    SIM_TO_NAGLE,
+    STORESCU_TO_NAGLE,
+    Measure,
+    Row,
+    _median,
+    _tail,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -158,11 +171,11 @@ class ClassicWorkloads:
             return Measure(None, detail, note or "no association completed")
         return Measure(ok / elapsed, detail, note)
 
-    def sim_send(self, run: int = 1) -> Measure:
-        with Storescp(self.kids, self.work) as recv:
+    def sim_send(self, run: int = 1, nagle: bool = False) -> Measure:
+        with Storescp(self.kids, self.work, nagle=nagle) as recv:
             recv.start()
             m = self._sim_send(recv)
-            self.keep_logs(recv, m, f"simulator-send-{run}")
+            self.keep_logs(recv, m, f"simulator-send{'-nagle' if nagle else ''}-{run}")
             return m
 
     def _sim_send(self, recv: Storescp) -> Measure:
@@ -186,25 +199,29 @@ class ClassicWorkloads:
         return Measure(sent / elapsed, detail)
 
     def simulator_send(self) -> None:
-        """ct-simulator send -> storescp, interleaved with storescu -> storescp (files), fresh storescp each."""
-        sim: list[Measure] = []
-        dcmtk: list[Measure] = []
-        for i in range(self.ns.repeat):
-            run = f" (run {i + 1}/{self.ns.repeat})" if self.ns.repeat > 1 else ""
-            self.say(f"{SIM_SEND}: ct-simulator send -> storescp{run}")
-            sim.append(self.sim_send(i + 1))
-            self.say(f"{SIM_SEND}: DCMTK storescu -> storescp{run}")
-            with Storescp(self.kids, self.work) as recv:
-                m: Measure | None = None
-                try:
-                    recv.start()
-                    m = self.single(recv)
-                finally:
-                    self.keep_logs(recv, m, f"storescu-{i + 1}")
-                dcmtk.append(m)
-        for subject, ms in (("ct-simulator send -> storescp", sim), ("DCMTK storescu -> storescp", dcmtk)):
-            values = [m.value for m in ms if m.value is not None]
-            detail = ms[-1].detail if len(ms) == 1 else "runs " + ", ".join(f"{v:.0f}" for v in values) + \
-                f"; last: {ms[-1].detail}"
-            self.rows.append(Row(SIM_SEND, subject, _median(values), "images/s", detail,
-                                 note="; ".join(dict.fromkeys(m.note for m in ms if m.note)), runs=values))
+        """ct-simulator send -> storescp, interleaved with storescu -> storescp (files), fresh storescp
+        each; then the same pair to a storescp that keeps Nagle on (row SIM_NAGLE)."""
+        for workload, nagle, subjects in ((SIM_SEND, False, ("ct-simulator send -> storescp",
+                                                             "DCMTK storescu -> storescp")),
+                                          (SIM_NAGLE, True, (SIM_TO_NAGLE, STORESCU_TO_NAGLE))):
+            sim: list[Measure] = []
+            dcmtk: list[Measure] = []
+            for i in range(self.ns.repeat):
+                run = f" (run {i + 1}/{self.ns.repeat})" if self.ns.repeat > 1 else ""
+                self.say(f"{workload}: {subjects[0]}{run}")
+                sim.append(self.sim_send(i + 1, nagle))
+                self.say(f"{workload}: {subjects[1]}{run}")
+                with Storescp(self.kids, self.work, nagle=nagle) as recv:
+                    m: Measure | None = None
+                    try:
+                        recv.start()
+                        m = self.single(recv)
+                    finally:
+                        self.keep_logs(recv, m, f"storescu{'-nagle' if nagle else ''}-{i + 1}")
+                    dcmtk.append(m)
+            for subject, ms in zip(subjects, (sim, dcmtk), strict=True):
+                values = [m.value for m in ms if m.value is not None]
+                detail = ms[-1].detail if len(ms) == 1 else "runs " + ", ".join(f"{v:.0f}" for v in values) + \
+                    f"; last: {ms[-1].detail}"
+                self.rows.append(Row(workload, subject, _median(values), "images/s", detail,
+                                     note="; ".join(dict.fromkeys(m.note for m in ms if m.note)), runs=values))

@@ -153,9 +153,10 @@ class Storescp(Receiver):
     key = "storescp"
     ae_title = "STORESCP"
 
-    def __init__(self, kids: Children, work: Path, fork: bool = False) -> None:
+    def __init__(self, kids: Children, work: Path, fork: bool = False, nagle: bool = False) -> None:
         super().__init__(kids, work)
         self.fork = fork
+        self.nagle = nagle  # TCP_NODELAY=0: Nagle's algorithm on, as Debian builds DCMTK
         self.label = "DCMTK storescp --fork" if fork else "DCMTK storescp"
         self.out = self.work / "out"
 
@@ -164,7 +165,8 @@ class Storescp(Receiver):
         self.port = free_port()
         argv = [tool("storescp"), *(["--fork"] if self.fork else []), "-aet", self.ae_title, "-od", str(self.out),
                 str(self.port)]
-        self.proc = self.kids.start(argv, log=self.work / "log.txt", env=dcmtk_env())
+        self.proc = self.kids.start(argv, log=self.work / "log.txt",
+                                    env=dcmtk_env(TCP_NODELAY="0") if self.nagle else dcmtk_env())
         poll(lambda: port_open(self.port), 15, "storescp to listen", alive=self._alive)
         return self
 

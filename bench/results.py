@@ -12,6 +12,9 @@ CONCURRENT = "concurrent modalities"
 ACCEPT = "association accept rate"
 SIM_GEN = "simulator generation"
 SIM_SEND = "simulator send"
+SIM_NAGLE = "simulator send, Nagle on at the receiver"
+SIM_TO_NAGLE = "ct-simulator send -> storescp (Nagle on)"
+STORESCU_TO_NAGLE = "DCMTK storescu -> storescp (Nagle on)"
 
 SENDER_AE = "CT01"
 ECHO_AE = "ECHO01"
@@ -66,7 +69,7 @@ def judge(rows: list[Row]) -> None:
     for r in rows:
         base = {SINGLE: "DCMTK storescp", NAGLE: "DCMTK storescp", CONCURRENT: "DCMTK storescp --fork",
                 ACCEPT: "DCMTK storescp",
-                SIM_SEND: "DCMTK storescu -> storescp"}.get(r.workload)
+                SIM_SEND: "DCMTK storescu -> storescp", SIM_NAGLE: STORESCU_TO_NAGLE}.get(r.workload)
         if base:
             r.ratio = ratio(r, find(rows, r.workload, base))
     pacs = find(rows, SINGLE, "PACS (ours)")
@@ -95,5 +98,9 @@ def judge(rows: list[Row]) -> None:
     sim = find(rows, SIM_SEND, "ct-simulator send -> storescp")
     if sim:
         sim.target = "≥ 0.5× storescu"
+        sim.met = sim.ratio is not None and sim.ratio >= 0.5
+    sim = find(rows, SIM_NAGLE, SIM_TO_NAGLE)
+    if sim:  # ours: a receiver that keeps Nagle on does not hold the simulator's C-STOREs
+        sim.target = "≥ 0.5× storescu (the lab's own target)"
         sim.met = sim.ratio is not None and sim.ratio >= 0.5
 

@@ -49,6 +49,11 @@ def test_bench_runs_and_prints_one_table(tmp_path: Path) -> None:
     assert rows[("simulator generation", "ct-simulator generate")]["value"]
     assert rows[("simulator send", "ct-simulator send -> storescp")]["value"]
     assert rows[("simulator send", "DCMTK storescu -> storescp")]["value"]
+    from bench.results import SIM_NAGLE, SIM_TO_NAGLE, STORESCU_TO_NAGLE
+
+    sim_nagle = rows[(SIM_NAGLE, SIM_TO_NAGLE)]  # the same pair, to a storescp that keeps Nagle on
+    assert sim_nagle["value"] and rows[(SIM_NAGLE, STORESCU_TO_NAGLE)]["value"]
+    assert sim_nagle["ratio"] is not None and sim_nagle["met"] in (True, False) and sim_nagle["target"]
     assert "4/4 stored" in rows[("single-association ingest", "PACS (ours)")]["detail"]
     from bench.floor import SUBJECT as FLOOR
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from dicomdata import ct_dataset
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 from test_qr import QR, make_study, store
 
 from lab import PacsProcess, add_node, dcmtk_env, delayed_acks, events_of, free_port, need_tool, wait_for, wait_port
@@ -104,7 +106,8 @@ def test_retrieves_to_peers_that_keep_nagle_wait_for_no_delayed_ack(quickack, re
     try:
         add_node(registry, "CT01")
         add_node(registry, "WS01", services=QR)
-        study = make_study(40, "DOE^JANE", "20240115")
+        study_uid, series_uid = generate_uid(), generate_uid()  # 512² pixels: writes that outlast the call
+        study = [ct_dataset(study_uid, series_uid, i, rows=512, cols=512) for i in range(1, 41)]
         store(pacs.port, study)
         port = free_port()
         moved, got = tmp_path / "moved", tmp_path / "got"

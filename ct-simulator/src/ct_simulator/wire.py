@@ -41,8 +41,9 @@ than one small segment and holds each until the one before is acknowledged;
 Linux delays that ACK up to 40 ms once a connection answers each message. So
 each instance waited ~40 ms: 22 images/s to such a storescp, ~270 with its
 ACKs at once (README, "How the PACS is built for speed"). The channel asks the kernel
-for an immediate ACK (``TCP_QUICKACK``) once a C-STORE is written and after each
-PDU it reads, as the PACS does on its side (``dicomlab.pdu.read_pdu``).
+for an immediate ACK (``TCP_QUICKACK``) once a C-STORE is written, and once each
+PDU's header and body are read (``dicomlab.pdu.read_pdu``'s ``early_ack``: the
+segments of a large write sent after ``sendall`` returned undo the first).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ class StoreChannel:
 
     def _read_pdu(self) -> tuple[int, bytes]:
         try:
-            kind, body = pdu.read_pdu(self.sock, quickack=self._quickack)
+            kind, body = pdu.read_pdu(self.sock, quickack=self._quickack, early_ack=self._quickack)
         except TimeoutError as exc:
             raise NoAnswer() from exc
         except pdu.Closed as exc:

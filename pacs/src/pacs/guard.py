@@ -66,6 +66,7 @@ class PduGuard:
                 if bad is not None:
                     self._refuse(sock, abort_pdu(bad[0]), bad[1], REASON_PDU_INVALID)
                 self._next_body = (pdu_type, length)
+                self.ack_now(sock)  # as early as this: a C-GET SCU's answer to a large C-STORE (codec.read_pdu)
             return header
         pdu_type, length = self._next_body
         self._next_body = None
