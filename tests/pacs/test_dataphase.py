@@ -498,7 +498,8 @@ def test_the_data_phase_acknowledges_each_pdu_at_once(on, monkeypatch):
 def test_pynetdicom_loops_acknowledge_each_pdu_at_once_too(on, monkeypatch):
     """Under pynetdicom's own loops (verbose, refusal and fault modes, Storage Commitment, Q/R, both
     engines) the PACS reads through ``FastSocket.recv`` and its PDU guard: the guard asks for the
-    immediate ACK after each PDU body too. Real code on a real loopback TCP connection."""
+    immediate ACK once each PDU's header is read and again after its body. Real code on a real
+    loopback TCP connection."""
     from types import SimpleNamespace
 
     from pacs import wire
@@ -518,7 +519,8 @@ def test_pynetdicom_loops_acknowledge_each_pdu_at_once_too(on, monkeypatch):
             return pdu.recv_up_to(server, n)
 
         header = guard.recv(server, 6, read)
-        assert header[0] == 0x04 and server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == 0
+        assert header[0] == 0x04 and server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == int(on)
+        server.setsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK, 0)
         body = guard.recv(server, struct.unpack(">I", header[2:6])[0], read)
         assert bytes(body[6:]) == fragment
         assert server.getsockopt(socket.IPPROTO_TCP, pdu.TCP_QUICKACK) == int(on)
