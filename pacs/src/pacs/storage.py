@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomlab.dicom import STATUS_CANNOT_UNDERSTAND, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS
-from dicomlab.files import fsync_dir
+from dicomlab.files import fsync_dir, start_writeback
 
 from .instance import IMPLEMENTATION_CLASS_UID as IMPLEMENTATION_CLASS_UID  # re-exported (tests, reconcile)
 from .instance import IMPLEMENTATION_VERSION as IMPLEMENTATION_VERSION
@@ -115,18 +115,38 @@ class Storage:
         sop_instance_uid: str,
         calling_aet: str = "",
     ) -> StoreResult:
-        """Store one received dataset (``raw``: its bytes as received, or the fragments they came in)."""
-        meta = understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
-        if isinstance(meta, StoreResult):
-            return meta
-        header = part10_header(sop_class_uid.strip("\0 "), meta["sop_instance_uid"], transfer_syntax, calling_aet)
+        """Store one received dataset (``raw``: its bytes as received, or the fragments they came in).
+
+        The file is written first and its header fields read while the disk writes it
+        (``start_writeback``), then checked, then made durable: on the lab's disk the header
+        read (~0.4 ms) then costs nothing of the ``fdatasync`` (``bench/README.md``, tenth
+        session). A dataset that fails the checks leaves no file, as before. A request whose
+        SOP Instance UID is not a valid UID is refused before anything is written."""
+        sop = sop_instance_uid.strip("\0 ")
+        try:
+            header = part10_header(sop_class_uid.strip("\0 "), sop, transfer_syntax, calling_aet) \
+                if valid_uid(sop) else b""
+        except UnicodeEncodeError:
+            header = b""
+        if not header:  # understand names what is wrong (the UID checks are its own)
+            meta = understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
+            if isinstance(meta, StoreResult):
+                return meta
+            header = part10_header(sop_class_uid.strip("\0 "), meta["sop_instance_uid"], transfer_syntax,
+                                   calling_aet)
         tmp = fd = None
         try:
-            tmp, fd = self._temporary(meta["sop_instance_uid"])
+            tmp, fd = self._temporary(sop if valid_uid(sop) else "store")
             _write_all(fd, header, raw)
         except OSError as exc:
             self._drop(tmp, fd)
-            return self._no_room(meta, exc)
+            return self._no_room({"sop_instance_uid": sop}, exc)
+        if self.fsync:
+            start_writeback(fd)
+        meta = understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
+        if isinstance(meta, StoreResult):
+            self._drop(tmp, fd)
+            return meta
         return self._install(tmp, fd, meta)
 
     def spool(self, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,

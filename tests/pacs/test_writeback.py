@@ -1,0 +1,130 @@
+"""A C-STORE's file is on its way to the disk before its fdatasync: the storage starts the
+write-out (``sync_file_range``) as soon as the dataset is written and reads the header fields
+while the disk works. Observed with the kernel's own page counts for the file
+(``cachestat``, Linux 6.5+): at the fdatasync no page of it is still only dirty.
+
+Without ``start_writeback`` the kernel would leave those pages dirty for up to
+``vm.dirty_expire_centisecs`` (30 s), and these tests fail."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+import pytest
+from dicomdata import CT, ct_dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from dicomlab.files import start_writeback
+from pacs.storage import Storage
+
+SYS_CACHESTAT = 451  # the same number on x86_64 and aarch64
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Stat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in
+                ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def cachestat(fd: int) -> _Stat:
+    """The page cache's counts for the whole file: cached, dirty, under writeback."""
+    out = _Stat()
+    if _libc.syscall(SYS_CACHESTAT, fd, ctypes.byref(_Range(0, 0)), ctypes.byref(out), 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return out
+
+
+def _kernel_has_cachestat(tmp_path) -> str | None:
+    if platform.system() != "Linux":
+        return "cachestat is a Linux system call"
+    fd = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        cachestat(fd)
+    except OSError as exc:
+        return f"this kernel ({platform.release()}) has no cachestat (Linux 6.5+): {exc}"
+    finally:
+        os.close(fd)
+    return None
+
+
+@pytest.fixture
+def counts(tmp_path):
+    why = _kernel_has_cachestat(tmp_path)
+    if why is not None:
+        pytest.skip(why)
+    return cachestat
+
+
+def test_start_writeback_leaves_no_page_only_dirty(tmp_path, counts):
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, os.urandom(4 << 20))
+        before = counts(fd)
+        assert before.nr_dirty > 0  # the control: written, not yet on its way
+        assert start_writeback(fd) is True
+        after = counts(fd)
+        assert after.nr_dirty == 0, (before.nr_dirty, after.nr_dirty, after.nr_writeback)
+        os.fdatasync(fd)
+        assert counts(fd).nr_writeback == 0
+    finally:
+        os.close(fd)
+
+
+class _Watched(Storage):
+    """The real storage, with the file's page counts taken where the fdatasync is about to run."""
+
+    seen: list[tuple[int, int]]
+
+    def _install(self, tmp, fd, meta):
+        st = cachestat(fd)
+        self.seen.append((st.nr_cache, st.nr_dirty))
+        return super()._install(tmp, fd, meta)
+
+
+def _encoded(rows: int) -> tuple[bytes, str]:
+    ds = ct_dataset(generate_uid(), generate_uid(), 1, rows=rows, cols=rows)
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    return buf.getvalue(), str(ds.SOPInstanceUID)
+
+
+def test_a_c_store_file_is_being_written_out_before_its_fdatasync(tmp_path, counts):
+    storage = _Watched(tmp_path / "storage")
+    storage.seen = []
+    for _ in range(5):
+        raw, sop = _encoded(512)  # a CT slice: 512 KiB
+        result = storage.store(raw, ExplicitVRLittleEndian, CT, sop, "CT01")
+        assert result.ok, result.message
+        assert result.path.read_bytes()[132:].startswith(b"\x02\x00")  # Part 10 meta, then the dataset
+        assert result.path.read_bytes().endswith(raw)
+    assert len(storage.seen) == 5
+    for cached, dirty in storage.seen:
+        assert cached >= 128 and dirty == 0, storage.seen
+    assert not list(storage.incoming.iterdir())
+
+
+def test_a_dataset_refused_after_its_write_leaves_nothing(tmp_path, counts):
+    """The file is written before the header is read: a dataset whose SOP Instance UID differs
+    from the request's is written, refused, and its temporary file removed."""
+    storage = Storage(tmp_path / "storage")
+    raw, sop = _encoded(64)
+    other = generate_uid()
+    result = storage.store(raw, ExplicitVRLittleEndian, CT, other, "CT01")
+    assert result.status == 0xC000 and "differs" in result.message
+    assert not list(storage.incoming.iterdir())
+    assert sorted(p.name for p in storage.root.iterdir()) == [".incoming", ".sop"]
+    # and a request whose own SOP Instance UID is not a UID is refused before anything is written
+    bad = storage.store(raw, ExplicitVRLittleEndian, CT, "../../x", "CT01")
+    assert bad.status == 0xC000 and not list(storage.incoming.iterdir())
