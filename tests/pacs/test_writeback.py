@@ -128,3 +128,28 @@ def test_a_dataset_refused_after_its_write_leaves_nothing(tmp_path, counts):
     # and a request whose own SOP Instance UID is not a UID is refused before anything is written
     bad = storage.store(raw, ExplicitVRLittleEndian, CT, "../../x", "CT01")
     assert bad.status == 0xC000 and not list(storage.incoming.iterdir())
+
+
+def test_a_spooled_dataset_is_written_out_as_it_arrives(tmp_path, counts):
+    """A large dataset (spooled to its file fragment by fragment) has its write-out started every
+    few MiB while it arrives and the rest before its header is read back: at the fdatasync no
+    page is still only dirty (but the few appended to while being written out), and while it arrives at most WRITEBACK_EVERY of it is."""
+    from pacs.storage import WRITEBACK_EVERY
+
+    storage = _Watched(tmp_path / "storage")
+    storage.seen = []
+    raw, sop = _encoded(2300)  # 10 MiB of pixel data: 2 MiB after the last start while it arrives
+    spool = storage.spool(ExplicitVRLittleEndian, CT, sop, "CT01")
+    most_dirty = 0
+    for off in range(0, len(raw), 64 << 10):
+        spool.write(memoryview(raw)[off:off + (64 << 10)])
+        most_dirty = max(most_dirty, counts(spool._fd).nr_dirty)
+    assert len(raw) > 2 * WRITEBACK_EVERY
+    assert 0 < most_dirty * 4096 <= WRITEBACK_EVERY + (64 << 10) + 4096, most_dirty
+    result = spool.commit()
+    assert result.ok, result.message
+    assert result.path.read_bytes().endswith(raw)
+    (cached, dirty), = storage.seen
+    # a page appended to while it was being written out stays dirty (the kernel does not start a
+    # page twice): one per start at most, against ~500 pages (the 2 MiB tail) without the start
+    assert cached > 0 and dirty <= len(raw) // WRITEBACK_EVERY + 1, storage.seen

@@ -49,6 +49,7 @@ from .sopmarks import SopMarks
 LOG = logging.getLogger(__name__)
 
 _IOV_MAX = 1024
+WRITEBACK_EVERY = 4 << 20  # a spooled dataset's write-out is started each time this much more is written
 INCOMING = ".incoming"  # temporary files, on the storage filesystem
 FILE_MODE = 0o640  # patient data: the owner writes, its group reads, nobody else
 DIR_MODE = 0o750
@@ -261,6 +262,7 @@ class Spool:
         self.transfer_syntax, self.sop_class_uid = transfer_syntax, sop_class_uid
         self.sop_instance_uid, self.calling_aet = sop_instance_uid, calling_aet
         self.size = 0  # dataset bytes received
+        self._unstarted = 0  # bytes written since the last start_writeback
         self._error: OSError | None = None
         self._tmp: Path | None = None
         self._fd: int | None = None
@@ -286,6 +288,10 @@ class Spool:
         view = memoryview(data)
         while view:
             view = view[_write_some(self._fd, view):]  # type: ignore[arg-type]
+        self._unstarted += len(data)
+        if self._unstarted >= WRITEBACK_EVERY and self.storage.fsync:  # the disk keeps up as it arrives
+            self._unstarted = 0
+            start_writeback(self._fd)  # type: ignore[arg-type]
 
     def write(self, fragment: Any) -> None:
         self.size += len(fragment)
@@ -309,6 +315,8 @@ class Spool:
             if self._tmp is None or self._fd is None:
                 return StoreResult(STATUS_CANNOT_UNDERSTAND, "The C-STORE request's UIDs are not ASCII (or the "
                                    "dataset was discarded); not stored.")
+            if self.storage.fsync:
+                start_writeback(self._fd)  # the rest, while the header is read back
             with open(self._tmp, "rb") as f:
                 f.seek(len(self._header))
                 meta = understand(f, self.transfer_syntax, self.sop_class_uid, self.sop_instance_uid,
