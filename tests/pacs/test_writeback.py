@@ -153,3 +153,42 @@ def test_a_spooled_dataset_is_written_out_as_it_arrives(tmp_path, counts):
     # a page appended to while it was being written out stays dirty (the kernel does not start a
     # page twice): one per start at most, against ~500 pages (the 2 MiB tail) without the start
     assert cached > 0 and dirty <= len(raw) // WRITEBACK_EVERY + 1, storage.seen
+
+
+class _Held(_Watched):
+    """The first C-STORE waits at its fdatasync until told, so a second one runs beside it."""
+
+    def _install(self, tmp, fd, meta):
+        st = cachestat(fd)
+        self.seen.append((st.nr_cache, st.nr_dirty))
+        if len(self.seen) == 1:
+            self.first_at_install.set()
+            assert self.go_on.wait(30)
+        return Storage._install(self, tmp, fd, meta)
+
+
+def test_beside_another_c_store_the_write_out_is_left_to_the_fdatasync(tmp_path, counts):
+    """With several associations storing at once the early start did not pay (bench/README.md,
+    tenth session): a C-STORE starts it only when no other one of its process is being stored."""
+    import threading
+
+    storage = _Held(tmp_path / "storage")
+    storage.seen, storage.first_at_install, storage.go_on = [], threading.Event(), threading.Event()
+    (raw1, sop1), (raw2, sop2) = _encoded(512), _encoded(512)
+    results = {}
+    first = threading.Thread(target=lambda: results.update(
+        a=storage.store(raw1, ExplicitVRLittleEndian, CT, sop1, "CT01")))
+    first.start()
+    try:
+        assert storage.first_at_install.wait(30)
+        results["b"] = storage.store(raw2, ExplicitVRLittleEndian, CT, sop2, "CT01")
+    finally:
+        storage.go_on.set()
+        first.join(30)
+    assert results["a"].ok and results["b"].ok
+    (_, dirty_alone), (_, dirty_beside) = storage.seen
+    assert dirty_alone == 0 and dirty_beside >= 128, storage.seen
+    # and alone again afterwards
+    raw3, sop3 = _encoded(512)
+    assert storage.store(raw3, ExplicitVRLittleEndian, CT, sop3, "CT01").ok
+    assert storage.seen[2][1] == 0, storage.seen

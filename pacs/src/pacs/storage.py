@@ -31,6 +31,7 @@ import errno
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,8 @@ class Storage:
         # FILE_MODE whatever the umask: an fchmod per file only if the umask would take bits away
         umask = _umask()
         self._chmod_files = umask is None or FILE_MODE & ~umask != FILE_MODE
+        self._storing = 0  # C-STOREs of this process being stored now (store)
+        self._storing_lock = threading.Lock()
 
     def store(
         self,
@@ -116,6 +119,18 @@ class Storage:
         sop_instance_uid: str,
         calling_aet: str = "",
     ) -> StoreResult:
+        """``_store``, knowing whether another C-STORE of this process is being stored meanwhile."""
+        with self._storing_lock:
+            self._storing += 1
+            alone = self._storing == 1
+        try:
+            return self._store(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet, alone)
+        finally:
+            with self._storing_lock:
+                self._storing -= 1
+
+    def _store(self, raw: bytes | Pieces, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
+               calling_aet: str, alone: bool) -> StoreResult:
         """Store one received dataset (``raw``: its bytes as received, or the fragments they came in).
 
         The file is written first and its header fields read while the disk writes it
@@ -142,7 +157,7 @@ class Storage:
         except OSError as exc:
             self._drop(tmp, fd)
             return self._no_room({"sop_instance_uid": sop}, exc)
-        if self.fsync:
+        if self.fsync and alone:  # with others storing, their work already fills the disk's time
             start_writeback(fd)
         meta = understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
         if isinstance(meta, StoreResult):
