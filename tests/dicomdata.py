@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -43,6 +45,14 @@ def ct_dataset(study_uid: str, series_uid: str, number: int, rows: int = 64, col
     rng = np.random.default_rng(seed * 100_003 + number)
     ds.PixelData = rng.integers(0, 4096, size=(rows, cols), dtype=np.uint16).tobytes()
     return ds
+
+
+def encoded(ds: Dataset, implicit: bool = False) -> bytes:
+    """The dataset's bytes as a C-STORE carries them: little endian, no file meta."""
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, implicit
+    write_dataset(buf, ds)
+    return buf.getvalue()
 
 
 def as_file(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> Dataset:

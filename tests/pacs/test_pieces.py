@@ -5,9 +5,7 @@ is stored byte for byte as the same dataset joined, however it was cut -- inside
 from __future__ import annotations
 
 import pytest
-from dicomdata import CT, ct_dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
+from dicomdata import CT, ct_dataset, encoded
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from pacs.instance import _head_fields
@@ -16,10 +14,7 @@ from pacs.storage import Pieces, Storage
 
 def _encoded(implicit: bool) -> tuple[bytes, str]:
     ds = ct_dataset(generate_uid(), generate_uid(), 7, rows=128, cols=128)
-    buf = DicomBytesIO()
-    buf.is_little_endian, buf.is_implicit_VR = True, implicit
-    write_dataset(buf, ds)
-    return buf.getvalue(), str(ds.SOPInstanceUID)
+    return encoded(ds, implicit), str(ds.SOPInstanceUID)
 
 
 def _cut(raw: bytes, sizes: list[int]) -> Pieces:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import threading
 
 import pytest
-from dicomdata import CT, ct_dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
+from dicomdata import CT, ct_dataset, encoded
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicomlab.files import start_writeback
@@ -87,17 +86,17 @@ class _Watched(Storage):
     seen: list[tuple[int, int]]
 
     def _install(self, tmp, fd, meta):
+        self._at_install(fd)
+        return super()._install(tmp, fd, meta)
+
+    def _at_install(self, fd: int) -> None:
         st = cachestat(fd)
         self.seen.append((st.nr_cache, st.nr_dirty))
-        return super()._install(tmp, fd, meta)
 
 
 def _encoded(rows: int) -> tuple[bytes, str]:
     ds = ct_dataset(generate_uid(), generate_uid(), 1, rows=rows, cols=rows)
-    buf = DicomBytesIO()
-    buf.is_little_endian, buf.is_implicit_VR = True, False
-    write_dataset(buf, ds)
-    return buf.getvalue(), str(ds.SOPInstanceUID)
+    return encoded(ds), str(ds.SOPInstanceUID)
 
 
 def test_a_c_store_file_is_being_written_out_before_its_fdatasync(tmp_path, counts):
@@ -107,8 +106,8 @@ def test_a_c_store_file_is_being_written_out_before_its_fdatasync(tmp_path, coun
         raw, sop = _encoded(512)  # a CT slice: 512 KiB
         result = storage.store(raw, ExplicitVRLittleEndian, CT, sop, "CT01")
         assert result.ok, result.message
-        assert result.path.read_bytes()[132:].startswith(b"\x02\x00")  # Part 10 meta, then the dataset
-        assert result.path.read_bytes().endswith(raw)
+        stored = result.path.read_bytes()
+        assert stored[132:].startswith(b"\x02\x00") and stored.endswith(raw)  # Part 10 meta, then the dataset
     assert len(storage.seen) == 5
     for cached, dirty in storage.seen:
         assert cached >= 128 and dirty == 0, storage.seen
@@ -133,7 +132,8 @@ def test_a_dataset_refused_after_its_write_leaves_nothing(tmp_path, counts):
 def test_a_spooled_dataset_is_written_out_as_it_arrives(tmp_path, counts):
     """A large dataset (spooled to its file fragment by fragment) has its write-out started every
     few MiB while it arrives and the rest before its header is read back: at the fdatasync no
-    page is still only dirty (but the few appended to while being written out), and while it arrives at most WRITEBACK_EVERY of it is."""
+    page is still only dirty (but the few appended to while being written out), and while it
+    arrives at most WRITEBACK_EVERY of it is."""
     from pacs.storage import WRITEBACK_EVERY
 
     storage = _Watched(tmp_path / "storage")
@@ -158,20 +158,16 @@ def test_a_spooled_dataset_is_written_out_as_it_arrives(tmp_path, counts):
 class _Held(_Watched):
     """The first C-STORE waits at its fdatasync until told, so a second one runs beside it."""
 
-    def _install(self, tmp, fd, meta):
-        st = cachestat(fd)
-        self.seen.append((st.nr_cache, st.nr_dirty))
+    def _at_install(self, fd: int) -> None:
+        super()._at_install(fd)
         if len(self.seen) == 1:
             self.first_at_install.set()
             assert self.go_on.wait(30)
-        return Storage._install(self, tmp, fd, meta)
 
 
 def test_beside_another_c_store_the_write_out_is_left_to_the_fdatasync(tmp_path, counts):
     """With several associations storing at once the early start did not pay (bench/README.md,
     tenth session): a C-STORE starts it only when no other one of its process is being stored."""
-    import threading
-
     storage = _Held(tmp_path / "storage")
     storage.seen, storage.first_at_install, storage.go_on = [], threading.Event(), threading.Event()
     (raw1, sop1), (raw2, sop2) = _encoded(512), _encoded(512)

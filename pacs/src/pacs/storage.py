@@ -139,12 +139,12 @@ class Storage:
         session). A dataset that fails the checks leaves no file, as before. A request whose
         SOP Instance UID is not a valid UID is refused before anything is written."""
         sop = sop_instance_uid.strip("\0 ")
+        uid_ok = valid_uid(sop)
         try:
-            header = part10_header(sop_class_uid.strip("\0 "), sop, transfer_syntax, calling_aet) \
-                if valid_uid(sop) else b""
+            header = part10_header(sop_class_uid.strip("\0 "), sop, transfer_syntax, calling_aet) if uid_ok else b""
         except UnicodeEncodeError:
             header = b""
-        if not header:  # understand names what is wrong (the UID checks are its own)
+        if not header:  # understand names what is wrong (the UID checks are its own); non-ASCII text raises below
             meta = understand(raw, transfer_syntax, sop_class_uid, sop_instance_uid, calling_aet)
             if isinstance(meta, StoreResult):
                 return meta
@@ -152,7 +152,7 @@ class Storage:
                                    calling_aet)
         tmp = fd = None
         try:
-            tmp, fd = self._temporary(sop if valid_uid(sop) else "store")
+            tmp, fd = self._temporary(sop if uid_ok else "store")
             _write_all(fd, header, raw)
         except OSError as exc:
             self._drop(tmp, fd)
